@@ -1,0 +1,60 @@
+"""Probes: /live (process), /ready (dependencies), /health (full report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.services.health import HealthState, run_checks
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    """The process answers. No I/O: a slow database must not get the container killed."""
+    return {"status": "ok"}
+
+
+async def _report(request: Request) -> tuple[bool, dict[str, Any], HealthState]:
+    state: HealthState = request.app.state.health
+    healthy, checks = await run_checks(
+        request.app.state.db,
+        request.app.state.redis,
+        request.app.state.settings.ready_timeout_seconds,
+    )
+    if state.shutting_down:
+        healthy = False
+        checks["shutdown"] = {"status": "error", "error": "shutting down"}
+    return healthy, checks, state
+
+
+@router.get("/ready", responses={503: {"description": "A dependency check failed"}})
+async def ready(request: Request) -> JSONResponse:
+    """Serve traffic? Database reachable, schema at head, Redis (if configured), not stopping."""
+    healthy, checks, _ = await _report(request)
+    return JSONResponse(
+        status_code=200 if healthy else 503,
+        content={"status": "ready" if healthy else "not ready", "checks": checks},
+    )
+
+
+@router.get("/health", responses={503: {"description": "A dependency check failed"}})
+async def health(request: Request) -> JSONResponse:
+    """Everything an operator wants on one page: build, uptime, each dependency's latency."""
+    healthy, checks, state = await _report(request)
+    settings = request.app.state.settings
+    return JSONResponse(
+        status_code=200 if healthy else 503,
+        content={
+            "status": "ok" if healthy else "degraded",
+            "service": settings.app_name,
+            "version": settings.version,
+            "git_commit": settings.git_commit,
+            "environment": settings.environment.value,
+            "uptime_seconds": state.uptime_seconds,
+            "checks": checks,
+        },
+    )

@@ -1,0 +1,71 @@
+"""Items CRUD. Users see and change their own items; superusers see all."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.db.models import Item
+from app.schemas.common import SearchText
+from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
+from app.services import items as service
+
+router = APIRouter(prefix="/items", tags=["items"])
+
+MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
+
+
+@router.get("", response_model=ItemPage)
+async def list_items(
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    q: Annotated[SearchText | None, Query(description="Case-insensitive title search.")] = None,
+) -> ItemPage:
+    if limit > settings.items_max_page_size:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "type": "less_than_equal",
+                    "loc": ["query", "limit"],
+                    "msg": f"Input should be less than or equal to {settings.items_max_page_size}",
+                    "input": limit,
+                }
+            ],
+        )
+    page = await service.list_items(session, user, limit=limit, offset=offset, search=q or None)
+    return ItemPage(
+        items=[ItemPublic.model_validate(i) for i in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("", response_model=ItemPublic, status_code=status.HTTP_201_CREATED)
+async def create_item(data: ItemCreate, session: SessionDep, user: CurrentUser) -> Item:
+    return await service.create_item(session, user, data)
+
+
+@router.get("/{item_id}", response_model=ItemPublic)
+async def read_item(item_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Item:
+    return await service.get_item(session, user, item_id)
+
+
+@router.patch("/{item_id}", response_model=ItemPublic)
+async def update_item(
+    item_id: uuid.UUID, data: ItemUpdate, session: SessionDep, user: CurrentUser
+) -> Item:
+    return await service.update_item(session, user, item_id, data)
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_item(item_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+    await service.delete_item(session, user, item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

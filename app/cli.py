@@ -1,0 +1,191 @@
+"""Command line: `python -m app COMMAND` (also installed as `shipshape`).
+
+Every command turns a configuration or database problem into one line on stderr and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import code
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.config import ConfigError, Settings, get_settings, load_settings
+from app.core.logging import configure_logging
+
+cli = typer.Typer(
+    name="shipshape",
+    help="Shipshape service: serve, migrate, manage users, check configuration.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _fail(message: str, code_: int) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code_)
+
+
+def friendly_errors(func: F) -> F:
+    """One clear line instead of a traceback for the errors a user can cause."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            raise _fail(f"config error: {exc}", EXIT_CONFIG) from None
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise _fail(f"database error: {detail}", EXIT_RUNTIME) from None
+        except OSError as exc:
+            raise _fail(f"error: {exc}", EXIT_RUNTIME) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@cli.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: PORT]")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+) -> None:
+    """Run the HTTP server (uvicorn). Production images use gunicorn instead."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        reload=reload,
+        reload_dirs=["app"] if reload else None,
+        log_config=None,  # our JSON logging, configured by create_app
+        access_log=False,  # the request middleware writes the access log
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+@cli.command()
+@friendly_errors
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Upgrade the database schema (default: to the latest revision)."""
+    from app.db import migrate as migrations
+
+    settings = _settings()
+    migrations.upgrade(settings, revision)
+    typer.echo(f"database at {migrations.head_revision() if revision == 'head' else revision}")
+
+
+@cli.command()
+@friendly_errors
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base")],
+) -> None:
+    """Downgrade the database schema to REVISION."""
+    from app.db import migrate as migrations
+
+    settings = _settings()
+    migrations.downgrade(settings, revision)
+    typer.echo(f"database downgraded to {revision}")
+
+
+@cli.command("create-superuser")
+@friendly_errors
+def create_superuser() -> None:
+    """Create the ADMIN_USERNAME / ADMIN_EMAIL / ADMIN_PASSWORD superuser if absent."""
+    from app.db.session import Database
+    from app.services.users import ensure_superuser
+
+    settings = _settings()
+    if not settings.admin_password:
+        raise ConfigError(
+            f"ADMIN_PASSWORD is required in {settings.environment} to create the superuser: "
+            "set ADMIN_PASSWORD or ADMIN_PASSWORD_FILE"
+        )
+    if len(settings.admin_password) < 8:
+        raise ConfigError("ADMIN_PASSWORD must be at least 8 characters")
+
+    async def run() -> bool:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                return (await ensure_superuser(session, settings)).created
+        finally:
+            await db.dispose()
+
+    created = asyncio.run(run())
+    state = "created" if created else "already exists"
+    typer.echo(f"superuser {settings.admin_username}: {state}")
+
+
+@cli.command("check-config")
+def check_config(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success")] = False,
+) -> None:
+    """Validate the environment; print the resolved configuration (secrets redacted)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _fail(f"config error: {exc}", EXIT_CONFIG) from None
+    if not quiet:
+        typer.echo(json.dumps(settings.redacted(), indent=2, default=str))
+
+
+@cli.command()
+@friendly_errors
+def shell(
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="Run this Python code and exit")
+    ] = None,
+) -> None:
+    """Python shell with `settings`, `db`, `models` and `run` (run a coroutine) loaded."""
+    from app.db import models
+    from app.db.session import Database
+
+    settings = _settings()
+    db = Database(settings)
+    namespace: dict[str, Any] = {
+        "settings": settings,
+        "db": db,
+        "models": models,
+        "run": asyncio.run,
+    }
+    if command is not None:
+        exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102 - the operator's own code
+        return
+    banner = "Shipshape shell: settings, db (db.session()), models, run(coro)"
+    try:
+        from IPython import start_ipython  # type: ignore[import-not-found]
+    except ImportError:
+        code.interact(banner=banner, local=namespace)
+    else:
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
+
+
+def main() -> None:
+    cli(prog_name="python -m app" if sys.argv[0].endswith("__main__.py") else None)

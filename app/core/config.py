@@ -1,0 +1,373 @@
+"""Service configuration: one settings class, read from the environment.
+
+Every variable is documented in the `.env.*.example` files (a test keeps the two in
+step) and in the README's configuration table (generated from this class).
+
+Secrets can also be given as files: for every secret `X`, `X_FILE` names a file whose
+content is the value (Docker and Swarm secrets mount under /run/secrets/). Setting both
+`X` and `X_FILE` is an error, as in the official database images.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import EmailStr, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./data/app.db"
+
+# Values that are clearly not real secrets. Development runs on them; production
+# refuses them at start.
+DEV_SECRET_KEY = "dev-only-secret-key-CHANGE_ME-not-for-production-0000"  # noqa: S105
+DEV_ADMIN_PASSWORD = "CHANGE_ME_DEV_ADMIN_PASSWORD"  # noqa: S105 - a placeholder by design
+_PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "your-secret", "dev-only")
+MIN_SECRET_LENGTH = 32
+
+REDACTED = "********"
+
+
+class ConfigError(Exception):
+    """Configuration that the service refuses to start with. The message is one line."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+def _secret(description: str, default: str | None = None) -> Any:
+    return Field(default=default, description=description, json_schema_extra={"secret": True})
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("shipshape")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
+
+
+class FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads `X_FILE` for every secret field `X` (Docker/Swarm secrets)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            env_name = name.upper()
+            file_var = f"{env_name}_FILE"
+            path = os.environ.get(file_var)
+            if not path:
+                continue
+            if os.environ.get(env_name):
+                raise ConfigError(f"both {env_name} and {file_var} are set; set only one")
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{file_var}={path} cannot be read: {exc.strerror or exc}"
+                ) from None
+        return values
+
+
+def is_secret(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=None,  # compose's env_file (or the shell) delivers the environment
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Application -------------------------------------------------------------------
+    app_name: str = Field("Shipshape", description="Service name, shown in logs and /health.")
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="development, test, staging or production. Staging and production "
+        "refuse placeholder secrets.",
+    )
+    debug: bool = Field(
+        False,
+        description="Name the exception type in 500 responses (development aid). "
+        "Refused in staging/production.",
+    )
+    log_level: str = Field("info", description="debug, info, warning, error or critical.")
+    host: str = Field("127.0.0.1", description="Address `python -m app serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m app serve` binds to.")
+
+    # --- URLs ----------------------------------------------------------------------------
+    base_url: str = Field(
+        "http://localhost:8000", description="Public base URL of the service (links, redirects)."
+    )
+    api_base_url: str = Field(
+        "", description="Public base URL of the API. Default: BASE_URL + /api/v1."
+    )
+    webui_base_url: str = Field("", description="Public base URL of a web UI. Default: BASE_URL.")
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed by CORS (empty: CORS middleware off).",
+    )
+
+    # --- Database ------------------------------------------------------------------------
+    database_url: str = _secret(
+        "Full SQLAlchemy URL; wins over DB_*. Empty and no DB_HOST: embedded SQLite "
+        f"`{SQLITE_DEFAULT_URL}`.",
+        default="",
+    )
+    db_host: str = Field("", description="Postgres host; when set, the URL is built from DB_*.")
+    db_port: int = Field(5432, ge=1, le=65535, description="Postgres port.")
+    db_user: str = Field("postgres", description="Postgres user.")
+    db_password: str = _secret("Postgres password.", default="")
+    db_name: str = Field("shipshape", description="Postgres database name.")
+    db_pool_size: int = Field(5, ge=1, le=100, description="Connections kept per process.")
+    db_max_overflow: int = Field(10, ge=0, le=100, description="Extra connections under load.")
+    db_echo: bool = Field(False, description="Log every SQL statement (development only).")
+
+    # --- Redis ---------------------------------------------------------------------------
+    redis_url: str = _secret(
+        "Full Redis URL; wins over REDIS_*. Empty and no REDIS_HOST: no Redis "
+        "(in-process defaults).",
+        default="",
+    )
+    redis_host: str = Field("", description="Redis host; when set, the URL is built from REDIS_*.")
+    redis_port: int = Field(6379, ge=1, le=65535, description="Redis port.")
+    redis_password: str = _secret("Redis password.", default="")
+    redis_db: int = Field(0, ge=0, le=15, description="Redis database number for the cache.")
+
+    # --- Security ------------------------------------------------------------------------
+    secret_key: str = _secret(
+        "Application secret. Required in staging/production, at least 32 characters.",
+        default="",
+    )
+    jwt_secret_key: str = _secret(
+        "Key that signs access tokens. Required in staging/production, at least 32 characters.",
+        default="",
+    )
+    jwt_algorithm: str = Field("HS256", description="JWT signing algorithm (HS256/HS384/HS512).")
+    access_token_expire_minutes: int = Field(
+        60, ge=1, le=60 * 24 * 30, description="Lifetime of an access token."
+    )
+
+    # --- First superuser -----------------------------------------------------------------
+    admin_username: str = Field(
+        "admin", description="Superuser created by `create-superuser` and CREATE_SUPERUSER."
+    )
+    admin_email: EmailStr = Field("admin@example.com", description="The superuser's e-mail.")
+    admin_password: str = _secret(
+        "The superuser's password. Required in staging/production to create the superuser.",
+        default="",
+    )
+
+    # --- Operations ----------------------------------------------------------------------
+    ready_timeout_seconds: float = Field(
+        2.0, gt=0, le=30, description="Timeout of each /ready and /health dependency check."
+    )
+    items_max_page_size: int = Field(
+        100, ge=1, le=1000, description="Hard maximum of `limit` on list endpoints."
+    )
+    build_version: str = Field(
+        "", description="Version stamped by the image build. Default: the package version."
+    )
+    git_commit: str = Field("unknown", description="Commit stamped by the image build.")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource)  # noqa: S101 - a typing guard
+        return (init_settings, env_settings, FileSecretsSource(settings_cls))
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("must be one of debug, info, warning, error, critical")
+        return value
+
+    @field_validator("jwt_algorithm")
+    @classmethod
+    def _jwt_algorithm(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in {"HS256", "HS384", "HS512"}:
+            raise ValueError("must be HS256, HS384 or HS512")
+        return value
+
+    @field_validator("base_url", "api_base_url", "webui_base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        if not self.api_base_url:
+            self.api_base_url = f"{self.base_url}/api/v1"
+        if not self.webui_base_url:
+            self.webui_base_url = self.base_url
+        if self.is_strict:
+            self._refuse_weak_secrets()
+        else:
+            # Development and tests run on well-known, clearly marked keys.
+            self.secret_key = self.secret_key or DEV_SECRET_KEY
+            self.jwt_secret_key = self.jwt_secret_key or self.secret_key
+            self.admin_password = self.admin_password or DEV_ADMIN_PASSWORD
+        return self
+
+    def _refuse_weak_secrets(self) -> None:
+        if self.debug:
+            raise ConfigError(
+                f"DEBUG=true is refused in {self.environment}: it leaks error details"
+            )
+        required = {"secret_key": self.secret_key, "jwt_secret_key": self.jwt_secret_key}
+        for name, value in required.items():
+            var = name.upper()
+            if not value:
+                raise ConfigError(
+                    f"{var} is required in {self.environment}: set {var} or {var}_FILE"
+                )
+            if len(value) < MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"{var} is too short for {self.environment}: "
+                    f"use at least {MIN_SECRET_LENGTH} random characters"
+                )
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if is_secret(field) and isinstance(value, str) and looks_like_placeholder(value):
+                raise ConfigError(
+                    f"{name.upper()} holds a placeholder value; {self.environment} refuses it: "
+                    "set a real secret"
+                )
+
+    # --- derived values ----------------------------------------------------------------
+    @property
+    def is_strict(self) -> bool:
+        return self.environment in (Environment.STAGING, Environment.PRODUCTION)
+
+    @property
+    def version(self) -> str:
+        return self.build_version or _package_version()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL: DATABASE_URL, else DB_* parts, else embedded SQLite."""
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        if self.db_host:
+            user = quote(self.db_user, safe="")
+            password = quote(self.db_password, safe="")
+            auth = f"{user}:{password}" if password else user
+            return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
+        return SQLITE_DEFAULT_URL
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.redis_host:
+            auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+            return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        return None
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved configuration with every secret masked: safe to log."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if is_secret(field) and name not in ("database_url", "redis_url"):
+                value = REDACTED if value else ""
+            out[name.upper()] = value.value if isinstance(value, StrEnum) else value
+        out["DATABASE_URL"] = redact_url(self.sqlalchemy_url)
+        out["REDIS_URL"] = redact_url(self.resolved_redis_url or "")
+        out["VERSION"] = self.version
+        return out
+
+
+def looks_like_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(marker in lowered for marker in _PLACEHOLDER_MARKERS)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL forms compose files and hosting providers hand out."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError("DATABASE_URL is not a URL (expected scheme://...)")
+    scheme = scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}:
+        scheme = "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        scheme = "sqlite+aiosqlite"
+    if scheme not in {"postgresql+asyncpg", "sqlite+aiosqlite"}:
+        raise ConfigError(
+            f"DATABASE_URL scheme {scheme!r} is not supported: use postgresql:// or sqlite://"
+        )
+    return f"{scheme}://{rest}"
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL, keep the rest readable."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{netloc}"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every problem into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        var = ".".join(str(p) for p in first["loc"]).upper() or "configuration"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{var}: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,87 @@
+"""JSON-lines logging on stdout: one schema for application, access and error records.
+
+Every record is one JSON object with at least `ts`, `level`, `logger`, `message` and,
+inside a request, `request_id`. Extra fields passed with `extra={"fields": {...}}` are
+merged at the top level, so log pipelines can index them without parsing messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+_configured_handler: logging.Handler | None = None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _iso_time(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def _iso_time(created: float) -> str:
+    seconds = time.gmtime(created)
+    millis = int((created % 1) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{millis:03d}Z"
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time (test capture, redirection)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_logging(level: str = "info") -> None:
+    """Route every logger (ours, uvicorn's, SQLAlchemy's) through one JSON handler."""
+    global _configured_handler
+    root = logging.getLogger()
+    if _configured_handler is not None:
+        root.removeHandler(_configured_handler)
+    handler = StdoutHandler()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    _configured_handler = handler
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
+        # Their own handlers would print a second, non-JSON line.
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # Alembic announces every plugin it loads at INFO: noise in a service log.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # The access log is written by our middleware, in the same schema.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def log_fields(**fields: Any) -> dict[str, Any]:
+    """`logger.info("...", extra=log_fields(key=value))`."""
+    return {"fields": fields}

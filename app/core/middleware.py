@@ -1,0 +1,93 @@
+"""Request id and access log, as one pure ASGI middleware.
+
+Pure ASGI (not BaseHTTPMiddleware) because it is on every request's path: it adds no
+extra task or body buffering, which matters for the /live and list-page throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.logging import log_fields, request_id_var
+
+access_logger = logging.getLogger("app.access")
+error_logger = logging.getLogger("app.error")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's id is kept only if it is short and plain: it ends up in every log line.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_INTERNAL_ERROR_BODY = b'{"detail":"internal server error","request_id":"%s"%s}'
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            candidate: str = value.decode("latin-1")
+            if _VALID_REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, debug: bool = False) -> None:
+        self.app = app
+        self.debug = debug  # name the exception type in 500 bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 0
+        encoded_id = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, encoded_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error_logger.exception(
+                "unhandled error",
+                extra=log_fields(method=scope["method"], path=scope["path"]),
+            )
+            if status == 0:  # nothing sent yet: the client still gets a JSON answer
+                status = 500
+                extra = b',"error":"%s"' % type(exc).__name__.encode() if self.debug else b""
+                body = _INTERNAL_ERROR_BODY % (encoded_id, extra)
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            access_logger.info(
+                "request",
+                extra=log_fields(
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    client=scope["client"][0] if scope.get("client") else None,
+                ),
+            )
+            request_id_var.reset(token)

@@ -1,0 +1,62 @@
+"""Password hashing (argon2 via pwdlib) and access tokens (JWT)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from app.core.config import Settings
+
+_hasher = PasswordHash((Argon2Hasher(),))
+
+# Verifying against this hash when a user does not exist keeps the response time of a
+# failed login the same whether or not the name is known.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class InvalidToken(Exception):
+    """The token is malformed, expired or signed with another key."""
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    if hashed is None:
+        _hasher.verify(password, _DUMMY_HASH)
+        return False
+    try:
+        return _hasher.verify(password, hashed)
+    except Exception:  # a corrupt stored hash is a failed login, not a 500
+        return False
+
+
+def create_access_token(settings: Settings, subject: uuid.UUID) -> str:
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(subject),
+        "iat": now,
+        "exp": now + timedelta(minutes=settings.access_token_expire_minutes),
+        "type": "access",
+    }
+    return jwt.encode(payload, settings.jwt_secret_key, algorithm=settings.jwt_algorithm)
+
+
+def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
+    try:
+        payload = jwt.decode(
+            token,
+            settings.jwt_secret_key,
+            algorithms=[settings.jwt_algorithm],
+            options={"require": ["sub", "exp"]},
+        )
+        if payload.get("type") != "access":
+            raise InvalidToken("not an access token")
+        return uuid.UUID(str(payload["sub"]))
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise InvalidToken(str(exc)) from None

@@ -1,0 +1,105 @@
+"""Application factory.
+
+`create_app()` builds the FastAPI app from settings; `uvicorn --factory app.main:create_app`
+and gunicorn use it. Every process logs its resolved (redacted) configuration at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from app.api.errors import install_error_handlers
+from app.api.router import api_router
+from app.api.routes import health
+from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging, log_fields
+from app.core.middleware import RequestContextMiddleware
+from app.db.session import Database
+from app.services.health import HealthState
+
+logger = logging.getLogger("app")
+
+
+def _mark_shutdown_on_sigterm(state: HealthState) -> None:
+    """Turn /ready to 503 as soon as SIGTERM arrives, before the server stops accepting.
+
+    The server's own handler still runs: this only chains in front of it. Outside the
+    main thread (e.g. a test client) signals cannot be hooked, and nothing is lost.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        state.shutting_down = True
+        if callable(previous):
+            previous(signum, frame)
+
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(settings)
+        redis_url = settings.resolved_redis_url
+        app.state.redis = (
+            Redis.from_url(
+                redis_url,
+                socket_connect_timeout=settings.ready_timeout_seconds,
+                socket_timeout=settings.ready_timeout_seconds,
+            )
+            if redis_url
+            else None
+        )
+        _mark_shutdown_on_sigterm(app.state.health)
+        logger.info("starting", extra=log_fields(config=settings.redacted()))
+        try:
+            yield
+        finally:
+            app.state.health.shutting_down = True
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            await app.state.db.dispose()
+            logger.info("stopped")
+
+    app = FastAPI(
+        title=settings.app_name,
+        version=settings.version,
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.health = HealthState()
+    app.include_router(health.router)
+    app.include_router(api_router)
+    install_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware, debug=settings.debug
+    )  # outermost: sees every response
+    return app

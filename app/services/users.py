@@ -1,0 +1,82 @@
+"""Users: lookup, authentication, creation and the idempotent first superuser."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.logging import log_fields
+from app.core.security import hash_password, verify_password
+from app.db.models import User
+from app.schemas.users import UserCreate
+from app.services.errors import Conflict
+
+logger = logging.getLogger(__name__)
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def authenticate(session: AsyncSession, login: str, password: str) -> User | None:
+    """The active user whose username or e-mail is `login` and whose password matches."""
+    login = login.strip()
+    user = await session.scalar(
+        select(User).where(or_(User.username == login, User.email == login.lower()))
+    )
+    if not verify_password(password, user.hashed_password if user else None):
+        return None
+    return user
+
+
+async def create_user(session: AsyncSession, data: UserCreate) -> User:
+    user = User(
+        username=data.username,
+        email=data.email.lower(),
+        hashed_password=hash_password(data.password),
+        is_superuser=data.is_superuser,
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict("a user with this username or e-mail already exists") from None
+    await session.refresh(user)
+    return user
+
+
+@dataclass(frozen=True)
+class SuperuserResult:
+    created: bool
+    username: str
+
+
+async def ensure_superuser(session: AsyncSession, settings: Settings) -> SuperuserResult:
+    """Create the ADMIN_* superuser unless a user with that name or e-mail exists.
+
+    Safe to run on every start and from parallel replicas: a concurrent insert loses
+    on the unique constraint and is reported as "exists". The password is never logged.
+    """
+    username = settings.admin_username
+    email = settings.admin_email.lower()
+    existing = await session.scalar(
+        select(User).where(or_(User.username == username, User.email == email))
+    )
+    if existing is not None:
+        return SuperuserResult(created=False, username=existing.username)
+    data = UserCreate(
+        username=username, email=email, password=settings.admin_password, is_superuser=True
+    )
+    try:
+        await create_user(session, data)
+    except Conflict:
+        return SuperuserResult(created=False, username=username)
+    logger.info("superuser created", extra=log_fields(username=username, email=email))
+    return SuperuserResult(created=True, username=username)

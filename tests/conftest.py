@@ -1,0 +1,123 @@
+"""Shared fixtures and the test tiers.
+
+Tiers are pytest markers. Unmarked tests are the fast tier: they run anywhere, on the
+embedded SQLite default. `integration`, `container` and `stack` tests need Docker: on a
+machine without it they are skipped with the reason, but under CI (CI=true) a missing
+Docker fails them, so a broken CI machine cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.config import Settings
+
+DOCKER_TIERS = ("integration", "container", "stack")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def docker_problem() -> str | None:
+    """Why Docker cannot be used here, or None when it can."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    try:
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if result.returncode != 0:
+        return f"the Docker engine is not reachable: {result.stderr.strip()[:200]}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs_docker = [i for i in items if any(i.get_closest_marker(t) for t in DOCKER_TIERS)]
+    if not needs_docker:
+        return
+    problem = docker_problem()
+    if problem is None:
+        return
+    if _in_ci():
+        reason = f"CI=true but Docker is unusable: {problem}"
+        for item in needs_docker:
+            item.add_marker(pytest.mark.usefixtures("_fail_without_docker"))
+            item.user_properties.append(("docker_problem", reason))
+        return
+    skip = pytest.mark.skip(reason=f"needs Docker: {problem}")
+    for item in needs_docker:
+        item.add_marker(skip)
+
+
+@pytest.fixture
+def _fail_without_docker(request: pytest.FixtureRequest) -> None:
+    reason = dict(request.node.user_properties).get("docker_problem", "Docker is unusable")
+    pytest.fail(str(reason), pytrace=False)
+
+
+# --- environment isolation ---------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's shell must not leak settings (DATABASE_URL, ...) into a test."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    from app.core.config import get_settings
+
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once; each test gets its own copy."""
+    from app.core.config import load_settings
+    from app.db.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "app.db"
+    upgrade(load_settings(environment="test", database_url=f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, template_db: Path) -> Path:
+    path = tmp_path / "data" / "app.db"
+    path.parent.mkdir()
+    shutil.copyfile(template_db, path)
+    return path
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    from app.core.config import load_settings
+
+    return load_settings(environment="test", database_url=f"sqlite+aiosqlite:///{db_path}")
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client

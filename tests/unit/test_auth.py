@@ -1,0 +1,156 @@
+"""OAuth2 password flow, JWT validation and user management."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from tests.unit.conftest import login
+
+
+def test_login_returns_a_bearer_token(
+    client: TestClient, settings: Settings, admin_headers
+) -> None:
+    response = client.post(
+        "/api/v1/auth/token",
+        data={"username": settings.admin_username, "password": settings.admin_password},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == settings.access_token_expire_minutes * 60
+    me = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.status_code == 200
+    assert me.json()["username"] == settings.admin_username
+    assert me.json()["is_superuser"] is True
+    assert "hashed_password" not in me.json()
+
+
+def test_login_by_email(client: TestClient, settings: Settings, admin_headers) -> None:
+    headers = login(client, settings.admin_email, settings.admin_password)
+    assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(
+    client: TestClient, admin_headers
+) -> None:
+    wrong = client.post("/api/v1/auth/token", data={"username": "admin", "password": "nope-nope"})
+    unknown = client.post("/api/v1/auth/token", data={"username": "ghost", "password": "nope-nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {"detail": "incorrect username or password"}
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+
+def test_login_without_fields_is_422(client: TestClient) -> None:
+    response = client.post("/api/v1/auth/token", data={"username": "admin"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "password"]
+
+
+def test_protected_routes_need_a_valid_token(
+    client: TestClient, settings: Settings, admin_headers
+) -> None:
+    assert client.get("/api/v1/users/me").status_code == 401
+    bad = client.get("/api/v1/users/me", headers={"Authorization": "Bearer not.a.jwt"})
+    assert bad.status_code == 401
+    assert bad.json() == {"detail": "could not validate credentials"}
+
+    foreign = jwt.encode(
+        {
+            "sub": "00000000-0000-0000-0000-000000000000",
+            "exp": datetime.now(UTC) + timedelta(minutes=5),
+            "type": "access",
+        },
+        "another-key-another-key-another-key-0000",
+        algorithm="HS256",
+    )
+    assert (
+        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {foreign}"}).status_code
+        == 401
+    )
+
+    expired = jwt.encode(
+        {
+            "sub": "00000000-0000-0000-0000-000000000000",
+            "exp": datetime.now(UTC) - timedelta(minutes=1),
+            "type": "access",
+        },
+        settings.jwt_secret_key,
+        algorithm=settings.jwt_algorithm,
+    )
+    assert (
+        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {expired}"}).status_code
+        == 401
+    )
+
+
+def test_token_of_a_deleted_user_is_rejected(
+    client: TestClient, settings: Settings, admin_headers
+) -> None:
+    ghost = jwt.encode(
+        {
+            "sub": "00000000-0000-0000-0000-000000000001",
+            "exp": datetime.now(UTC) + timedelta(minutes=5),
+            "type": "access",
+        },
+        settings.jwt_secret_key,
+        algorithm=settings.jwt_algorithm,
+    )
+    assert (
+        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {ghost}"}).status_code
+        == 401
+    )
+
+
+def test_only_a_superuser_creates_users(client: TestClient, make_user, admin_headers) -> None:
+    alice = make_user("alice")
+    response = client.post(
+        "/api/v1/users",
+        json={"username": "mallory", "email": "m@example.com", "password": "long-enough-pw"},
+        headers=alice,
+    )
+    assert response.status_code == 403
+
+
+def test_duplicate_user_is_409(client: TestClient, make_user, admin_headers) -> None:
+    make_user("bob")
+    response = client.post(
+        "/api/v1/users",
+        json={"username": "bob", "email": "other@example.com", "password": "long-enough-pw"},
+        headers=admin_headers,
+    )
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+
+
+def test_user_payload_is_validated(client: TestClient, admin_headers) -> None:
+    response = client.post(
+        "/api/v1/users",
+        json={"username": "x", "email": "not-an-email", "password": "short"},
+        headers=admin_headers,
+    )
+    assert response.status_code == 422
+    fields = {tuple(e["loc"]) for e in response.json()["detail"]}
+    assert fields == {("body", "username"), ("body", "email"), ("body", "password")}
+
+
+def test_superuser_creation_is_idempotent(
+    client: TestClient, settings: Settings, admin_headers
+) -> None:
+    import asyncio
+
+    from app.db.session import Database
+    from app.services.users import ensure_superuser
+
+    async def again() -> bool:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                return (await ensure_superuser(session, settings)).created
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(again()) is False

@@ -1,0 +1,163 @@
+"""`python -m app` commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+COMMANDS = ["serve", "migrate", "downgrade", "create-superuser", "check-config", "shell"]
+
+
+def sqlite_env(path: Path) -> dict[str, str]:
+    return {"DATABASE_URL": f"sqlite+aiosqlite:///{path}"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_migrate_then_create_superuser_is_idempotent(tmp_path: Path) -> None:
+    env = sqlite_env(tmp_path / "fresh" / "app.db")
+    migrated = runner.invoke(cli, ["migrate"], env=env)
+    assert migrated.exit_code == 0, migrated.output
+    assert "database at 0001" in migrated.output
+    first = runner.invoke(cli, ["create-superuser"], env=env)
+    second = runner.invoke(cli, ["create-superuser"], env=env)
+    assert first.exit_code == second.exit_code == 0
+    assert "superuser admin: created" in first.output
+    assert "superuser admin: already exists" in second.output
+    assert "CHANGE_ME_DEV_ADMIN_PASSWORD" not in first.output + second.output
+
+
+def test_create_superuser_without_password_in_production_is_a_config_error(tmp_path: Path) -> None:
+    env = {
+        **sqlite_env(tmp_path / "app.db"),
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": "x" * 40,
+        "JWT_SECRET_KEY": "y" * 40,
+    }
+    result = runner.invoke(cli, ["create-superuser"], env=env)
+    assert result.exit_code == 2
+    assert "ADMIN_PASSWORD is required in production" in result.output
+
+
+def test_check_config_prints_the_redacted_config(tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["check-config"], env={"SECRET_KEY": "k" * 40})
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output)
+    assert config["SECRET_KEY"] == "********"
+    assert "k" * 40 not in result.output
+
+
+def test_check_config_fails_with_the_reason() -> None:
+    result = runner.invoke(cli, ["check-config"], env={"ENVIRONMENT": "production"})
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "config error: SECRET_KEY is required in production: set SECRET_KEY or SECRET_KEY_FILE"
+    )
+
+
+def test_config_error_is_one_line_not_a_traceback() -> None:
+    result = runner.invoke(cli, ["migrate"], env={"PORT": "not-a-port"})
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("config error: PORT:")
+    assert "Traceback" not in result.output
+
+
+def test_database_error_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = runner.invoke(cli, ["migrate"], env=sqlite_env(blocker / "app.db"))
+    assert result.exit_code in (1, 2)
+    assert "Traceback" not in result.output
+    assert result.output.count("\n") <= 2
+
+
+def test_shell_runs_a_command(tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli,
+        ["shell", "-c", "print(settings.app_name, models.Item.__tablename__)"],
+        env=sqlite_env(tmp_path / "app.db"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "Shipshape items" in result.output
+
+
+def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    env = sqlite_env(tmp_path / "app.db")
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    down = runner.invoke(cli, ["downgrade", "base"], env=env)
+    assert down.exit_code == 0, down.output
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """What `make run` does: migrate, serve on 127.0.0.1, /ready 200, SIGTERM ends it."""
+    port = _free_port()
+    env = {**os.environ, **sqlite_env(tmp_path / "app.db"), "ENVIRONMENT": "development"}
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True
+    )
+    started = time.monotonic()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = started + 10  # the promise in the README
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/ready")
+                break
+            except OSError:
+                time.sleep(0.1)  # polling interval; the deadline is what bounds the wait
+        assert status == 200, f"/ready not 200 within 10 s of start: {status}"
+        assert body["checks"]["database"]["status"] == "ok"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=15)
+    # uvicorn re-raises the signal once shut down, so the exit status says "ended by SIGTERM"
+    assert server.returncode in (0, -signal.SIGTERM), output
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert len(records) == len([line for line in output.splitlines() if line.strip()]), output
+    assert any(
+        r["message"] == "starting" and r["config"]["SECRET_KEY"] == "********" for r in records
+    )
+    assert any(r["message"] == "stopped" for r in records)

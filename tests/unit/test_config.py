@@ -1,0 +1,204 @@
+"""Settings: defaults, derived URLs, production refusals, *_FILE secrets, redaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.core.config import (
+    DEV_SECRET_KEY,
+    REDACTED,
+    SQLITE_DEFAULT_URL,
+    ConfigError,
+    Settings,
+    load_settings,
+)
+
+STRONG = "s3cr3t-" + "x" * 40
+
+
+def strict_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.setenv("JWT_SECRET_KEY", STRONG + "-jwt")
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_development_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    settings = load_settings()
+    assert settings.sqlalchemy_url == SQLITE_DEFAULT_URL
+    assert settings.resolved_redis_url is None
+    assert settings.secret_key == DEV_SECRET_KEY
+    assert settings.jwt_secret_key == DEV_SECRET_KEY
+    assert settings.api_base_url == "http://localhost:8000/api/v1"
+    assert settings.webui_base_url == "http://localhost:8000"
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_strict_environments_refuse_missing_secrets(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    with pytest.raises(ConfigError, match=r"^SECRET_KEY is required in " + environment):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SECRET_KEY", "CHANGE_ME_PROD_SECRET_KEY_MIN_32_CHARS", "SECRET_KEY holds a placeholder"),
+        ("JWT_SECRET_KEY", "too-short", "JWT_SECRET_KEY is too short"),
+        ("DB_PASSWORD", "CHANGE_ME_PROD_DB_PASSWORD", "DB_PASSWORD holds a placeholder"),
+        ("ADMIN_PASSWORD", "changeme", "ADMIN_PASSWORD holds a placeholder"),
+        ("REDIS_URL", "redis://:CHANGE_ME@redis:6379/0", "REDIS_URL holds a placeholder"),
+        ("DEBUG", "true", "DEBUG=true is refused"),
+    ],
+)
+def test_production_refuses_placeholders_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    strict_env(monkeypatch, **{variable: value})
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings()
+    assert "\n" not in str(info.value)
+
+
+def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    strict_env(monkeypatch, DB_PASSWORD="a-real-password", ADMIN_PASSWORD="another-real-one")
+    settings = load_settings()
+    assert settings.secret_key == STRONG
+    assert settings.admin_password == "another-real-one"
+
+
+def test_secret_from_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "secret_key"
+    secret.write_text(STRONG + "\n")  # the trailing newline editors add is stripped
+    strict_env(monkeypatch)
+    monkeypatch.delenv("SECRET_KEY")
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    monkeypatch.setenv("DB_PASSWORD_FILE", str(secret))
+    settings = load_settings()
+    assert settings.secret_key == STRONG
+    assert settings.db_password == STRONG
+
+
+def test_secret_file_placeholder_is_refused_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret_key"
+    secret.write_text("CHANGE_ME_PROD_SECRET_KEY_MIN_32_CHARS")
+    strict_env(monkeypatch)
+    monkeypatch.delenv("SECRET_KEY")
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    with pytest.raises(ConfigError, match="SECRET_KEY holds a placeholder"):
+        load_settings()
+
+
+def test_both_value_and_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_text(STRONG)
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    with pytest.raises(ConfigError, match="both SECRET_KEY and SECRET_KEY_FILE are set"):
+        load_settings()
+
+
+def test_unreadable_secret_file_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JWT_SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET_KEY_FILE=.*missing cannot be read"):
+        load_settings()
+
+
+def test_only_secrets_have_a_file_form(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "name"
+    path.write_text("FromFile")
+    monkeypatch.setenv("APP_NAME_FILE", str(path))
+    assert load_settings().app_name == "Shipshape"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("LOG_LEVEL", "loud"),
+        ("ENVIRONMENT", "prod-ish"),
+        ("BASE_URL", "ftp://x"),
+        ("ADMIN_EMAIL", "nobody"),
+    ],
+)
+def test_invalid_values_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=rf"^{variable}: ") as info:
+        load_settings()
+    assert "\n" not in str(info.value)
+
+
+def test_database_url_from_parts_quotes_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "db")
+    monkeypatch.setenv("DB_USER", "app")
+    monkeypatch.setenv("DB_PASSWORD", "p@ss/word")
+    monkeypatch.setenv("DB_NAME", "shop")
+    settings = load_settings()
+    assert settings.sqlalchemy_url == "postgresql+asyncpg://app:p%40ss%2Fword@db:5432/shop"
+    assert not settings.is_sqlite
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@h/d", "postgresql+asyncpg://u:p@h/d"),
+        ("postgresql://u:p@h:5433/d", "postgresql+asyncpg://u:p@h:5433/d"),
+        ("sqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
+    ],
+)
+def test_database_url_forms_are_normalised(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    monkeypatch.setenv("DB_HOST", "ignored-when-a-url-is-given")
+    assert load_settings().sqlalchemy_url == expected
+
+
+def test_unsupported_database_scheme_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://u:p@h/d")
+    with pytest.raises(ConfigError, match="scheme 'mysql' is not supported"):
+        _ = load_settings().sqlalchemy_url
+
+
+def test_redis_url_from_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_HOST", "redis")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    assert load_settings().resolved_redis_url == "redis://:pw@redis:6379/0"
+
+
+def test_redacted_config_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    strict_env(
+        monkeypatch,
+        DB_HOST="db",
+        DB_PASSWORD="db-password-value",
+        REDIS_HOST="redis",
+        REDIS_PASSWORD="redis-password-value",
+        ADMIN_PASSWORD="admin-password-value",
+    )
+    redacted = load_settings().redacted()
+    dumped = json.dumps(redacted)
+    for secret in (STRONG, "db-password-value", "redis-password-value", "admin-password-value"):
+        assert secret not in dumped
+    assert redacted["SECRET_KEY"] == REDACTED
+    assert redacted["DATABASE_URL"] == f"postgresql+asyncpg://postgres:{REDACTED}@db:5432/shipshape"
+    assert redacted["REDIS_URL"] == f"redis://:{REDACTED}@redis:6379/0"
+    assert redacted["ENVIRONMENT"] == "production"
+
+
+def test_cors_origins_are_split() -> None:
+    settings = Settings(cors_origins=" https://a.example , https://b.example,")
+    assert settings.cors_origin_list == ["https://a.example", "https://b.example"]

@@ -1,0 +1,93 @@
+"""The .env.*.example files and the Settings class document the same variables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.core.config import ConfigError, Settings, is_secret, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = [".env.dev.example", ".env.staging.example", ".env.prod.example"]
+COMPOSE_SECTION = "# Compose and deployment"
+ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+
+FIELDS = {name.upper() for name in Settings.model_fields}
+SECRETS = {name.upper() for name, f in Settings.model_fields.items() if is_secret(f)}
+REQUIRED_IN_STRICT = {"SECRET_KEY", "JWT_SECRET_KEY", "DB_PASSWORD", "ADMIN_PASSWORD"}
+
+
+def parse(name: str) -> tuple[dict[str, str], set[str], set[str], list[str]]:
+    """(service variables, commented _FILE forms, compose-only variables, lines)."""
+    lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+    service: dict[str, str] = {}
+    commented: set[str] = set()
+    compose: set[str] = set()
+    in_compose = False
+    for line in lines:
+        if line.startswith(COMPOSE_SECTION):
+            in_compose = True
+        match = ASSIGNMENT.match(line)
+        if not match:
+            continue
+        is_comment, var, value = match.groups()
+        if is_comment:
+            commented.add(var)
+        elif in_compose:
+            compose.add(var)
+        else:
+            service[var] = value
+    return service, commented, compose, lines
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_setting_is_in_the_example_and_nothing_else(name: str) -> None:
+    service, _, _, _ = parse(name)
+    assert FIELDS - service.keys() == set(), f"settings missing from {name}"
+    assert service.keys() - FIELDS == set(), f"{name} documents variables the service does not read"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_secret_documents_its_file_form(name: str) -> None:
+    _, commented, _, _ = parse(name)
+    assert commented == {f"{s}_FILE" for s in SECRETS}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_compose_only_variables_are_not_settings(name: str) -> None:
+    _, _, compose, _ = parse(name)
+    assert compose & FIELDS == set()
+
+
+@pytest.mark.parametrize("name", [".env.staging.example", ".env.prod.example"])
+def test_required_values_are_marked_required(name: str) -> None:
+    _, _, compose, lines = parse(name)
+    required = REQUIRED_IN_STRICT | {"DOMAIN", "SSL_EMAIL"}
+    for var in required:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{var}="))
+        assert "REQUIRED" in lines[index - 1], f"{name}: the comment above {var} must say REQUIRED"
+    assert {"DOMAIN", "SSL_EMAIL"} <= compose
+
+
+def _load_into_env(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    service, _, _, _ = parse(name)
+    for var, value in service.items():
+        monkeypatch.setenv(var, value)
+
+
+def test_dev_example_is_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    _load_into_env(monkeypatch, ".env.dev.example")
+    settings = load_settings()
+    assert settings.sqlalchemy_url.startswith("postgresql+asyncpg://shipshape:")
+    assert settings.resolved_redis_url == "redis://redis:6379/0"
+
+
+@pytest.mark.parametrize("name", [".env.staging.example", ".env.prod.example"])
+def test_strict_examples_are_refused_until_the_placeholders_are_replaced(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    _load_into_env(monkeypatch, name)
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings()

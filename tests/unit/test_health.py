@@ -1,0 +1,101 @@
+"""/live, /ready and /health, healthy and failing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings, load_settings
+from app.db.migrate import downgrade, head_revision
+from app.main import create_app
+
+
+def test_live_does_no_io(client: TestClient, db_path: Path) -> None:
+    shutil.rmtree(db_path.parent)  # even with the database gone
+    response = client.get("/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_reports_each_check(client: TestClient) -> None:
+    response = client.get("/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["migrations"] == {"status": "ok", "revision": head_revision()}
+    assert body["checks"]["redis"]["status"] == "skipped"
+
+
+def test_ready_is_503_when_the_database_file_is_unreachable(
+    client: TestClient, db_path: Path
+) -> None:
+    assert client.get("/ready").status_code == 200
+    shutil.rmtree(db_path.parent)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["status"] == "error"
+    assert "unable to open database file" in checks["database"]["error"]
+    assert checks["migrations"]["status"] == "error"
+
+
+def test_ready_is_503_when_migrations_are_behind(client: TestClient, settings: Settings) -> None:
+    downgrade(settings, "base")
+    response = client.get("/ready")
+    assert response.status_code == 503
+    migrations = response.json()["checks"]["migrations"]
+    assert migrations["status"] == "error"
+    assert "no revision" in migrations["error"]
+    assert "python -m app migrate" in migrations["error"]
+
+
+def test_ready_is_503_while_shutting_down(client: TestClient) -> None:
+    client.app.state.health.shutting_down = True  # type: ignore[attr-defined]
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["shutdown"]["status"] == "error"
+    assert client.get("/live").status_code == 200
+
+
+def test_unreachable_redis_is_reported_within_the_timeout(db_path: Path) -> None:
+    settings = load_settings(
+        environment="test",
+        database_url=f"sqlite+aiosqlite:///{db_path}",
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        ready_timeout_seconds=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/ready")
+    assert response.status_code == 503
+    redis = response.json()["checks"]["redis"]
+    assert redis["status"] == "error"
+    assert redis["latency_ms"] < 1500
+    assert response.json()["checks"]["database"]["status"] == "ok"
+
+
+def test_health_is_the_full_report_with_build_facts(db_path: Path) -> None:
+    settings = load_settings(
+        environment="test",
+        database_url=f"sqlite+aiosqlite:///{db_path}",
+        build_version="1.2.3",
+        git_commit="abc1234",
+        app_name="Shipshape Test",
+    )
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["service"] == "Shipshape Test"
+    assert body["version"] == "1.2.3"
+    assert body["git_commit"] == "abc1234"
+    assert body["environment"] == "test"
+    assert body["uptime_seconds"] >= 0
+    assert body["checks"]["database"]["latency_ms"] >= 0
+
+
+def test_version_defaults_to_the_package_version(client: TestClient) -> None:
+    from importlib.metadata import version
+
+    assert client.get("/health").json()["version"] == version("shipshape")
