@@ -15,6 +15,22 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
+# Images
+IMAGE ?= shipshape
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+TAG ?= $(VERSION)
+DOCKER ?= docker
+DOCKER_BUILD_ARGS ?=
+BUILD_ARGS = --build-arg BUILD_VERSION=$(VERSION) --build-arg BUILD_DATE=$(BUILD_DATE) \
+             --build-arg GIT_COMMIT=$(GIT_COMMIT) $(DOCKER_BUILD_ARGS)
+# Wheelhouse for offline builds: the image's Python and platform, not the host's.
+WHEEL_PYTHON ?= 3.11
+WHEEL_ARCH ?= $(shell uname -m)
+WHEEL_PLATFORMS = $(foreach v,manylinux2014 manylinux_2_17 manylinux_2_28 manylinux_2_34,--platform $(v)_$(WHEEL_ARCH))
+PIP_TARGET_FLAGS = --only-binary=:all: --python-version $(WHEEL_PYTHON) --implementation cp $(WHEEL_PLATFORMS)
+
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET\n\n"} \
@@ -26,6 +42,9 @@ $(CURDIR)/.tools/bin/uv:
 	@echo "uv not found on PATH: installing it from PyPI into .tools/"
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
+
+.tools/bin/pip:
+	$(PYTHON) -m venv .tools
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
@@ -49,10 +68,12 @@ test-fast: venv ## Run only the fast tier (no Docker)
 	$(RUN) pytest -m "not integration and not container and not stack" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: venv ## Lint and type-check: ruff, ruff format --check, mypy
+lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) hadolint docker/Dockerfile.prod docker/Dockerfile.dev
+	$(RUN) shellcheck scripts/*.sh .ci/run
 
 .PHONY: format
 format: venv ## Format the code and apply safe lint fixes
@@ -82,7 +103,54 @@ env: ## Create .env.dev, .env.staging and .env.prod from the examples (never ove
 	    else cp .env.$$name.example .env.$$name && echo ".env.$$name created: edit it"; fi; \
 	done
 
+# --- images ----------------------------------------------------------------------------
+
+.PHONY: build
+build: build-prod build-dev ## Build both images (prod and dev)
+
+.PHONY: build-prod
+build-prod: ## Build the production image $(IMAGE):$(TAG) (WHEELS_SOURCE=local for ./wheels)
+	$(DOCKER) build -f docker/Dockerfile.prod $(BUILD_ARGS) \
+	    $(if $(WHEELS_SOURCE),--build-arg WHEELS_SOURCE=$(WHEELS_SOURCE),) \
+	    -t $(IMAGE):$(TAG) -t $(IMAGE):$(GIT_COMMIT) .
+
+.PHONY: build-dev
+build-dev: ## Build the development image $(IMAGE)-dev:$(TAG)
+	$(DOCKER) build -f docker/Dockerfile.dev -t $(IMAGE)-dev:$(TAG) .
+
+.PHONY: build-offline
+build-offline: wheelhouse-build ## Build the production image from ./wheels with no network at all
+	$(DOCKER) build --network none -f docker/Dockerfile.prod $(BUILD_ARGS) \
+	    --build-arg WHEELS_SOURCE=local -t $(IMAGE):$(TAG) .
+
+.PHONY: wheelhouse-build
+wheelhouse-build: .tools/bin/pip ## Download the image's wheels into ./wheels (for offline builds)
+	@echo "wheelhouse: Python $(WHEEL_PYTHON), $(WHEEL_ARCH), from requirements.lock.txt"
+	@# Markers are dropped: the image's interpreter, not the host's, decides what applies
+	@# (e.g. async-timeout is needed below Python 3.11.3), so every pin gets its wheel.
+	sed -e 's/ *;.*//' requirements.lock.txt | grep -E '^[A-Za-z0-9_.-]+==' > wheels.requirements.txt
+	.tools/bin/pip download --quiet --no-deps $(PIP_TARGET_FLAGS) \
+	    --dest wheels -r wheels.requirements.txt
+	rm -f wheels.requirements.txt
+	$(PYTHON) scripts/strip_wheels.py wheels
+	@echo "wheelhouse: $$(ls wheels/*.whl | wc -l) wheels in ./wheels"
+
+.PHONY: wheelhouse-check
+wheelhouse-check: .tools/bin/pip ## List locked packages that have no prebuilt wheel for the image
+	@tmp=$$(mktemp -d); missing=0; \
+	for req in $$(sed -e 's/ *;.*//' requirements.lock.txt | grep -E '^[A-Za-z0-9_.-]+=='); do \
+	    if ! .tools/bin/pip download --quiet --no-deps $(PIP_TARGET_FLAGS) --dest "$$tmp" "$$req" >/dev/null 2>&1; then \
+	        echo "no wheel: $$req (needs a source build: add its build deps to BUILD_PACKAGES)"; missing=$$((missing + 1)); \
+	    fi; \
+	done; rm -rf "$$tmp"; \
+	if [ "$$missing" -eq 0 ]; then echo "wheelhouse-check: every locked package has a wheel for $(WHEEL_ARCH)"; fi
+
+.PHONY: security-scan
+security-scan: ## bandit over app/ and a dependency audit (skipped, and said, without network)
+	$(DOCKER) build -f docker/Dockerfile.prod --target security-scan --progress plain \
+	    --no-cache -t $(IMAGE):security-scan .
+
 .PHONY: clean
 clean: ## Remove caches and the local SQLite database (keeps .venv)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache data/
+	rm -rf .pytest_cache .mypy_cache .ruff_cache data/ wheels/
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -143,6 +143,35 @@ def create_superuser() -> None:
     typer.echo(f"superuser {settings.admin_username}: {state}")
 
 
+@cli.command("wait-for-db")
+@friendly_errors
+def wait_for_db(
+    timeout: Annotated[
+        int | None, typer.Option(help="Seconds to keep trying [default: DB_WAIT_TIMEOUT]")
+    ] = None,
+) -> None:
+    """Wait until the database accepts a query (SELECT 1); exit 1 after the timeout."""
+    from app.db.session import Database, wait_until_reachable
+
+    settings = _settings()
+    budget = settings.db_wait_timeout if timeout is None else timeout
+
+    def progress(remaining: float, error: str) -> None:
+        typer.echo(f"waiting for the database ({remaining:.0f}s left): {error}", err=True)
+
+    async def run() -> tuple[bool, float, str]:
+        db = Database(settings)
+        try:
+            return await wait_until_reachable(db, budget, progress)
+        finally:
+            await db.dispose()
+
+    ok, waited, error = asyncio.run(run())
+    if not ok:
+        raise _fail(f"database not reachable after {waited:.0f}s: {error}", EXIT_RUNTIME)
+    typer.echo(f"database reachable after {waited:.1f}s")
+
+
 @cli.command("check-config")
 def check_config(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success")] = False,

@@ -182,6 +182,40 @@ class Settings(BaseSettings):
         default="",
     )
 
+    # --- Server process (gunicorn_config.py) and container entrypoint ----------------------
+    web_concurrency: int = Field(
+        0, ge=0, le=64, description="gunicorn workers; 0 = 2 x CPUs + 1, capped by MAX_WORKERS."
+    )
+    max_workers: int = Field(8, ge=1, le=64, description="Cap on the automatic worker count.")
+    worker_timeout: int = Field(
+        30, ge=1, le=3600, description="Seconds a worker may stay silent before it is restarted."
+    )
+    graceful_timeout: int = Field(
+        20, ge=1, le=3600, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    keepalive: int = Field(
+        75, ge=1, le=3600, description="Idle keep-alive seconds; above nginx's upstream timeout."
+    )
+    max_requests: int = Field(
+        1000, ge=0, description="Recycle a worker after this many requests (0 = never)."
+    )
+    max_requests_jitter: int = Field(
+        100, ge=0, description="Random spread on MAX_REQUESTS so workers do not recycle at once."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-* headers are trusted (`*` behind nginx only).",
+    )
+    run_migrations: bool = Field(
+        False, description="Entrypoint: migrate to head before serving (advisory-locked)."
+    )
+    create_superuser: bool = Field(
+        False, description="Entrypoint: create the ADMIN_* superuser before serving."
+    )
+    db_wait_timeout: int = Field(
+        60, ge=0, le=3600, description="Entrypoint: seconds to wait for the database at start."
+    )
+
     # --- Operations ----------------------------------------------------------------------
     ready_timeout_seconds: float = Field(
         2.0, gt=0, le=30, description="Timeout of each /ready and /health dependency check."

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -79,3 +81,31 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def wait_until_reachable(
+    db: Database,
+    budget_seconds: float,
+    progress: Callable[[float, str], None],
+    interval: float = 1.0,
+) -> tuple[bool, float, str]:
+    """Poll `SELECT 1` until it answers or the budget is spent: (ok, seconds waited, error)."""
+    started = time.monotonic()
+    deadline = started + budget_seconds
+    last_report = 0.0
+    error = ""
+    while True:
+        try:
+            async with db.engine.connect() as connection:
+                await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=5)
+            return True, time.monotonic() - started, ""
+        except Exception as exc:  # every failure is "not yet"; the last one is reported
+            error = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).strip()}"
+            error = error.splitlines()[0][:200]
+        now = time.monotonic()
+        if now >= deadline:
+            return False, now - started, error
+        if now - last_report >= 5:
+            progress(deadline - now, error)
+            last_report = now
+        await asyncio.sleep(min(interval, max(deadline - now, 0)))  # retry pacing, bounded

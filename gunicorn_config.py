@@ -1,0 +1,97 @@
+"""gunicorn settings for the production image, all from the environment (one Settings class).
+
+    gunicorn --config gunicorn_config.py "app.main:create_app()"
+
+The resolved values are logged as one JSON line (`gunicorn settings`) when the master
+starts, so operators and tests can see what is in force. A configuration error ends the
+master with one line before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn import glogging
+
+from app.core.config import ConfigError, load_settings
+from app.core.logging import configure_logging, log_fields
+
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
+
+
+def available_cpus() -> int:
+    """CPUs this container may use: the cgroup quota if one is set, else the affinity mask."""
+    cpus = len(os.sched_getaffinity(0))
+    try:  # cgroup v2: "max 100000" or "150000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if quota_us > 0:
+                cpus = min(cpus, max(1, quota_us // period_us))
+        except (OSError, ValueError):
+            pass
+    return cpus
+
+
+bind = f"{settings.host}:{settings.port}"
+workers = settings.web_concurrency or min(2 * available_cpus() + 1, settings.max_workers)
+worker_class = "uvicorn_worker.UvicornWorker"
+timeout = settings.worker_timeout
+graceful_timeout = settings.graceful_timeout
+keepalive = settings.keepalive
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
+preload_app = True  # import once in the master: faster worker starts, shared memory pages
+# Heartbeat files on tmpfs: no stalls on a slow or read-only disk.
+worker_tmp_dir = "/dev/shm"  # noqa: S108
+forwarded_allow_ips = settings.forwarded_allow_ips
+proxy_allow_ips = settings.forwarded_allow_ips
+control_socket_disable = True  # no runtime control socket: the app user has no home to put it in
+accesslog = None  # the app's middleware writes the access log, as JSON with the request id
+errorlog = "-"
+loglevel = settings.log_level
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's own records in the service's JSON schema, on stdout."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(settings.log_level)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+
+
+logger_class = JsonLogger
+
+
+def on_starting(server: Any) -> None:
+    resolved = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": worker_class,
+        "timeout": timeout,
+        "graceful_timeout": graceful_timeout,
+        "keepalive": keepalive,
+        "max_requests": max_requests,
+        "max_requests_jitter": max_requests_jitter,
+        "preload_app": preload_app,
+        "worker_tmp_dir": worker_tmp_dir,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "cpus": available_cpus(),
+    }
+    logging.getLogger("gunicorn.error").info(
+        "gunicorn settings", extra=log_fields(gunicorn=resolved)
+    )

@@ -1,0 +1,90 @@
+#!/bin/sh
+# Container entrypoint: one image, many roles. Compose (or `docker run`) picks the mode.
+#
+# Usage: docker-entrypoint.sh MODE [ARGS...]
+#   prod      wait for the database, prepare, serve with gunicorn (the image's default)
+#   dev       wait for the database, prepare, serve with uvicorn --reload
+#   worker    wait for the database, run the background worker (ARGS go to the worker)
+#   migrate   wait for the database, upgrade the schema to head, exit
+#   shell     Python shell with the app loaded; `shell -c CODE` runs CODE and exits
+#   *         anything else runs as given, e.g. `docker run IMAGE python -V`
+#
+# "Prepare" is driven by the environment (documented in .env.*.example):
+#   RUN_MIGRATIONS=true    migrate to head first; on Postgres an advisory lock makes
+#                          parallel replicas migrate one at a time, never twice
+#   CREATE_SUPERUSER=true  create the ADMIN_* superuser if it does not exist
+#   DB_WAIT_TIMEOUT=60     seconds to wait for the database before giving up
+#
+# POSIX sh (the image may be Debian or Alpine). The final process is exec'd, so it is
+# PID 1 (or tini's child) and receives SIGTERM directly.
+set -o errexit -o nounset
+
+log() {
+    # One JSON line, like every other log line of the container.
+    printf '{"level":"%s","logger":"entrypoint","message":"%s"}\n' "$1" "$2"
+}
+
+is_true() {
+    case "$1" in
+        1|true|TRUE|True|yes|YES|on|ON) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+wait_for_database() {
+    if ! python -m app wait-for-db --timeout "${DB_WAIT_TIMEOUT:-60}"; then
+        log error "database not reachable: giving up (DB_WAIT_TIMEOUT=${DB_WAIT_TIMEOUT:-60})"
+        exit 1
+    fi
+}
+
+prepare() {
+    wait_for_database
+    if is_true "${RUN_MIGRATIONS:-false}"; then
+        log info "running migrations"
+        python -m app migrate
+    fi
+    if is_true "${CREATE_SUPERUSER:-false}"; then
+        python -m app create-superuser
+    fi
+}
+
+mode="${1:-prod}"
+[ $# -gt 0 ] && shift
+
+case "$mode" in
+    prod)
+        # Fail fast, with one line, before gunicorn starts workers.
+        python -m app check-config --quiet
+        prepare
+        log info "starting gunicorn"
+        exec gunicorn --config /app/gunicorn_config.py "$@" "app.main:create_app()"
+        ;;
+    dev)
+        prepare
+        log info "starting uvicorn with reload"
+        exec python -m app serve --reload --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" "$@"
+        ;;
+    worker)
+        if ! python -c "import app.worker" 2>/dev/null; then
+            log error "worker mode: this build has no background worker (app/worker)"
+            exit 64
+        fi
+        wait_for_database
+        log info "starting worker"
+        exec python -m app worker "$@"
+        ;;
+    migrate)
+        wait_for_database
+        exec python -m app migrate "$@"
+        ;;
+    shell)
+        exec python -m app shell "$@"
+        ;;
+    -h|--help|help)
+        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+        ;;
+    *)
+        exec "$mode" "$@"
+        ;;
+esac

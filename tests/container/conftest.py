@@ -1,0 +1,32 @@
+"""Container tier: build the real Dockerfiles once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.docker_utils import ROOT, docker
+
+PROD_IMAGE = "shipshape-test:prod"
+DEV_IMAGE = "shipshape-test:dev"
+BUILD_VERSION = "9.9.9-test"
+GIT_COMMIT = "c0ffee1"
+
+
+@pytest.fixture(scope="session")
+def prod_image() -> str:
+    docker(
+        "build",
+        "--file", str(ROOT / "docker/Dockerfile.prod"),
+        "--build-arg", f"BUILD_VERSION={BUILD_VERSION}",
+        "--build-arg", "BUILD_DATE=2026-01-01T00:00:00Z",
+        "--build-arg", f"GIT_COMMIT={GIT_COMMIT}",
+        "--tag", PROD_IMAGE,
+        str(ROOT),
+    )  # fmt: skip
+    return PROD_IMAGE
+
+
+@pytest.fixture(scope="session")
+def dev_image() -> str:
+    docker("build", "--file", str(ROOT / "docker/Dockerfile.dev"), "--tag", DEV_IMAGE, str(ROOT))
+    return DEV_IMAGE

@@ -1,0 +1,46 @@
+"""The other builds: the dev image, the offline wheelhouse build, the security scan."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.docker_utils import ROOT, docker, running
+
+pytestmark = pytest.mark.container
+
+
+def test_dev_image_runs_with_reload_as_the_app_user(dev_image: str) -> None:
+    assert docker("run", "--rm", dev_image, "id", "-u").stdout.strip() == "10001"
+    tools = docker(
+        "run", "--rm", dev_image, "sh", "-c", "pytest --version && ruff --version"
+    ).stdout
+    assert "pytest" in tools
+    with running(dev_image, env={"RUN_MIGRATIONS": "true"}) as container:
+        container.wait_ready()
+        logs = container.logs()
+    assert "Will watch for changes" in logs or "reloader" in logs.lower(), logs[-2000:]
+
+
+def test_offline_build_from_a_prebuilt_wheelhouse() -> None:
+    """`make wheelhouse-build` on the host, then a build with no network at all."""
+    import subprocess
+
+    subprocess.run(
+        ["make", "wheelhouse-build"], cwd=ROOT, check=True, capture_output=True, timeout=600
+    )
+    docker(
+        "build", "--network", "none",
+        "--file", str(ROOT / "docker/Dockerfile.prod"),
+        "--build-arg", "WHEELS_SOURCE=local",
+        "--tag", "shipshape-test:offline",
+        str(ROOT),
+    )  # fmt: skip
+    result = docker(
+        "run",
+        "--rm",
+        "shipshape-test:offline",
+        "python",
+        "-c",
+        "import app.main, gunicorn, asyncpg; print('ok')",
+    )
+    assert result.stdout.strip() == "ok"

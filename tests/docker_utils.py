@@ -1,0 +1,130 @@
+"""Small helpers for the Docker tiers: run the docker CLI, start containers that are
+always removed, poll with a deadline (never sleep to synchronise)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# Secrets good enough for ENVIRONMENT=production (random per test run).
+PROD_SECRETS = {
+    "SECRET_KEY": secrets.token_urlsafe(40),
+    "JWT_SECRET_KEY": secrets.token_urlsafe(40),
+}
+
+
+def docker(
+    *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
+) -> T:
+    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet: keep polling until the deadline
+            last_error = exc
+        time.sleep(interval)  # polling interval, bounded by the deadline above
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what} (last error: {last_error})"
+    )
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@dataclass
+class Container:
+    id: str
+
+    def inspect(self, template: str) -> str:
+        return docker("inspect", "--format", template, self.id).stdout.strip()
+
+    def port(self, container_port: int = 8000) -> int:
+        mapping = docker("port", self.id, f"{container_port}/tcp").stdout.split()[0]
+        return int(mapping.rsplit(":", 1)[1])
+
+    def url(self, path: str, container_port: int = 8000) -> str:
+        return f"http://127.0.0.1:{self.port(container_port)}{path}"
+
+    def logs(self) -> str:
+        result = docker("logs", self.id, check=False)
+        return result.stdout + result.stderr
+
+    def json_logs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            if self.inspect("{{.State.Running}}") != "true":
+                raise AssertionError(f"container exited:\n{self.logs()[-3000:]}")
+            return http_get(self.url("/ready"))[0] == 200
+
+        try:
+            wait_until(ready, timeout, "/ready to answer 200")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- container logs ---\n{self.logs()[-3000:]}") from None
+
+
+@contextlib.contextmanager
+def running(
+    image: str,
+    *command: str,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    publish: bool = True,
+) -> Iterator[Container]:
+    """A detached container, removed with its anonymous volumes whatever happens."""
+    args = ["run", "--detach", "--label", "shipshape-test=1"]
+    if publish:
+        args += ["--publish", "127.0.0.1::8000"]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
+    container_id = docker(*args, *options, image, *command).stdout.strip()
+    try:
+        yield Container(container_id)
+    finally:
+        docker("rm", "--force", "--volumes", container_id, check=False)
+
+
+@contextlib.contextmanager
+def volume() -> Iterator[str]:
+    name = f"shipshape-test-{secrets.token_hex(4)}"
+    docker("volume", "create", "--label", "shipshape-test=1", name)
+    try:
+        yield name
+    finally:
+        docker("volume", "rm", "--force", name, check=False)
