@@ -25,6 +25,13 @@ DOCKER ?= docker
 DOCKER_BUILD_ARGS ?=
 BUILD_ARGS = --build-arg BUILD_VERSION=$(VERSION) --build-arg BUILD_DATE=$(BUILD_DATE) \
              --build-arg GIT_COMMIT=$(GIT_COMMIT) $(DOCKER_BUILD_ARGS)
+# Compose stacks: ENV=dev (default) uses the dev overlay; prod and staging the prod overlay.
+ENV ?= dev
+ENV_FILE ?= .env.$(ENV)
+OVERLAY = docker-compose.$(if $(filter dev,$(ENV)),dev,prod).yml
+COMPOSE = ENV_FILE=$(ENV_FILE) $(DOCKER) compose --env-file $(ENV_FILE) -f docker-compose.yml -f $(OVERLAY)
+SERVICE ?=
+
 # Wheelhouse for offline builds: the image's Python and platform, not the host's.
 WHEEL_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
@@ -73,7 +80,7 @@ lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), she
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) hadolint docker/Dockerfile.prod docker/Dockerfile.dev
-	$(RUN) shellcheck scripts/*.sh .ci/run
+	$(RUN) shellcheck scripts/*.sh docker/nginx/*.sh docker/certbot/*.sh .ci/run
 
 .PHONY: format
 format: venv ## Format the code and apply safe lint fixes
@@ -101,6 +108,77 @@ env: ## Create .env.dev, .env.staging and .env.prod from the examples (never ove
 	@for name in dev staging prod; do \
 	    if [ -e .env.$$name ]; then echo ".env.$$name exists: kept"; \
 	    else cp .env.$$name.example .env.$$name && echo ".env.$$name created: edit it"; fi; \
+	done
+
+# --- compose stacks ----------------------------------------------------------------------
+
+.env.dev:
+	cp .env.dev.example .env.dev
+	@echo ".env.dev created from .env.dev.example (development values)"
+
+.PHONY: env-file
+env-file:
+	@if [ ! -f "$(ENV_FILE)" ]; then \
+	    if [ "$(ENV)" = dev ]; then $(MAKE) .env.dev; \
+	    else echo "$(ENV_FILE) is missing: run 'make env' and replace every CHANGE_ME value" >&2; exit 2; fi; \
+	fi
+
+.PHONY: dev
+dev: ENV = dev
+dev: env-file ## Start the dev stack: app with live reload, Postgres, Redis (127.0.0.1 only)
+	$(COMPOSE) up --detach --build --wait
+	@echo "app: http://127.0.0.1:$$(sed -n 's/^API_PORT=//p' $(ENV_FILE) | grep . || echo 8000)  (make logs, make shell, make down)"
+
+.PHONY: dev-tools
+dev-tools: ENV = dev
+dev-tools: env-file ## The dev stack plus pgAdmin and the mail catcher (profile "tools")
+	$(COMPOSE) --profile tools up --detach --build --wait
+
+.PHONY: prod
+prod: ENV = prod
+prod: env-file ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
+	$(COMPOSE) up --detach --build --wait
+	@echo "up: https://$$(sed -n 's/^DOMAIN=//p' $(ENV_FILE))  (make certbot for a real certificate)"
+
+.PHONY: staging
+staging: ## The production stack with .env.staging
+	$(MAKE) prod ENV=staging ENV_FILE=.env.staging
+
+.PHONY: certbot
+certbot: ENV = prod
+certbot: env-file ## Obtain and renew the TLS certificate (HTTP-01) for DOMAIN
+	$(COMPOSE) --profile certbot up --detach certbot
+
+.PHONY: shell
+shell: env-file ## Python shell in the running app container (ENV=dev|prod|staging)
+	$(COMPOSE) exec app python -m app shell
+
+.PHONY: migrate
+migrate: env-file ## Run the migrations in a one-off app container (ENV=dev|prod|staging)
+	$(COMPOSE) run --rm --no-deps app migrate
+
+.PHONY: logs
+logs: env-file ## Follow the stack's logs (SERVICE=app for one service)
+	$(COMPOSE) logs --follow --tail 200 $(SERVICE)
+
+.PHONY: ps
+ps: env-file ## The stack's containers and their health
+	$(COMPOSE) ps
+
+.PHONY: down
+down: env-file ## Stop and remove the stack's containers (volumes are kept)
+	$(COMPOSE) down --remove-orphans
+
+.PHONY: config
+config: ## Render and validate every overlay and profile with the example env files
+	@set -e; for combo in "dev:.env.dev.example:tools" "prod:.env.prod.example:certbot" \
+	                      "prod:.env.staging.example:certbot"; do \
+	    overlay=$${combo%%:*}; rest=$${combo#*:}; file=$${rest%%:*}; profile=$${rest#*:}; \
+	    for p in "" "--profile $$profile"; do \
+	        ENV_FILE=$$file $(DOCKER) compose --env-file $$file -f docker-compose.yml \
+	            -f docker-compose.$$overlay.yml $$p config --quiet; \
+	        echo "ok: base + $$overlay with $$file $$p"; \
+	    done; \
 	done
 
 # --- images ----------------------------------------------------------------------------

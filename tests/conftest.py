@@ -18,7 +18,8 @@ import pytest
 
 from app.core.config import Settings
 
-DOCKER_TIERS = ("integration", "container", "stack")
+ENGINE_TIERS = ("integration", "container", "stack")
+CLI_TIERS = ("config",)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,18 +27,28 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def docker_problem() -> str | None:
-    """Why Docker cannot be used here, or None when it can."""
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+
+
+def compose_problem() -> str | None:
+    """Why `docker compose` cannot render files here, or None when it can."""
     if shutil.which("docker") is None:
         return "the docker CLI is not installed"
+    if _run("docker", "compose", "version").returncode != 0:
+        return "the docker compose v2 plugin is not installed"
+    if _run("docker", "compose", "-f", "/nonexistent/compose.yml", "config").returncode == 0:
+        return "`docker compose` exits 0 on errors here (a launcher that drops exit codes)"
+    return None
+
+
+def docker_problem() -> str | None:
+    """Why the Docker engine cannot be used here, or None when it can."""
+    problem = compose_problem()
+    if problem is not None:
+        return problem
     try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
+        result = _run("docker", "info", "--format", "{{.ServerVersion}}")
     except subprocess.TimeoutExpired:
         return "`docker info` timed out"
     if result.returncode != 0:
@@ -46,21 +57,26 @@ def docker_problem() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    needs_docker = [i for i in items if any(i.get_closest_marker(t) for t in DOCKER_TIERS)]
-    if not needs_docker:
-        return
-    problem = docker_problem()
-    if problem is None:
-        return
-    if _in_ci():
-        reason = f"CI=true but Docker is unusable: {problem}"
-        for item in needs_docker:
+    problems: dict[str, str | None] = {}
+    for item in items:
+        if any(item.get_closest_marker(t) for t in ENGINE_TIERS):
+            kind = "engine"
+        elif any(item.get_closest_marker(t) for t in CLI_TIERS):
+            kind = "cli"
+        else:
+            continue
+        if kind not in problems:
+            problems[kind] = docker_problem() if kind == "engine" else compose_problem()
+        problem = problems[kind]
+        if problem is None:
+            continue
+        if _in_ci():
             item.add_marker(pytest.mark.usefixtures("_fail_without_docker"))
-            item.user_properties.append(("docker_problem", reason))
-        return
-    skip = pytest.mark.skip(reason=f"needs Docker: {problem}")
-    for item in needs_docker:
-        item.add_marker(skip)
+            item.user_properties.append(
+                ("docker_problem", f"CI=true but Docker is unusable: {problem}")
+            )
+        else:
+            item.add_marker(pytest.mark.skip(reason=f"needs Docker: {problem}"))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PROD = (ROOT / "docker/Dockerfile.prod").read_text()
 DEV = (ROOT / "docker/Dockerfile.dev").read_text()
-SHELL_SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+SHELL_SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), *ROOT.glob("docker/*/*.sh")])
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -81,7 +81,7 @@ def test_dev_example_is_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -
     _load_into_env(monkeypatch, ".env.dev.example")
     settings = load_settings()
     assert settings.sqlalchemy_url.startswith("postgresql+asyncpg://shipshape:")
-    assert settings.resolved_redis_url == "redis://redis:6379/0"
+    assert settings.resolved_redis_url == "redis://:CHANGE_ME_DEV_REDIS_PASSWORD@redis:6379/0"
 
 
 @pytest.mark.parametrize("name", [".env.staging.example", ".env.prod.example"])

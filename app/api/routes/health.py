@@ -12,7 +12,7 @@ from app.services.health import HealthState, run_checks
 router = APIRouter(tags=["health"])
 
 
-@router.get("/live")
+@router.api_route("/live", methods=["GET", "HEAD"])
 async def live() -> dict[str, str]:
     """The process answers. No I/O: a slow database must not get the container killed."""
     return {"status": "ok"}
@@ -31,7 +31,9 @@ async def _report(request: Request) -> tuple[bool, dict[str, Any], HealthState]:
     return healthy, checks, state
 
 
-@router.get("/ready", responses={503: {"description": "A dependency check failed"}})
+@router.api_route(
+    "/ready", methods=["GET", "HEAD"], responses={503: {"description": "A dependency check failed"}}
+)
 async def ready(request: Request) -> JSONResponse:
     """Serve traffic? Database reachable, schema at head, Redis (if configured), not stopping."""
     healthy, checks, _ = await _report(request)
@@ -41,7 +43,11 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/health", responses={503: {"description": "A dependency check failed"}})
+@router.api_route(
+    "/health",
+    methods=["GET", "HEAD"],
+    responses={503: {"description": "A dependency check failed"}},
+)
 async def health(request: Request) -> JSONResponse:
     """Everything an operator wants on one page: build, uptime, each dependency's latency."""
     healthy, checks, state = await _report(request)

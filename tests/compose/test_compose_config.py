@@ -1,0 +1,178 @@
+"""Config tier: render the compose overlays with the example env files (CLI only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.config
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG_RUNNING = {"dev": ["app", "db", "redis"], "prod": ["app", "db", "redis", "nginx"]}
+EXAMPLE = {
+    "dev": ".env.dev.example",
+    "prod": ".env.prod.example",
+    "staging": ".env.staging.example",
+}
+
+
+def compose(overlay: str, env_file: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    # Only the env file may count: the shell's variables win over it in interpolation.
+    documented = set()
+    for example in EXAMPLE.values():
+        documented |= set(
+            re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / example).read_text(), re.M)
+        )
+    env = {k: v for k, v in os.environ.items() if k not in documented}
+    env["ENV_FILE"] = str(env_file)
+    command = [
+        "docker",
+        "compose",
+        "--env-file",
+        str(env_file),
+        "-f",
+        "docker-compose.yml",
+        "-f",
+        f"docker-compose.{overlay}.yml",
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def rendered(overlay: str, env_name: str, *profiles: str) -> dict[str, Any]:
+    flags = [arg for p in profiles for arg in ("--profile", p)]
+    result = compose(overlay, ROOT / EXAMPLE[env_name], *flags, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "env_name", "profile"),
+    [("dev", "dev", "tools"), ("prod", "prod", "certbot"), ("prod", "staging", "certbot")],
+)
+def test_every_overlay_renders_with_its_example(overlay: str, env_name: str, profile: str) -> None:
+    assert set(rendered(overlay, env_name)["services"]) >= set(LONG_RUNNING[overlay])
+    assert profile in json.dumps(rendered(overlay, env_name, profile)["services"])
+
+
+@pytest.mark.parametrize(
+    ("overlay", "variable"),
+    [
+        ("dev", "DB_PASSWORD"),
+        ("dev", "SECRET_KEY"),
+        ("dev", "REDIS_PASSWORD"),
+        ("prod", "JWT_SECRET_KEY"),
+        ("prod", "BASE_URL"),
+        ("prod", "DOMAIN"),
+        ("prod", "SSL_EMAIL"),
+    ],
+)
+def test_a_missing_required_value_fails_naming_it(
+    tmp_path: Path, overlay: str, variable: str
+) -> None:
+    source = (ROOT / EXAMPLE[overlay]).read_text().splitlines()
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        "\n".join(line for line in source if not line.startswith(f"{variable}=")) + "\n"
+    )
+    result = compose(overlay, env_file, "config", "--quiet")
+    assert result.returncode != 0
+    assert f"required variable {variable} is missing a value" in result.stderr
+
+
+def _published(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: svc.get("ports", []) for name, svc in config["services"].items() if svc.get("ports")
+    }
+
+
+def test_prod_publishes_only_nginx_http_and_https() -> None:
+    config = rendered("prod", "prod", "certbot")
+    published = _published(config)
+    assert set(published) == {"nginx"}
+    assert sorted(p["target"] for p in published["nginx"]) == [80, 443]
+    for name in ("db", "redis"):
+        assert config["services"][name]["networks"].keys() == {"backend"}
+    assert config["networks"]["backend"]["internal"] is True
+    app_env = config["services"]["app"]["environment"]
+    assert app_env.get("DEBUG", "false") == "false"
+    assert app_env["ENVIRONMENT"] == "production"
+
+
+def test_dev_binds_to_loopback_and_needs_no_tls_material() -> None:
+    config = rendered("dev", "dev", "tools")
+    for name, ports in _published(config).items():
+        assert all(p["host_ip"] == "127.0.0.1" for p in ports), name
+    dumped = json.dumps(config)
+    assert "letsencrypt" not in dumped
+    assert "nginx" not in config["services"]
+    assert "certbot" not in config["services"]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_long_running_services_are_healthchecked_limited_rotated_hardened(overlay: str) -> None:
+    config = rendered(overlay, overlay)
+    for name in LONG_RUNNING[overlay]:
+        svc = config["services"][name]
+        assert svc["healthcheck"]["test"], name
+        assert svc["restart"] == "unless-stopped", name
+        limits = svc["deploy"]["resources"]["limits"]
+        assert all(limits.get(key) for key in ("cpus", "memory", "pids")), name
+        assert svc["logging"] == {
+            "driver": "json-file",
+            "options": {"max-size": "10m", "max-file": "3"},
+        }, name
+        assert svc["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in svc["security_opt"], name
+        assert svc["init"] is True, name
+        for mount in svc.get("volumes", []):
+            if mount["type"] == "volume":
+                assert mount["source"], name  # named, never anonymous
+    assert config["services"]["app"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert config["services"]["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_prod_app_is_read_only_and_outlives_gunicorn_graceful_timeout() -> None:
+    config = rendered("prod", "prod")
+    app = config["services"]["app"]
+    assert app["read_only"] is True
+    assert any(t.startswith("/tmp") for t in app["tmpfs"])
+    assert config["services"]["nginx"]["read_only"] is True
+    graceful = int(
+        re.search(r"^GRACEFUL_TIMEOUT=(\d+)", (ROOT / ".env.prod.example").read_text(), re.M)[1]
+    )
+    grace = app["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace[:-1]) > graceful
+
+
+def test_redis_has_a_password_persistence_and_an_eviction_policy() -> None:
+    command = rendered("prod", "prod")["services"]["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--requirepass") + 1] == "CHANGE_ME_PROD_REDIS_PASSWORD"
+    assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
+
+
+@pytest.mark.parametrize(
+    ("overlay", "env_name"), [("dev", "dev"), ("prod", "prod"), ("prod", "staging")]
+)
+def test_every_compose_variable_is_documented_in_the_env_example(
+    overlay: str, env_name: str
+) -> None:
+    used: set[str] = set()
+    for name in ("docker-compose.yml", f"docker-compose.{overlay}.yml"):
+        lines = (ROOT / name).read_text().splitlines()
+        text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        used |= set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", text))
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / EXAMPLE[env_name]).read_text(), re.M)
+    )
+    assert used - documented - {"ENV_FILE"} == set()
