@@ -29,7 +29,8 @@ fingerprint() {
 }
 
 point_at() {
-    ln -sfn "$1" "$current.new" && mv -f "$current.new" "$current"
+    # -n replaces the link itself rather than following it into the directory.
+    ln -sfn "$1" "$current"
 }
 
 mkdir -p /etc/nginx/certs

@@ -8,7 +8,7 @@ import jwt
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from tests.unit.conftest import login
+from tests.conftest import login
 
 
 def test_login_returns_a_bearer_token(

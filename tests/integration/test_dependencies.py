@@ -1,0 +1,91 @@
+"""Postgres- and Redis-specific behaviour: readiness, outages, parallel migrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.db.migrate import head_revision
+from app.main import create_app
+from tests.docker_utils import ROOT
+from tests.integration.conftest import Services, pause, unpause
+
+pytestmark = pytest.mark.integration
+
+
+def test_ready_checks_postgres_and_redis(redis_settings: Settings) -> None:
+    with TestClient(create_app(redis_settings)) as client:
+        response = client.get("/ready")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["redis"]["status"] == "ok"
+    assert checks["migrations"]["revision"] == head_revision()
+
+
+def test_redis_outage_is_503_then_recovers(redis_settings: Settings, services: Services) -> None:
+    settings = redis_settings.model_copy(update={"ready_timeout_seconds": 1.0})
+    with TestClient(create_app(settings)) as client:
+        pause(services.redis)
+        try:
+            response = client.get("/ready")
+            assert response.status_code == 503
+            assert response.json()["checks"]["redis"]["error"].startswith(("timed out", "Timeout"))
+            assert response.json()["checks"]["database"]["status"] == "ok"
+            assert client.get("/live").status_code == 200
+        finally:
+            unpause(services.redis)
+        assert client.get("/ready").status_code == 200
+
+
+def test_postgres_outage_is_503_then_recovers_without_a_restart(
+    settings: Settings, services: Services
+) -> None:
+    fast = settings.model_copy(update={"ready_timeout_seconds": 1.0})
+    with TestClient(create_app(fast)) as client:
+        assert client.get("/ready").status_code == 200
+        pause(services.postgres)
+        try:
+            response = client.get("/ready")
+            assert response.status_code == 503
+            assert response.json()["checks"]["database"]["status"] == "error"
+        finally:
+            unpause(services.postgres)
+        assert client.get("/ready").status_code == 200
+
+
+def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "ENVIRONMENT": "test"}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_parallel_replicas_migrate_once_under_the_advisory_lock(services: Services) -> None:
+    services.admin("CREATE DATABASE parallel_migrations")
+    url = services.database_url("parallel_migrations")
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda _: _cli(url, "migrate"), range(4)))
+        assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
+        ran = sum("Running upgrade  -> 0001" in (r.stdout + r.stderr) for r in results)
+        assert ran == 1  # the others waited on the lock, then found the schema at head
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            created = list(pool.map(lambda _: _cli(url, "create-superuser"), range(3)))
+        assert [r.returncode for r in created] == [0, 0, 0], [r.stderr for r in created]
+        assert sum("created" in r.stdout and "already" not in r.stdout for r in created) == 1
+    finally:
+        services.admin("DROP DATABASE IF EXISTS parallel_migrations WITH (FORCE)")

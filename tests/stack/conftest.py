@@ -1,0 +1,190 @@
+"""Stack tier: the production compose stack, up for real on 127.0.0.1 high ports."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import secrets
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.docker_utils import ROOT, wait_until
+
+ACME_OVERLAY = Path(__file__).with_name("docker-compose.acme.yml")
+DOMAIN = "example.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_environment(env_file: Path) -> dict[str, str]:
+    """The shell's variables win over --env-file: drop every documented one."""
+    documented: set[str] = set()
+    for example in ROOT.glob(".env.*.example"):
+        documented |= set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example.read_text(), re.M))
+    env = {k: v for k, v in os.environ.items() if k not in documented}
+    env["ENV_FILE"] = str(env_file)
+    return env
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Stack:
+    project: str
+    env_file: Path
+    http_port: int
+    https_port: int
+    admin_password: str
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{DOMAIN}:{self.https_port}"
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        command = [
+            "docker", "compose", "--project-name", self.project, "--env-file", str(self.env_file),
+            "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", "-f", str(ACME_OVERLAY),
+            *args,
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, cwd=ROOT, env=clean_environment(self.env_file), capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "--all", "--quiet", service).stdout.strip()
+
+    def tls_context(self, **versions: ssl.TLSVersion) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # bootstrap and test certificates are not public
+        for name, version in versions.items():
+            setattr(context, name, version)
+        return context
+
+    def https(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> Response:  # fmt: skip
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.https_port, context=context or self.tls_context(), timeout=15
+        )
+        return self._send(connection, method, path, body, headers)
+
+    def http(self, method: str, path: str) -> Response:
+        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=15)
+        return self._send(connection, method, path, None, None)
+
+    @staticmethod
+    def _send(
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str] | None,
+    ) -> Response:
+        headers = {"Host": DOMAIN, **(headers or {})}
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            reply = connection.getresponse()
+            return Response(
+                reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+            )
+        finally:
+            connection.close()
+
+    def login(self) -> dict[str, str]:
+        form = f"username=admin&password={self.admin_password}".encode()
+        reply = self.https(
+            "POST",
+            "/api/v1/auth/token",
+            form,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert reply.status == 200, reply.body
+        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        wait_until(
+            lambda: self.https("GET", "/ready").status == 200, timeout, "/ready 200 through nginx"
+        )
+
+
+def write_env_file(
+    path: Path, http_port: int, https_port: int, admin_password: str
+) -> dict[str, str]:
+    text = (ROOT / ".env.prod.example").read_text()
+    text = re.sub(r"=CHANGE_ME_PROD_[A-Z_]+", lambda _: "=" + secrets.token_urlsafe(32), text)
+    values = {
+        "DOMAIN": DOMAIN,
+        "BASE_URL": f"https://{DOMAIN}:{https_port}",
+        "API_BASE_URL": f"https://{DOMAIN}:{https_port}/api/v1",
+        "WEBUI_BASE_URL": f"https://{DOMAIN}:{https_port}",
+        "CORS_ORIGINS": f"https://{DOMAIN}:{https_port}",
+        "PUBLISH_IP": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "HTTPS_PORT": str(https_port),
+        "ADMIN_PASSWORD": admin_password,
+        "CREATE_SUPERUSER": "true",
+        "CERT_WATCH_INTERVAL": "1",
+        "CERTBOT_SERVER": "https://pebble:14000/dir",
+        "CERTBOT_RENEW_INTERVAL": "3600",
+        "APP_TAG": "stack-test",
+        "WEB_CONCURRENCY": "2",
+    }
+    for key, value in values.items():
+        text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
+        assert count == 1, key
+    path.write_text(text)
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env_file = tmp_path_factory.mktemp("stack") / "env"
+    http_port, https_port = free_port(), free_port()
+    admin_password = secrets.token_urlsafe(16)
+    values = write_env_file(env_file, http_port, https_port, admin_password)
+    stack = Stack(
+        f"shipshape-stack-{secrets.token_hex(3)}",
+        env_file,
+        http_port,
+        https_port,
+        admin_password,
+        values,
+    )
+    try:
+        stack.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "240", timeout=900)
+        yield stack
+    finally:
+        stack.compose("--profile", "certbot", "down", "--volumes", "--remove-orphans", check=False)

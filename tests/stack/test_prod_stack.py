@@ -1,0 +1,237 @@
+"""The production stack, driven over HTTP(S) through nginx like a client would.
+
+The tests run in file order against one stack: the outage, ACME and restart tests come
+after the plain request tests, and the rate-limit test comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.docker_utils import ROOT, docker, wait_until
+from tests.stack.conftest import DOMAIN, Stack, clean_environment
+
+pytestmark = pytest.mark.stack
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_http_redirects_to_https_with_308_keeping_the_path(stack: Stack) -> None:
+    reply = stack.http("POST", "/api/v1/items?limit=5")
+    assert reply.status == 308
+    assert reply.headers["location"] == f"{stack.base_url}/api/v1/items?limit=5"
+
+
+def test_ready_through_nginx(stack: Stack) -> None:
+    reply = stack.https("GET", "/ready")
+    assert reply.status == 200
+    checks = reply.json()["checks"]
+    assert checks["database"]["status"] == checks["redis"]["status"] == "ok"
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_tls_1_2_and_1_3_only(stack: Stack) -> None:
+    v12 = stack.tls_context(
+        minimum_version=ssl.TLSVersion.TLSv1_2, maximum_version=ssl.TLSVersion.TLSv1_2
+    )
+    assert stack.https("GET", "/live", context=v12).status == 200
+    assert stack.https("GET", "/live").status == 200  # TLS 1.3 by default
+    old = stack.tls_context(
+        minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1
+    )
+    old.set_ciphers(
+        "DEFAULT:@SECLEVEL=0"
+    )  # the client would offer TLS 1.0/1.1: the server must refuse
+    with pytest.raises(ssl.SSLError):
+        stack.https("GET", "/live", context=old)
+
+
+def test_security_headers_and_no_version_banner(stack: Stack) -> None:
+    headers = stack.https("GET", "/live").headers
+    assert headers["strict-transport-security"].startswith("max-age=63072000")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert "camera=()" in headers["permissions-policy"]
+    assert headers["server"] == "nginx"
+    missing = stack.https("GET", "/no-such-page").headers
+    assert "strict-transport-security" in missing  # on errors too
+
+
+def test_request_id_passes_through_nginx_to_the_app(stack: Stack) -> None:
+    reply = stack.https("GET", "/live", headers={"X-Request-ID": "stack-trace-1"})
+    assert reply.headers["x-request-id"] == "stack-trace-1"
+    generated = stack.https("GET", "/live").headers["x-request-id"]
+    assert len(generated) == 32  # nginx's $request_id, used by the app too
+    app_logs = stack.compose("logs", "--no-log-prefix", "app").stdout
+    assert '"request_id":"stack-trace-1"' in app_logs
+
+
+def test_login_and_item_crud(stack: Stack) -> None:
+    auth = stack.login()
+    created = stack.https("POST", "/api/v1/items", {"title": "through nginx"}, auth)
+    assert created.status == 201, created.body
+    item = created.json()
+    assert (
+        stack.https("GET", f"/api/v1/items/{item['id']}", headers=auth).json()["title"]
+        == "through nginx"
+    )
+    patched = stack.https("PATCH", f"/api/v1/items/{item['id']}", {"description": "edited"}, auth)
+    assert patched.json()["description"] == "edited"
+    listed = stack.https("GET", "/api/v1/items?limit=50", headers=auth).json()
+    assert item["id"] in [i["id"] for i in listed["items"]]
+    assert stack.https("DELETE", f"/api/v1/items/{item['id']}", headers=auth).status == 204
+    assert stack.https("GET", f"/api/v1/items/{item['id']}", headers=auth).status == 404
+
+
+def test_gzip_body_limit_and_private_metrics(stack: Stack) -> None:
+    docs = stack.https("GET", "/api/v1/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert docs.headers.get("content-encoding") == "gzip"
+    too_big = stack.https(
+        "POST", "/api/v1/items", b"x" * (11 * 1024 * 1024), {"Content-Type": "application/json"}
+    )
+    assert too_big.status == 413
+    assert stack.https("GET", "/metrics").status == 404
+
+
+def test_database_outage_turns_ready_503_and_recovers_without_restarting_the_app(
+    stack: Stack,
+) -> None:
+    app = stack.container("app")
+    started_at = docker("inspect", "--format", "{{.State.StartedAt}}", app).stdout
+    stack.compose("stop", "db")
+    try:
+        began = time.monotonic()
+        wait_until(
+            lambda: stack.https("GET", "/ready").status == 503,
+            20,
+            "/ready 503 with the database stopped",
+        )
+        print(f"\n/ready turned 503 {time.monotonic() - began:.1f}s after the database stopped")
+        body = stack.https("GET", "/ready").json()
+        assert body["checks"]["database"]["status"] == "error"
+        assert all(stack.https("GET", "/live").status == 200 for _ in range(10))
+    finally:
+        stack.compose("start", "db")
+    wait_until(
+        lambda: stack.https("GET", "/ready").status == 200,
+        90,
+        "/ready 200 after the database is back",
+    )
+    assert docker("inspect", "--format", "{{.State.StartedAt}}", app).stdout == started_at
+    assert docker("inspect", "--format", "{{.RestartCount}}", app).stdout.strip() == "0"
+
+
+def _served_certificate(stack: Stack) -> str:
+    import socket
+
+    context = stack.tls_context()
+    with (
+        socket.create_connection(("127.0.0.1", stack.https_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    return ssl.DER_cert_to_PEM_cert(der).strip()
+
+
+def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stack) -> None:
+    bootstrap = _served_certificate(stack)
+    stack.compose("--profile", "certbot", "up", "--detach", "certbot")
+
+    def issued() -> str | None:
+        result = stack.compose(
+            "exec",
+            "-T",
+            "nginx",
+            "cat",
+            f"/etc/letsencrypt/live/{DOMAIN}/fullchain.pem",
+            check=False,
+        )
+        return result.stdout if result.returncode == 0 else None
+
+    chain = wait_until(issued, 120, "certbot to obtain the certificate")
+    leaf = chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----"
+    served = wait_until(
+        lambda: (cert := _served_certificate(stack)) != bootstrap and cert,
+        30,
+        "nginx to reload onto the new certificate",
+    )
+    assert served == leaf.strip()
+    # A graceful reload: the app behind it was never interrupted.
+    assert stack.https("GET", "/ready").status == 200
+
+
+def test_data_survives_a_stack_restart(stack: Stack) -> None:
+    auth = stack.login()
+    title = f"durable {secrets.token_hex(4)}"
+    assert stack.https("POST", "/api/v1/items", {"title": title}, auth).status == 201
+    stack.compose("down")  # containers go, named volumes stay
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=600)
+    stack.wait_ready()
+    found = stack.https(
+        "GET", f"/api/v1/items?q={title.replace(' ', '%20')}", headers=stack.login()
+    )
+    assert [i["title"] for i in found.json()["items"]] == [title]
+
+
+def test_missing_required_value_stops_compose_before_any_container_starts(
+    stack: Stack, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    env_file = tmp_path / "env"
+    lines = stack.env_file.read_text().splitlines()
+    env_file.write_text(
+        "\n".join(line for line in lines if not line.startswith("SECRET_KEY=")) + "\n"
+    )
+    project = f"shipshape-missing-{secrets.token_hex(3)}"
+    compose = ["docker", "compose", "--project-name", project, "--env-file", str(env_file)]
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.prod.yml"]
+    command = [*compose, *files, "up", "--detach", "--no-build"]
+
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_environment(env_file),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        assert result.returncode != 0
+        assert "required variable SECRET_KEY is missing a value" in result.stderr
+        containers = docker(
+            "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}"
+        ).stdout
+        assert containers.strip() == ""
+    finally:
+        subprocess.run(
+            [*compose, *files, "down", "--volumes"],
+            cwd=ROOT,
+            env=clean_environment(env_file),
+            capture_output=True,
+            check=False,
+        )
+
+
+def test_login_is_rate_limited_at_the_edge(stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(_: int) -> int:
+        # An incomplete form: cheap for the app, still counted by nginx's auth zone.
+        return stack.https("POST", "/api/v1/auth/token", b"username=x", FORM).status
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(attempt, range(40)))
+    print(
+        f"\n40 logins at once: {statuses.count(422)} reached the app, {statuses.count(429)} got 429"
+    )
+    assert 429 in statuses
+    assert 422 in statuses
+    assert set(statuses) <= {422, 429}
+    assert json.loads(stack.https("GET", "/live").body) == {"status": "ok"}
