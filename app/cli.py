@@ -118,8 +118,7 @@ def downgrade(
 @friendly_errors
 def create_superuser() -> None:
     """Create the ADMIN_USERNAME / ADMIN_EMAIL / ADMIN_PASSWORD superuser if absent."""
-    from app.db.session import Database
-    from app.services.users import ensure_superuser
+    from app.services.users import ensure_superuser_once
 
     settings = _settings()
     if not settings.admin_password:
@@ -130,15 +129,7 @@ def create_superuser() -> None:
     if len(settings.admin_password) < 8:
         raise ConfigError("ADMIN_PASSWORD must be at least 8 characters")
 
-    async def run() -> bool:
-        db = Database(settings)
-        try:
-            async with db.session() as session:
-                return (await ensure_superuser(session, settings)).created
-        finally:
-            await db.dispose()
-
-    created = asyncio.run(run())
+    created = asyncio.run(ensure_superuser_once(settings)).created
     state = "created" if created else "already exists"
     typer.echo(f"superuser {settings.admin_username}: {state}")
 

@@ -20,8 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.db.session import Database
-from app.services.users import ensure_superuser
+from app.services.users import ensure_superuser_once
 
 Headers = dict[str, str]
 
@@ -157,15 +156,7 @@ def login(client: TestClient, username: str, password: str) -> Headers:
 
 @pytest.fixture
 def admin_headers(client: TestClient, settings: Settings) -> Headers:
-    async def create() -> None:
-        db = Database(settings)
-        try:
-            async with db.session() as session:
-                await ensure_superuser(session, settings)
-        finally:
-            await db.dispose()
-
-    asyncio.run(create())
+    asyncio.run(ensure_superuser_once(settings))
     return login(client, settings.admin_username, settings.admin_password)
 
 

@@ -14,6 +14,7 @@ from app.core.config import Settings
 from app.core.logging import log_fields
 from app.core.security import hash_password, verify_password
 from app.db.models import User
+from app.db.session import Database
 from app.schemas.users import UserCreate
 from app.services.errors import Conflict
 
@@ -80,3 +81,13 @@ async def ensure_superuser(session: AsyncSession, settings: Settings) -> Superus
         return SuperuserResult(created=False, username=username)
     logger.info("superuser created", extra=log_fields(username=username, email=email))
     return SuperuserResult(created=True, username=username)
+
+
+async def ensure_superuser_once(settings: Settings) -> SuperuserResult:
+    """`ensure_superuser` with a database connection of its own (CLI, entrypoint, tests)."""
+    db = Database(settings)
+    try:
+        async with db.session() as session:
+            return await ensure_superuser(session, settings)
+    finally:
+        await db.dispose()

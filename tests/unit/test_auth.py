@@ -10,6 +10,21 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from tests.conftest import login
 
+NOBODY = "00000000-0000-0000-0000-000000000000"
+
+
+def token(key: str, subject: str = NOBODY, minutes: int = 5, algorithm: str = "HS256") -> str:
+    claims = {
+        "sub": subject,
+        "exp": datetime.now(UTC) + timedelta(minutes=minutes),
+        "type": "access",
+    }
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def me_status(client: TestClient, bearer: str) -> int:
+    return client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {bearer}"}).status_code
+
 
 def test_login_returns_a_bearer_token(
     client: TestClient, settings: Settings, admin_headers
@@ -58,51 +73,17 @@ def test_protected_routes_need_a_valid_token(
     assert bad.status_code == 401
     assert bad.json() == {"detail": "could not validate credentials"}
 
-    foreign = jwt.encode(
-        {
-            "sub": "00000000-0000-0000-0000-000000000000",
-            "exp": datetime.now(UTC) + timedelta(minutes=5),
-            "type": "access",
-        },
-        "another-key-another-key-another-key-0000",
-        algorithm="HS256",
-    )
-    assert (
-        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {foreign}"}).status_code
-        == 401
-    )
-
-    expired = jwt.encode(
-        {
-            "sub": "00000000-0000-0000-0000-000000000000",
-            "exp": datetime.now(UTC) - timedelta(minutes=1),
-            "type": "access",
-        },
-        settings.jwt_secret_key,
-        algorithm=settings.jwt_algorithm,
-    )
-    assert (
-        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {expired}"}).status_code
-        == 401
-    )
+    foreign = token("another-key-another-key-another-key-0000")
+    assert me_status(client, foreign) == 401
+    expired = token(settings.jwt_secret_key, minutes=-1, algorithm=settings.jwt_algorithm)
+    assert me_status(client, expired) == 401
 
 
 def test_token_of_a_deleted_user_is_rejected(
     client: TestClient, settings: Settings, admin_headers
 ) -> None:
-    ghost = jwt.encode(
-        {
-            "sub": "00000000-0000-0000-0000-000000000001",
-            "exp": datetime.now(UTC) + timedelta(minutes=5),
-            "type": "access",
-        },
-        settings.jwt_secret_key,
-        algorithm=settings.jwt_algorithm,
-    )
-    assert (
-        client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {ghost}"}).status_code
-        == 401
-    )
+    ghost = token(settings.jwt_secret_key, subject="00000000-0000-0000-0000-000000000001")
+    assert me_status(client, ghost) == 401
 
 
 def test_only_a_superuser_creates_users(client: TestClient, make_user, admin_headers) -> None:
@@ -142,15 +123,6 @@ def test_superuser_creation_is_idempotent(
 ) -> None:
     import asyncio
 
-    from app.db.session import Database
-    from app.services.users import ensure_superuser
+    from app.services.users import ensure_superuser_once
 
-    async def again() -> bool:
-        db = Database(settings)
-        try:
-            async with db.session() as session:
-                return (await ensure_superuser(session, settings)).created
-        finally:
-            await db.dispose()
-
-    assert asyncio.run(again()) is False
+    assert asyncio.run(ensure_superuser_once(settings)).created is False
