@@ -26,6 +26,7 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: the image does not ship rich
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -161,6 +162,53 @@ def wait_for_db(
     if not ok:
         raise _fail(f"database not reachable after {waited:.0f}s: {error}", EXIT_RUNTIME)
     typer.echo(f"database reachable after {waited:.1f}s")
+
+
+@cli.command()
+@friendly_errors
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes [default: WORKER_CONCURRENCY]")
+    ] = None,
+) -> None:
+    """Run the Celery worker for background jobs (needs a broker: Redis)."""
+    settings = _settings()
+    if settings.jobs_run_in_process:
+        raise ConfigError(
+            "no broker configured: set REDIS_HOST/REDIS_URL or CELERY_BROKER_URL "
+            "(without one, jobs run inside the API process and no worker is needed)"
+        )
+    from app.worker import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level.upper()}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--max-tasks-per-child={settings.worker_max_tasks_per_child}",
+            "--hostname=worker@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@cli.command("worker-ping")
+@friendly_errors
+def worker_ping(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 5.0,
+) -> None:
+    """Healthcheck: exit 0 when this host's worker answers a ping through the broker."""
+    import socket
+
+    from app.worker import celery_app
+
+    _settings()
+    node = f"worker@{socket.gethostname()}"
+    replies = celery_app.control.ping(destination=[node], timeout=timeout)
+    if not any(node in reply for reply in replies):
+        raise _fail(f"worker {node} did not answer within {timeout:g}s", EXIT_RUNTIME)
+    typer.echo(f"{node}: pong")
 
 
 @cli.command("check-config")

@@ -24,6 +24,7 @@ from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import RequestContextMiddleware
 from app.db.session import Database
+from app.services.cache import ItemCache
 from app.services.health import HealthState
 
 logger = logging.getLogger("app")
@@ -49,7 +50,8 @@ def _mark_shutdown_on_sigterm(state: HealthState) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
+    """The app. `redis` replaces the client built from REDIS_URL (tests pass a double)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -57,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings)
         redis_url = settings.resolved_redis_url
-        app.state.redis = (
+        app.state.redis = redis or (
             Redis.from_url(
                 redis_url,
                 socket_connect_timeout=settings.ready_timeout_seconds,
@@ -66,13 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if redis_url
             else None
         )
+        app.state.cache = ItemCache(app.state.redis, settings.cache_ttl_seconds)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
         try:
             yield
         finally:
             app.state.health.shutting_down = True
-            if app.state.redis is not None:
+            if app.state.redis is not None and redis is None:  # close only what we opened
                 await app.state.redis.aclose()
             await app.state.db.dispose()
             logger.info("stopped")

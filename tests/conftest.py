@@ -123,11 +123,24 @@ def db_path(tmp_path: Path, template_db: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def settings(db_path: Path) -> Settings:
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    """Settings for one test: its own database, upload and storage folders, fast retries."""
     from app.core.config import load_settings
 
-    return load_settings(environment="test", database_url=f"sqlite+aiosqlite:///{db_path}")
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "uploads_dir": str(tmp_path / "uploads"),
+        "storage_dir": str(tmp_path / "storage"),
+        "webhook_backoff_seconds": 0,
+        **overrides,
+    }
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(db_path: Path, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.core.security import InvalidToken, decode_access_token
 from app.db.models import User
 from app.db.session import Database
+from app.services.cache import ItemCache
 from app.services.users import get_user
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
@@ -29,7 +30,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_cache(request: Request) -> ItemCache:
+    cache: ItemCache = request.app.state.cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CacheDep = Annotated[ItemCache, Depends(get_cache)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _UNAUTHORIZED = HTTPException(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import EmailStr, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +26,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from app.schemas.common import Email
 
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./data/app.db"
 
@@ -158,6 +160,52 @@ class Settings(BaseSettings):
     redis_password: str = _secret("Redis password.", default="")
     redis_db: int = Field(0, ge=0, le=15, description="Redis database number for the cache.")
 
+    # --- Background jobs (Celery) and cache ---------------------------------------------
+    celery_broker_url: str = _secret(
+        "Celery broker. Empty: Redis database 1 when Redis is configured, else jobs run "
+        "in-process (eager).",
+        default="",
+    )
+    celery_result_backend: str = _secret(
+        "Celery result backend. Empty: Redis database 2 when Redis is configured.", default=""
+    )
+    task_time_limit: int = Field(
+        300, ge=5, le=86400, description="Seconds a job may run before its worker kills it."
+    )
+    visibility_timeout: int = Field(
+        3600,
+        ge=1,
+        le=86400,
+        description="Seconds before an unacknowledged job is redelivered; above TASK_TIME_LIMIT.",
+    )
+    worker_concurrency: int = Field(2, ge=1, le=64, description="Worker processes per worker.")
+    worker_max_tasks_per_child: int = Field(
+        100, ge=1, description="Recycle a worker process after this many jobs."
+    )
+    uploads_dir: str = Field("./uploads", description="Where uploaded import files are kept.")
+    storage_dir: str = Field("./storage", description="Where export files are written.")
+    import_max_bytes: int = Field(
+        5_000_000, ge=1, le=1_000_000_000, description="Largest CSV upload accepted (413 above)."
+    )
+    webhook_secret: str = _secret(
+        "Key that signs webhook events (HMAC-SHA256). Default: SECRET_KEY.", default=""
+    )
+    webhook_allowed_hosts: str = Field(
+        "", description="Comma-separated hosts callback URLs may point at (empty: any host)."
+    )
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=20, description="Delivery attempts before a webhook is given up."
+    )
+    webhook_backoff_seconds: float = Field(
+        2.0, ge=0, le=3600, description="First retry delay; doubles after each failed attempt."
+    )
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Timeout of one webhook delivery attempt."
+    )
+    cache_ttl_seconds: int = Field(
+        60, ge=0, le=86400, description="Lifetime of cached item reads (0 = no cache)."
+    )
+
     # --- Security ------------------------------------------------------------------------
     secret_key: str = _secret(
         "Application secret. Required in staging/production, at least 32 characters.",
@@ -176,7 +224,7 @@ class Settings(BaseSettings):
     admin_username: str = Field(
         "admin", description="Superuser created by `create-superuser` and CREATE_SUPERUSER."
     )
-    admin_email: EmailStr = Field("admin@example.com", description="The superuser's e-mail.")
+    admin_email: Email = Field("admin@example.com", description="The superuser's e-mail.")
     admin_password: str = _secret(
         "The superuser's password. Required in staging/production to create the superuser.",
         default="",
@@ -271,6 +319,11 @@ class Settings(BaseSettings):
             self.api_base_url = f"{self.base_url}/api/v1"
         if not self.webui_base_url:
             self.webui_base_url = self.base_url
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ConfigError(
+                "VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT, or running jobs are "
+                "delivered twice"
+            )
         if self.is_strict:
             self._refuse_weak_secrets()
         else:
@@ -339,6 +392,34 @@ class Settings(BaseSettings):
             return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
         return None
 
+    def _redis_db_url(self, db: int) -> str | None:
+        base = self.resolved_redis_url
+        if base is None:
+            return None
+        parts = urlsplit(base)
+        return urlunsplit(parts._replace(path=f"/{db}"))
+
+    @property
+    def resolved_broker_url(self) -> str | None:
+        """Celery broker, or None: no broker, jobs run in-process."""
+        return self.celery_broker_url or self._redis_db_url(1)
+
+    @property
+    def resolved_result_backend(self) -> str | None:
+        return self.celery_result_backend or self._redis_db_url(2)
+
+    @property
+    def jobs_run_in_process(self) -> bool:
+        return self.resolved_broker_url is None
+
+    @property
+    def webhook_key(self) -> bytes:
+        return (self.webhook_secret or self.secret_key).encode()
+
+    @property
+    def webhook_allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()]
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
@@ -348,11 +429,13 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if is_secret(field) and name not in ("database_url", "redis_url"):
+            if is_secret(field) and not name.endswith(("_url", "_backend")):
                 value = REDACTED if value else ""
             out[name.upper()] = value.value if isinstance(value, StrEnum) else value
         out["DATABASE_URL"] = redact_url(self.sqlalchemy_url)
         out["REDIS_URL"] = redact_url(self.resolved_redis_url or "")
+        out["CELERY_BROKER_URL"] = redact_url(self.resolved_broker_url or "") or "(in-process)"
+        out["CELERY_RESULT_BACKEND"] = redact_url(self.resolved_result_backend or "")
         out["VERSION"] = self.version
         return out
 

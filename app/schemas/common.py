@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
@@ -29,4 +30,23 @@ Title = Annotated[
 Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
 SearchText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_printable)
+]
+
+
+# A pragmatic address check (one @, a dotted domain, no spaces); deliverability is for the
+# mail server to judge. The domain part is case-insensitive, so it is stored lower-cased.
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("value is not a valid e-mail address")
+    local, domain = value.rsplit("@", 1)
+    return f"{local}@{domain.lower()}"
+
+
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)
 ]

@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from app.schemas.common import Email
 
 Username = Annotated[
     str,
@@ -21,7 +23,7 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: Username
-    email: EmailStr
+    email: Email
     password: Password
     is_superuser: bool = False
 

@@ -72,7 +72,10 @@ async def update_item(
     return item
 
 
-async def delete_item(session: AsyncSession, user: User, item_id: uuid.UUID) -> None:
+async def delete_item(session: AsyncSession, user: User, item_id: uuid.UUID) -> uuid.UUID:
+    """Delete the item; returns its owner's id (whose cached pages are now stale)."""
     item = await get_item(session, user, item_id)
+    owner_id = item.owner_id
     await session.delete(item)
     await session.commit()
+    return owner_id

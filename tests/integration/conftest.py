@@ -11,12 +11,14 @@ import asyncio
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from app.core.config import Settings, load_settings
 from app.db.migrate import upgrade
+from tests.conftest import make_settings
 from tests.docker_utils import Container, docker, running, wait_until
 
 POSTGRES_PASSWORD = secrets.token_urlsafe(16)
@@ -95,14 +97,14 @@ def database(services: Services) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database: str) -> Settings:
+def settings(database: str, tmp_path: Path) -> Settings:
     """Overrides the fast tier's SQLite settings: the same tests, on Postgres."""
-    return load_settings(environment="test", database_url=database)
+    return make_settings(tmp_path, database)
 
 
 @pytest.fixture
-def redis_settings(database: str, services: Services) -> Settings:
-    return load_settings(environment="test", database_url=database, redis_url=services.redis_url)
+def redis_settings(database: str, services: Services, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, database, redis_url=services.redis_url)
 
 
 def pause(container: Container) -> None:

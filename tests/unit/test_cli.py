@@ -16,11 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.db.migrate import head_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
-COMMANDS = ["serve", "migrate", "downgrade", "create-superuser", "check-config", "shell"]
+COMMANDS = [
+    "serve", "migrate", "downgrade", "create-superuser", "check-config", "shell",
+    "wait-for-db", "worker", "worker-ping",
+]  # fmt: skip
 
 
 def sqlite_env(path: Path) -> dict[str, str]:
@@ -38,7 +42,7 @@ def test_migrate_then_create_superuser_is_idempotent(tmp_path: Path) -> None:
     env = sqlite_env(tmp_path / "fresh" / "app.db")
     migrated = runner.invoke(cli, ["migrate"], env=env)
     assert migrated.exit_code == 0, migrated.output
-    assert "database at 0001" in migrated.output
+    assert f"database at {head_revision()}" in migrated.output
     first = runner.invoke(cli, ["create-superuser"], env=env)
     second = runner.invoke(cli, ["create-superuser"], env=env)
     assert first.exit_code == second.exit_code == 0
@@ -161,3 +165,9 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         r["message"] == "starting" and r["config"]["SECRET_KEY"] == "********" for r in records
     )
     assert any(r["message"] == "stopped" for r in records)
+
+
+def test_worker_without_a_broker_says_so() -> None:
+    result = runner.invoke(cli, ["worker"])
+    assert result.exit_code == 2
+    assert "no broker configured" in result.output

@@ -46,7 +46,7 @@ def test_up_down_up_on_a_fresh_file(tmp_path: Path) -> None:
         environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path}/new/app.db"
     )
     upgrade(settings)
-    assert _tables(settings) == {"alembic_version", "users", "items"}
+    assert _tables(settings) == {"alembic_version", "users", "items", "jobs"}
     downgrade(settings, "base")
     assert _tables(settings) == {"alembic_version"}
     upgrade(settings)
@@ -63,4 +63,4 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
 
 
 def test_single_head() -> None:
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"

@@ -12,7 +12,8 @@ from app.services.health import HealthState, run_checks
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/live", methods=["GET", "HEAD"])
+@router.get("/live")
+@router.head("/live", include_in_schema=False)
 async def live() -> dict[str, str]:
     """The process answers. No I/O: a slow database must not get the container killed."""
     return {"status": "ok"}
@@ -31,9 +32,8 @@ async def _report(request: Request) -> tuple[bool, dict[str, Any], HealthState]:
     return healthy, checks, state
 
 
-@router.api_route(
-    "/ready", methods=["GET", "HEAD"], responses={503: {"description": "A dependency check failed"}}
-)
+@router.get("/ready", responses={503: {"description": "A dependency check failed"}})
+@router.head("/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """Serve traffic? Database reachable, schema at head, Redis (if configured), not stopping."""
     healthy, checks, _ = await _report(request)
@@ -43,11 +43,8 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-@router.api_route(
-    "/health",
-    methods=["GET", "HEAD"],
-    responses={503: {"description": "A dependency check failed"}},
-)
+@router.get("/health", responses={503: {"description": "A dependency check failed"}})
+@router.head("/health", include_in_schema=False)
 async def health(request: Request) -> JSONResponse:
     """Everything an operator wants on one page: build, uptime, each dependency's latency."""
     healthy, checks, state = await _report(request)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CacheDep, CurrentUser, SessionDep, SettingsDep
 from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
+from app.services.errors import Forbidden
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -22,6 +23,7 @@ MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every ba
 async def list_items(
     session: SessionDep,
     settings: SettingsDep,
+    cache: CacheDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -39,33 +41,59 @@ async def list_items(
                 }
             ],
         )
+    first_page = offset == 0 and not q
+    scope = "all" if user.is_superuser else str(user.id)
+    if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
+        return ItemPage.model_validate(cached)
     page = await service.list_items(session, user, limit=limit, offset=offset, search=q or None)
-    return ItemPage(
+    result = ItemPage(
         items=[ItemPublic.model_validate(i) for i in page.items],
         total=page.total,
         limit=limit,
         offset=offset,
     )
+    if first_page:
+        await cache.set_first_page(scope, limit, result.model_dump(mode="json"))
+    return result
 
 
 @router.post("", response_model=ItemPublic, status_code=status.HTTP_201_CREATED)
-async def create_item(data: ItemCreate, session: SessionDep, user: CurrentUser) -> Item:
-    return await service.create_item(session, user, data)
+async def create_item(
+    data: ItemCreate, session: SessionDep, cache: CacheDep, user: CurrentUser
+) -> Item:
+    item = await service.create_item(session, user, data)
+    await cache.invalidate(item.owner_id)
+    return item
 
 
 @router.get("/{item_id}", response_model=ItemPublic)
-async def read_item(item_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Item:
-    return await service.get_item(session, user, item_id)
+async def read_item(
+    item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentUser
+) -> ItemPublic:
+    cached = await cache.get_item(item_id)
+    if cached is not None:
+        item = ItemPublic.model_validate(cached)
+        if not user.is_superuser and item.owner_id != user.id:
+            raise Forbidden("not enough permissions for this item")
+        return item
+    result = ItemPublic.model_validate(await service.get_item(session, user, item_id))
+    await cache.set_item(item_id, result.model_dump(mode="json"))
+    return result
 
 
 @router.patch("/{item_id}", response_model=ItemPublic)
 async def update_item(
-    item_id: uuid.UUID, data: ItemUpdate, session: SessionDep, user: CurrentUser
+    item_id: uuid.UUID, data: ItemUpdate, session: SessionDep, cache: CacheDep, user: CurrentUser
 ) -> Item:
-    return await service.update_item(session, user, item_id, data)
+    item = await service.update_item(session, user, item_id, data)
+    await cache.invalidate(item.owner_id, item.id)
+    return item
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_item(item_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
-    await service.delete_item(session, user, item_id)
+async def delete_item(
+    item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentUser
+) -> Response:
+    owner_id = await service.delete_item(session, user, item_id)
+    await cache.invalidate(owner_id, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

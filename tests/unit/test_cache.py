@@ -1,0 +1,135 @@
+"""Item read cache with an in-process Redis double (fakeredis): hit, miss, invalidation,
+and a broken Redis that degrades to the database instead of to an error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fakeredis import FakeAsyncRedis
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.core.config import Settings
+from app.db.models import Item
+from app.db.session import Database
+from app.main import create_app
+from tests.conftest import login
+
+
+@pytest.fixture
+def redis() -> FakeAsyncRedis:
+    return FakeAsyncRedis()
+
+
+@pytest.fixture
+def client(settings: Settings, redis: FakeAsyncRedis) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, redis=redis)) as test_client:
+        yield test_client
+
+
+def change_title_behind_the_apps_back(settings: Settings, item_id: str, title: str) -> None:
+    async def run() -> None:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                await session.execute(
+                    update(Item).where(Item.id == uuid.UUID(item_id)).values(title=title)
+                )
+                await session.commit()
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def test_item_read_is_cached_and_invalidated_on_write(
+    client: TestClient, make_user, settings: Settings, redis
+) -> None:  # type: ignore[no-untyped-def]
+    alice = make_user("alice")
+    item = client.post("/api/v1/items", json={"title": "original"}, headers=alice).json()
+    assert (
+        client.get(f"/api/v1/items/{item['id']}", headers=alice).json()["title"] == "original"
+    )  # miss
+    assert asyncio.run(redis.exists(f"item:{item['id']}")) == 1
+    change_title_behind_the_apps_back(settings, item["id"], "changed in the database")
+    assert (
+        client.get(f"/api/v1/items/{item['id']}", headers=alice).json()["title"] == "original"
+    )  # hit
+    client.patch(f"/api/v1/items/{item['id']}", json={"description": "edit"}, headers=alice)
+    fresh = client.get(f"/api/v1/items/{item['id']}", headers=alice).json()
+    assert fresh["title"] == "changed in the database"
+    assert fresh["description"] == "edit"
+
+
+def test_cached_item_still_checks_permissions(client: TestClient, make_user) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    item = client.post("/api/v1/items", json={"title": "private"}, headers=alice).json()
+    client.get(f"/api/v1/items/{item['id']}", headers=alice)  # now cached
+    assert client.get(f"/api/v1/items/{item['id']}", headers=bob).status_code == 403
+
+
+def test_first_page_is_cached_and_moves_on_after_a_write(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+    alice = make_user("alice")
+    first = client.post("/api/v1/items", json={"title": "first"}, headers=alice).json()
+    assert client.get("/api/v1/items", headers=alice).json()["total"] == 1  # miss, cached
+    change_title_behind_the_apps_back(settings, first["id"], "renamed")
+    assert client.get("/api/v1/items", headers=alice).json()["items"][0]["title"] == "first"  # hit
+    client.post("/api/v1/items", json={"title": "second"}, headers=alice)  # invalidates
+    page = client.get("/api/v1/items", headers=alice).json()
+    assert page["total"] == 2
+    assert sorted(i["title"] for i in page["items"]) == ["renamed", "second"]
+    assert client.get("/api/v1/items?q=ren", headers=alice).json()["total"] == 1  # searches bypass
+
+
+def test_delete_and_import_invalidate(client: TestClient, make_user) -> None:
+    alice = make_user("alice")
+    item = client.post("/api/v1/items", json={"title": "doomed"}, headers=alice).json()
+    client.get(f"/api/v1/items/{item['id']}", headers=alice)
+    client.get("/api/v1/items", headers=alice)
+    client.delete(f"/api/v1/items/{item['id']}", headers=alice)
+    assert client.get(f"/api/v1/items/{item['id']}", headers=alice).status_code == 404
+    assert client.get("/api/v1/items", headers=alice).json()["total"] == 0
+    client.post(
+        "/api/v1/items/import",
+        files={"file": ("i.csv", b"title\nimported\n", "text/csv")},
+        headers=alice,
+    )
+    assert client.get("/api/v1/items", headers=alice).json()["total"] == 1
+
+
+def test_superuser_pages_are_invalidated_by_any_owner(
+    client: TestClient, make_user, admin_headers
+) -> None:
+    alice = make_user("alice")
+    assert client.get("/api/v1/items", headers=admin_headers).json()["total"] == 0
+    client.post("/api/v1/items", json={"title": "alice's"}, headers=alice)
+    assert client.get("/api/v1/items", headers=admin_headers).json()["total"] == 1
+
+
+class BrokenRedis:
+    """Every command fails, as when Redis is down or unreachable."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*_: Any, **__: Any) -> Any:
+            raise ConnectionError("Redis is down")
+
+        return fail
+
+
+def test_a_broken_cache_degrades_to_the_database(settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+    make_user("alice")
+    with TestClient(create_app(settings, redis=BrokenRedis())) as broken:  # type: ignore[arg-type]
+        alice = login(broken, "alice", "correct-horse-battery")
+        item = broken.post("/api/v1/items", json={"title": "still works"}, headers=alice)
+        assert item.status_code == 201
+        assert broken.get(f"/api/v1/items/{item.json()['id']}", headers=alice).status_code == 200
+        assert broken.get("/api/v1/items", headers=alice).json()["total"] == 1
+        ready = broken.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"]["status"] == "error"

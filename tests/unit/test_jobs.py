@@ -1,0 +1,339 @@
+"""Background jobs on the embedded default: they run in-process right after the response."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from app.services.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
+from tests.conftest import make_settings
+
+
+def csv_bytes(rows: list[list[str]], header: tuple[str, ...] = ("title", "description")) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def upload(client: TestClient, headers, content: bytes, **form: str) -> dict:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/api/v1/items/import",
+        files={"file": ("items.csv", content, "text/csv")},
+        data=form,
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def job(client: TestClient, headers, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+    response = client.get(f"/api/v1/jobs/{job_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def titles(client: TestClient, headers) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(
+        i["title"] for i in client.get("/api/v1/items?limit=100", headers=headers).json()["items"]
+    )
+
+
+def test_import_of_a_valid_file(client: TestClient, make_user) -> None:
+    alice = make_user("alice")
+    accepted = upload(client, alice, csv_bytes([["one", "first"], ["two", ""], ["three", "x"]]))
+    assert accepted["state"] == "queued"
+    done = job(client, alice, accepted["id"])
+    assert done["state"] == "succeeded"
+    assert done["progress"] == {"done": 3, "total": 3}
+    assert done["result"] == {"imported": 3, "rejected": 0, "rows": []}
+    assert titles(client, alice) == ["one", "three", "two"]
+
+
+def test_import_with_bad_rows_reports_them_and_writes_nothing(
+    client: TestClient, make_user
+) -> None:
+    alice = make_user("alice")
+    content = csv_bytes([["fine", ""], ["", "no title"], ["also fine", ""], ["x" * 300, ""]])
+    done = job(client, alice, upload(client, alice, content)["id"])
+    assert done["state"] == "failed"
+    assert done["error"] == "2 of 4 rows are invalid: nothing was imported"
+    assert [r["line"] for r in done["result"]["rows"]] == [3, 5]  # line 1 is the header
+    assert "title" in done["result"]["rows"][0]["errors"][0]
+    assert titles(client, alice) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name,description\nx,y\n", "must have a `title` column"),
+        (b"title,colour\nx,red\n", "unknown CSV columns: colour"),
+        (b"title\n\xff\xfe\xfa\n", "not UTF-8"),
+    ],
+)
+def test_unusable_files_fail_with_a_reason(
+    client: TestClient, make_user, content: bytes, message: str
+) -> None:
+    alice = make_user("alice")
+    done = job(client, alice, upload(client, alice, content)["id"])
+    assert done["state"] == "failed"
+    assert message in done["error"]
+
+
+def test_oversized_upload_is_413(db_path: Path, tmp_path: Path, make_user) -> None:  # type: ignore[no-untyped-def]
+    make_user("alice")
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}", import_max_bytes=1000)
+    with TestClient(create_app(settings)) as small:
+        token = small.post(
+            "/api/v1/auth/token", data={"username": "alice", "password": "correct-horse-battery"}
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        response = small.post(
+            "/api/v1/items/import",
+            files={"file": ("big.csv", b"title\n" + b"x\n" * 1000, "text/csv")},
+            headers=headers,
+        )
+    assert response.status_code == 413
+    assert "IMPORT_MAX_BYTES" in response.json()["detail"]
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_progress_counts_every_row_of_a_large_import(client: TestClient, make_user) -> None:
+    alice = make_user("alice")
+    done = job(
+        client,
+        alice,
+        upload(client, alice, csv_bytes([[f"row {n}", ""] for n in range(1200)]))["id"],
+    )
+    assert done["state"] == "succeeded"
+    assert done["progress"] == {"done": 1200, "total": 1200}
+    assert client.get("/api/v1/items?limit=1", headers=alice).json()["total"] == 1200
+
+
+def test_export_writes_the_callers_items_and_downloads(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    for title in ("a", "b, with comma", 'c "quoted"'):
+        client.post("/api/v1/items", json={"title": title, "description": "d"}, headers=alice)
+    client.post("/api/v1/items", json={"title": "bob's"}, headers=bob)
+    accepted = client.post("/api/v1/items/export", headers=alice)
+    assert accepted.status_code == 202
+    done = job(client, alice, accepted.json()["id"])
+    assert done["state"] == "succeeded"
+    assert done["result"] == {"file": f"{done['id']}.csv", "rows": 3}
+    assert (Path(settings.storage_dir) / f"{done['id']}.csv").exists()
+    download = client.get(f"/api/v1/jobs/{done['id']}/download", headers=alice)
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(download.text)))
+    assert sorted(r["title"] for r in rows) == ["a", "b, with comma", 'c "quoted"']
+    assert client.get(f"/api/v1/jobs/{done['id']}/download", headers=bob).status_code == 403
+
+
+def test_jobs_are_private_and_unknown_ids_404(client: TestClient, make_user) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    accepted = upload(client, alice, csv_bytes([["x", ""]]))
+    assert client.get(f"/api/v1/jobs/{accepted['id']}", headers=bob).status_code == 403
+    assert client.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=alice).status_code == 404
+    assert client.get(f"/api/v1/jobs/{accepted['id']}/download", headers=alice).status_code == 404
+
+
+def test_an_unfinished_export_cannot_be_downloaded(settings: Settings) -> None:
+    from app.db.models import Job
+    from app.services.errors import Conflict
+    from app.services.jobs import export_file
+
+    with pytest.raises(Conflict, match="running"):
+        export_file(settings, Job(id=uuid.uuid4(), kind="export", state="running"))
+
+
+def test_a_finished_job_delivered_again_changes_nothing(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+    import asyncio
+
+    from app.db.session import Database
+    from app.services.cache import ItemCache
+    from app.services.jobs import run_job
+
+    alice = make_user("alice")
+    accepted = upload(client, alice, csv_bytes([["once", ""]]))
+
+    async def redeliver() -> None:
+        db = Database(settings)
+        try:
+            await run_job(db, settings, ItemCache(None, 0), uuid.UUID(accepted["id"]))
+        finally:
+            await db.dispose()
+
+    asyncio.run(redeliver())
+    assert titles(client, alice) == ["once"]
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A local webhook receiver that answers with the given statuses, then 200."""
+
+    statuses: list[int]
+    key: bytes
+    received: list[dict] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver(settings: Settings) -> Iterator[Receiver]:
+    state = Receiver(statuses=[], key=settings.webhook_key)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            valid = verify_signature(
+                state.key, body, self.headers[TIMESTAMP_HEADER], self.headers[SIGNATURE_HEADER]
+            )
+            state.received.append({"valid": valid, "event": json.loads(body)})
+            status = state.statuses.pop(0) if state.statuses else 200
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhook_is_signed_and_verifiable(
+    client: TestClient, make_user, receiver: Receiver
+) -> None:
+    alice = make_user("alice")
+    accepted = upload(client, alice, csv_bytes([["hooked", ""]]), callback_url=receiver.url)
+    done = job(client, alice, accepted["id"])
+    assert done["webhook"] == {"state": "delivered", "attempts": 1, "error": None}
+    [delivery] = receiver.received
+    assert delivery["valid"] is True
+    assert delivery["event"]["type"] == "job.succeeded"
+    assert delivery["event"]["job"]["id"] == accepted["id"]
+
+
+def test_webhook_retries_on_5xx_then_delivers(
+    client: TestClient, make_user, receiver: Receiver
+) -> None:
+    receiver.statuses = [500, 503]
+    alice = make_user("alice")
+    done = job(
+        client,
+        alice,
+        client.post(
+            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
+        ).json()["id"],
+    )
+    assert done["webhook"]["state"] == "delivered"
+    assert done["webhook"]["attempts"] == 3
+    assert len(receiver.received) == 3
+
+
+def test_webhook_gives_up_after_the_last_attempt(
+    client: TestClient, make_user, receiver: Receiver, settings: Settings
+) -> None:
+    receiver.statuses = [500] * 10
+    alice = make_user("alice")
+    done = job(
+        client,
+        alice,
+        client.post(
+            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
+        ).json()["id"],
+    )
+    assert done["webhook"]["state"] == "failed"
+    assert done["webhook"]["attempts"] == settings.webhook_max_attempts
+    assert done["webhook"]["error"] == "HTTP 500"
+    assert done["state"] == "succeeded"  # the job itself is unaffected
+
+
+def test_webhook_does_not_retry_a_4xx(client: TestClient, make_user, receiver: Receiver) -> None:
+    receiver.statuses = [404]
+    alice = make_user("alice")
+    done = job(
+        client,
+        alice,
+        client.post(
+            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
+        ).json()["id"],
+    )
+    assert done["webhook"] == {"state": "failed", "attempts": 1, "error": "HTTP 404"}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/hook", "http:// or https://"),
+        ("https://user:secret@example.com/hook", "must not carry credentials"),
+        ("https:///nohost", "has no host"),
+    ],
+)
+def test_callback_urls_are_validated(client: TestClient, make_user, url: str, message: str) -> None:
+    response = client.post(
+        "/api/v1/items/export", json={"callback_url": url}, headers=make_user("alice")
+    )
+    assert response.status_code == 422
+    assert message in response.json()["detail"][0]["msg"]
+
+
+def test_callback_allow_list(db_path: Path, tmp_path: Path, make_user) -> None:  # type: ignore[no-untyped-def]
+    make_user("alice")
+    settings = make_settings(
+        tmp_path, f"sqlite+aiosqlite:///{db_path}", webhook_allowed_hosts="hooks.example.com"
+    )
+    with TestClient(create_app(settings)) as restricted:
+        token = restricted.post(
+            "/api/v1/auth/token", data={"username": "alice", "password": "correct-horse-battery"}
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        refused = restricted.post(
+            "/api/v1/items/export",
+            json={"callback_url": "https://evil.example.net/x"},
+            headers=headers,
+        )
+        allowed = restricted.post(
+            "/api/v1/items/export",
+            json={"callback_url": "https://hooks.example.com/x"},
+            headers=headers,
+        )
+    assert refused.status_code == 422
+    assert "is not allowed" in refused.json()["detail"][0]["msg"]
+    assert allowed.status_code == 202
+
+
+def test_signature_verification_recipe_rejects_tampering_and_replays() -> None:
+    key, body, now = b"k" * 32, b'{"type":"job.succeeded"}', int(time.time())
+    signature = sign(key, now, body)
+    assert verify_signature(key, body, str(now), signature)
+    assert not verify_signature(key, body + b" ", str(now), signature)
+    assert not verify_signature(b"other" * 8, body, str(now), signature)
+    assert not verify_signature(key, body, str(now - 3600), sign(key, now - 3600, body))
+    assert not verify_signature(key, body, "not-a-number", signature)
