@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from celery import Celery
 from fastapi import BackgroundTasks
 
 from app.core.config import Settings
@@ -16,6 +17,7 @@ from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ItemCache
 from app.services.jobs import attempt_webhook, run_job
+from app.worker.celery_app import make_celery
 
 
 async def run_in_process(
@@ -28,6 +30,17 @@ async def run_in_process(
         await asyncio.sleep(webhooks.backoff_seconds(settings, attempt))  # retry backoff
 
 
+_producers: dict[str, Celery] = {}
+
+
+def _producer(settings: Settings) -> Celery:
+    """One Celery client per broker URL (normally just one per process)."""
+    url = settings.resolved_broker_url or ""
+    if url not in _producers:
+        _producers[url] = make_celery(settings)
+    return _producers[url]
+
+
 def enqueue(
     background: BackgroundTasks,
     db: Database,
@@ -35,9 +48,8 @@ def enqueue(
     cache: ItemCache,
     job_id: uuid.UUID,
 ) -> None:
+    """Queue the job on the broker of `settings`, or run it here when there is none."""
     if settings.jobs_run_in_process:
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
-    from app.worker import celery_app
-
-    celery_app.send_task("shipshape.run_job", args=[str(job_id)])
+    _producer(settings).send_task("shipshape.run_job", args=[str(job_id)])

@@ -14,7 +14,10 @@ import pytest
 pytestmark = pytest.mark.config
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_RUNNING = {"dev": ["app", "db", "redis"], "prod": ["app", "db", "redis", "nginx"]}
+LONG_RUNNING = {
+    "dev": ["app", "worker", "db", "redis"],
+    "prod": ["app", "worker", "db", "redis", "nginx"],
+}
 EXAMPLE = {
     "dev": ".env.dev.example",
     "prod": ".env.prod.example",

@@ -91,6 +91,30 @@ def test_login_and_item_crud(stack: Stack) -> None:
     assert stack.https("GET", f"/api/v1/items/{item['id']}", headers=auth).status == 404
 
 
+def test_an_import_job_runs_on_the_worker_service(stack: Stack) -> None:
+    auth = stack.login()
+    boundary = "shipshape-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="i.csv"\r\n'
+        f"Content-Type: text/csv\r\n\r\ntitle,description\nfrom the worker,x\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    accepted = stack.https("POST", "/api/v1/items/import", body, headers)
+    assert accepted.status == 202, accepted.body
+    job_id = accepted.json()["id"]
+    done = wait_until(
+        lambda: (
+            (j := stack.https("GET", f"/api/v1/jobs/{job_id}", headers=auth).json())["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        60,
+        "the worker to run the import",
+    )
+    assert done["state"] == "succeeded"
+    assert '"job finished"' in stack.compose("logs", "--no-log-prefix", "worker").stdout
+
+
 def test_gzip_body_limit_and_private_metrics(stack: Stack) -> None:
     docs = stack.https("GET", "/api/v1/openapi.json", headers={"Accept-Encoding": "gzip"})
     assert docs.headers.get("content-encoding") == "gzip"

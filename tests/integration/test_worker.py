@@ -1,0 +1,172 @@
+"""A real Celery worker process against the Redis broker and Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.conftest import Headers, login, make_settings
+from tests.docker_utils import ROOT, wait_until
+from tests.integration.conftest import Services, pause, unpause
+from tests.unit.test_jobs import csv_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker_settings(database: str, services: Services, tmp_path: Path) -> Settings:
+    # The broker's queue is shared by the tests of a session: one worker at a time uses it.
+    return make_settings(tmp_path, database, redis_url=services.redis_url)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "UPLOADS_DIR": settings.uploads_dir,
+        "STORAGE_DIR": settings.storage_dir,
+        "WEBHOOK_BACKOFF_SECONDS": "0",
+        "LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker", "--concurrency", "1"],
+        cwd=ROOT, env=_env(worker_settings), stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: "ready." in (tmp_path / "worker.log").read_text(), 60, "the worker to start"
+        )
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)  # warm shutdown
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def api(worker_settings: Settings) -> Iterator[TestClient]:
+    assert not worker_settings.jobs_run_in_process
+    with TestClient(create_app(worker_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def alice(api: TestClient, make_user) -> Headers:  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def make_user(api: TestClient, worker_settings: Settings):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from app.services.users import ensure_superuser_once
+
+    asyncio.run(ensure_superuser_once(worker_settings))
+    admin = login(api, worker_settings.admin_username, worker_settings.admin_password)
+
+    def make(username: str) -> Headers:
+        body = {
+            "username": username,
+            "email": f"{username}@example.com",
+            "password": "correct-horse-battery",
+        }
+        assert api.post("/api/v1/users", json=body, headers=admin).status_code == 201
+        return login(api, username, "correct-horse-battery")
+
+    return make
+
+
+def _job(api: TestClient, headers: Headers, job_id: str) -> dict:
+    return api.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+
+
+def _finished(api: TestClient, headers: Headers, job_id: str, timeout: float = 90) -> dict:
+    return wait_until(
+        lambda: (j := _job(api, headers, job_id))["state"] in ("succeeded", "failed") and j,
+        timeout,
+        f"job {job_id} to finish",
+    )
+
+
+def test_a_job_runs_on_the_worker(api: TestClient, alice: Headers, worker) -> None:  # type: ignore[no-untyped-def]
+    accepted = api.post(
+        "/api/v1/items/import",
+        files={"file": ("i.csv", csv_bytes([["from the worker", ""]]), "text/csv")},
+        headers=alice,
+    )
+    assert accepted.status_code == 202
+    assert accepted.json()["state"] == "queued"  # the API returned before the job ran
+    done = _finished(api, alice, accepted.json()["id"])
+    assert done["state"] == "succeeded"
+    assert api.get("/api/v1/items", headers=alice).json()["items"][0]["title"] == "from the worker"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
+    api: TestClient, alice: Headers, worker
+) -> None:  # type: ignore[no-untyped-def]
+    rows = 60_000
+    content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
+    job_id = api.post(
+        "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")}, headers=alice
+    ).json()["id"]
+    wait_until(
+        lambda: _job(api, alice, job_id)["state"] == "running",
+        60,
+        "the import to start",
+        interval=0.05,
+    )
+    [child] = _children(worker.pid)  # the pool process running the job (concurrency 1)
+    os.kill(child, signal.SIGKILL)
+    started = time.monotonic()
+    done = _finished(api, alice, job_id, timeout=180)
+    print(f"\nredelivered and finished {time.monotonic() - started:.1f}s after SIGKILL")
+    assert done["state"] == "succeeded", done
+    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == rows
+    assert done["result"]["imported"] == rows
+
+
+def test_redis_down_reads_still_come_from_the_database(
+    api: TestClient, alice: Headers, services: Services
+) -> None:
+    item = api.post("/api/v1/items", json={"title": "durable"}, headers=alice).json()
+    pause(services.redis)
+    try:
+        assert api.get(f"/api/v1/items/{item['id']}", headers=alice).json()["title"] == "durable"
+        assert api.get("/api/v1/items", headers=alice).json()["total"] == 1
+        ready = api.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"]["status"] == "error"
+    finally:
+        unpause(services.redis)
