@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,13 @@ try:
     settings = load_settings()
 except ConfigError as exc:
     sys.exit(f"config error: {exc}")
+
+# Prometheus multiprocess mode: every worker writes its samples to files here, /metrics adds
+# them up. Emptied before the app is loaded (preload_app), so a restart starts from zero.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
 
 
 def available_cpus() -> int:
@@ -95,3 +103,10 @@ def on_starting(server: Any) -> None:
     logging.getLogger("gunicorn.error").info(
         "gunicorn settings", extra=log_fields(gunicorn=resolved)
     )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker's samples stay counted; its live gauges (in-flight requests) stop counting."""
+    from app.core.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

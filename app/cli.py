@@ -178,9 +178,9 @@ def worker(
             "no broker configured: set REDIS_HOST/REDIS_URL or CELERY_BROKER_URL "
             "(without one, jobs run inside the API process and no worker is needed)"
         )
-    from app.worker import celery_app
+    from app.worker.celery_app import celery_for
 
-    celery_app.worker_main(
+    celery_for(settings).worker_main(
         [
             "worker",
             f"--loglevel={settings.log_level.upper()}",
@@ -201,11 +201,11 @@ def worker_ping(
     """Healthcheck: exit 0 when this host's worker answers a ping through the broker."""
     import socket
 
-    from app.worker import celery_app
+    from app.worker.celery_app import celery_for
 
-    _settings()
+    settings = _settings()
     node = f"worker@{socket.gethostname()}"
-    replies = celery_app.control.ping(destination=[node], timeout=timeout)
+    replies = celery_for(settings).control.ping(destination=[node], timeout=timeout)
     if not any(node in reply for reply in replies):
         raise _fail(f"worker {node} did not answer within {timeout:g}s", EXIT_RUNTIME)
     typer.echo(f"{node}: pong")

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from app.api.errors import install_error_handlers
 from app.api.router import api_router
-from app.api.routes import health
+from app.api.routes import health, metrics
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import RequestContextMiddleware
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.state.settings = settings
     app.state.health = HealthState()
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
     install_error_handlers(app)
     if settings.cors_origin_list:

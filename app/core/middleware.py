@@ -13,6 +13,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import metrics
 from app.core.logging import log_fields, request_id_var
 
 access_logger = logging.getLogger("app.access")
@@ -46,6 +47,7 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope)
         token = request_id_var.set(request_id)
+        metrics.IN_PROGRESS.inc()
         started = time.perf_counter()
         status = 0
         encoded_id = request_id.encode("latin-1")
@@ -80,13 +82,19 @@ class RequestContextMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
+            elapsed = time.perf_counter() - started
+            route = metrics.route_template(scope)
+            metrics.IN_PROGRESS.dec()
+            metrics.REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.LATENCY.labels(scope["method"], route).observe(elapsed)
             access_logger.info(
                 "request",
                 extra=log_fields(
                     method=scope["method"],
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    route=route,
+                    duration_ms=round(elapsed * 1000, 2),
                     client=scope["client"][0] if scope.get("client") else None,
                 ),
             )

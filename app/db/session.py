@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from app.core import metrics
 from app.core.config import ConfigError, Settings
 
 
@@ -56,7 +57,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        _count_pool_usage(engine, settings.db_pool_size)
     return engine
+
+
+def _count_pool_usage(engine: AsyncEngine, size: int) -> None:
+    """Feed the pool gauges of /metrics from the pool's own events."""
+    metrics.POOL_SIZE.inc(size)
+    event.listen(engine.sync_engine, "checkout", lambda *_: metrics.POOL_CHECKED_OUT.inc())
+    event.listen(engine.sync_engine, "checkin", lambda *_: metrics.POOL_CHECKED_OUT.dec())
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,5 +1,2 @@
-"""Background worker: Celery app and the job tasks (`python -m app worker`)."""
-
-from app.worker.celery_app import celery_app
-
-__all__ = ["celery_app"]
+"""Background worker: Celery app factory (celery_app.py), job tasks (tasks.py), and the
+in-process fallback used when no broker is configured (dispatch.py)."""

@@ -21,6 +21,8 @@ from celery.signals import setup_logging
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 
+_apps: dict[str, Celery] = {}
+
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("shipshape", include=["app.worker.tasks"])
@@ -49,10 +51,21 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def celery_for(settings: Settings) -> Celery:
+    """One Celery app per broker in a process, made on first use: importing this module
+    reads no configuration, so the API can be imported without a valid environment."""
+    key = settings.resolved_broker_url or "in-process"
+    if key not in _apps:
+        _apps[key] = make_celery(settings)
+    return _apps[key]
+
+
+def current() -> Celery:
+    """The worker process's app, from the environment (`python -m app worker`)."""
+    return celery_for(get_settings())
+
+
 @setup_logging.connect
 def _json_logging(**_: Any) -> None:
     """Celery's own records in the service's JSON schema instead of its text format."""
     configure_logging(get_settings().log_level)
-
-
-celery_app = make_celery(get_settings())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from celery import Celery
 from fastapi import BackgroundTasks
 
 from app.core.config import Settings
@@ -17,7 +16,7 @@ from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ItemCache
 from app.services.jobs import attempt_webhook, run_job
-from app.worker.celery_app import make_celery
+from app.worker.celery_app import celery_for
 
 
 async def run_in_process(
@@ -28,17 +27,6 @@ async def run_in_process(
         if not await attempt_webhook(db, settings, job_id, attempt):
             return
         await asyncio.sleep(webhooks.backoff_seconds(settings, attempt))  # retry backoff
-
-
-_producers: dict[str, Celery] = {}
-
-
-def _producer(settings: Settings) -> Celery:
-    """One Celery client per broker URL (normally just one per process)."""
-    url = settings.resolved_broker_url or ""
-    if url not in _producers:
-        _producers[url] = make_celery(settings)
-    return _producers[url]
 
 
 def enqueue(
@@ -52,4 +40,4 @@ def enqueue(
     if settings.jobs_run_in_process:
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
-    _producer(settings).send_task("shipshape.run_job", args=[str(job_id)])
+    celery_for(settings).send_task("shipshape.run_job", args=[str(job_id)])

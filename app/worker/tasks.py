@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from celery import Task
+from celery import Task, shared_task
 from redis.asyncio import Redis
 
 from app.core.config import get_settings
@@ -13,7 +13,6 @@ from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ItemCache
 from app.services.jobs import attempt_webhook, run_job, webhook_event
-from app.worker.celery_app import celery_app
 
 
 async def _run(job_id: uuid.UUID) -> bool:
@@ -31,7 +30,7 @@ async def _run(job_id: uuid.UUID) -> bool:
         await db.dispose()
 
 
-@celery_app.task(name="shipshape.run_job")
+@shared_task(name="shipshape.run_job")
 def run_job_task(job_id: str) -> None:
     if asyncio.run(_run(uuid.UUID(job_id))):
         deliver_webhook_task.delay(job_id)
@@ -46,7 +45,7 @@ async def _deliver(job_id: uuid.UUID, attempt: int) -> bool:
         await db.dispose()
 
 
-@celery_app.task(name="shipshape.deliver_webhook", bind=True, max_retries=None)
+@shared_task(name="shipshape.deliver_webhook", bind=True, max_retries=None)
 def deliver_webhook_task(self: Task, job_id: str) -> None:
     attempt = self.request.retries + 1
     if asyncio.run(_deliver(uuid.UUID(job_id), attempt)):

@@ -279,3 +279,31 @@ def test_waiting_for_an_absent_database_ends_with_a_clear_message(prod_image: st
     assert result.returncode == 1
     assert "database not reachable after 2s" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def _counter(metrics_text: str, route: str) -> float:
+    prefix = f'http_requests_total{{method="GET",route="{route}",status="200"}} '
+    return sum(
+        float(line[len(prefix) :]) for line in metrics_text.splitlines() if line.startswith(prefix)
+    )
+
+
+def test_metrics_add_up_across_gunicorn_workers(prod_image: str) -> None:
+    import urllib.request
+
+    env = {**SQLITE_PROD, "WEB_CONCURRENCY": "3"}
+    with running(prod_image, env=env) as container:
+        container.wait_ready()
+        before = urllib.request.urlopen(container.url("/metrics"), timeout=5).read().decode()  # noqa: S310
+        for _ in range(30):
+            assert http_get(container.url("/live"))[0] == 200
+        scrapes = [
+            urllib.request.urlopen(container.url("/metrics"), timeout=5).read().decode()  # noqa: S310
+            for _ in range(6)
+        ]
+    # Whichever worker answers the scrape, it reports all workers' requests.
+    assert {_counter(text, "/live") - _counter(before, "/live") for text in scrapes} == {30.0}
+    assert (
+        'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/live"}' in scrapes[-1]
+    )
+    assert 'jobs{state="queued"} 0.0' in scrapes[-1]

@@ -12,7 +12,7 @@ from app.core.security import create_access_token
 from app.schemas.users import Token
 from app.services.users import authenticate
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
 @router.post("/token", response_model=Token)

@@ -14,7 +14,7 @@ from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
 from app.services.errors import Forbidden
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/api/v1/items", tags=["items"])
 
 MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
 

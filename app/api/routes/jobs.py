@@ -24,7 +24,7 @@ from app.services import jobs as service
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.worker.dispatch import enqueue
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 CHUNK = 64 * 1024
 

@@ -9,7 +9,7 @@ from app.db.models import User
 from app.schemas.users import UserCreate, UserPublic
 from app.services.users import create_user
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserPublic)

@@ -1,0 +1,31 @@
+"""GET /metrics: Prometheus text format. nginx does not serve it to the public."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import func, select
+
+from app.core import metrics
+from app.db.models import Job
+from app.db.session import Database
+
+router = APIRouter(tags=["health"])
+
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def read_metrics(request: Request) -> Response:
+    db: Database = request.app.state.db
+    try:
+        async with db.session() as session:
+            counts = dict(
+                (await session.execute(select(Job.state, func.count()).group_by(Job.state))).all()
+            )
+    except Exception:  # metrics must answer even when the database does not
+        counts = None
+    if counts is not None:
+        for state in JOB_STATES:
+            metrics.JOBS.labels(state).set(counts.get(state, 0))
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

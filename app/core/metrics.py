@@ -1,0 +1,88 @@
+"""Prometheus metrics, correct under several gunicorn workers.
+
+With PROMETHEUS_MULTIPROC_DIR set (the image sets it; gunicorn_config.py empties it at start
+and marks exited workers dead), every worker process writes its samples to files there and
+/metrics aggregates all of them, so a scrape sees the whole server, not one worker. Without
+it (`make run`, tests) the process's own registry is used.
+
+Request metrics are labelled by route template (`/api/v1/items/{item_id}`), never by raw
+path, so ids do not explode the number of series.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def _prepare_multiprocess_dir() -> None:
+    """prometheus_client picks its mode when imported: make sure the directory exists first
+    (migrate, shell, the worker start without gunicorn's preparation), or fall back to the
+    single-process mode when it cannot be created."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+_prepare_multiprocess_dir()
+
+from prometheus_client import (  # noqa: E402 - after the directory is prepared
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as mp  # noqa: E402
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)  # fmt: skip
+LATENCY = Histogram(
+    "http_request_duration_seconds", "HTTP request latency by method and route template.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)  # fmt: skip
+IN_PROGRESS = Gauge(
+    "http_requests_in_progress", "HTTP requests being served.", multiprocess_mode="livesum"
+)
+POOL_CHECKED_OUT = Gauge(
+    "db_pool_connections_in_use", "Database connections checked out of the pool.",
+    multiprocess_mode="livesum",
+)  # fmt: skip
+POOL_SIZE = Gauge(
+    "db_pool_size", "Database connections the pools keep open.", multiprocess_mode="livesum"
+)
+JOBS = Gauge(
+    "jobs", "Background jobs by state (read from the database at scrape time).", ["state"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+
+
+def route_template(scope: Mapping[str, Any]) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def render() -> tuple[bytes, str]:
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    if MULTIPROCESS:
+        mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]
