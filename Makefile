@@ -181,6 +181,24 @@ config: ## Render and validate every overlay and profile with the example env fi
 	    done; \
 	done
 
+.PHONY: backup
+backup: ENV = prod
+backup: env-file ## Back up the database now (pg_dump -Fc + sha256 in the backups volume)
+	$(COMPOSE) run --rm --no-deps --entrypoint /bin/sh backup /opt/shipshape/backup.sh --once
+
+.PHONY: backups
+backups: ENV = prod
+backups: env-file ## List the backups
+	$(COMPOSE) run --rm --no-deps --entrypoint /bin/sh backup -c 'cd /backups && ls -l daily weekly'
+
+.PHONY: restore
+restore: ENV = prod
+restore: env-file ## Restore FILE=daily/<name>.dump (verified first), then migrate
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=daily/<name>.dump (see make backups)" >&2; exit 2; }
+	$(COMPOSE) run --rm --no-deps --entrypoint /bin/sh backup /opt/shipshape/restore.sh /backups/$(FILE)
+	$(COMPOSE) run --rm --no-deps app migrate
+	@echo "restored $(FILE) and migrated to head"
+
 # --- images ----------------------------------------------------------------------------
 
 .PHONY: build

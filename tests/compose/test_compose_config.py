@@ -16,7 +16,7 @@ pytestmark = pytest.mark.config
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {
     "dev": ["app", "worker", "db", "redis"],
-    "prod": ["app", "worker", "db", "redis", "nginx"],
+    "prod": ["app", "worker", "db", "redis", "nginx", "backup"],
 }
 EXAMPLE = {
     "dev": ".env.dev.example",

@@ -1,0 +1,233 @@
+"""Backups that restore: scripts/backup.sh and restore.sh against a real Postgres container,
+and Redis persistence across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.docker_utils import ROOT, Container, docker, running, volume, wait_until
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = secrets.token_urlsafe(12)
+PG_ENV = (
+    "-e",
+    "PGHOST=127.0.0.1",
+    "-e",
+    "PGUSER=postgres",
+    "-e",
+    f"PGPASSWORD={PASSWORD}",
+    "-e",
+    "PGDATABASE=postgres",
+)
+
+
+@dataclass
+class BackupHost:
+    container: Container
+    backups: Path
+
+    @property
+    def port(self) -> int:
+        return self.container.port(5432)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
+
+    def script(self, *args: str, env: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return docker("exec", *PG_ENV, *env, self.container.id, "sh", *args, check=False)
+
+    def query(self, sql: str) -> object:
+        async def run() -> object:
+            connection = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                password=PASSWORD,
+                database="postgres",
+            )
+            try:
+                return await connection.fetchval(sql)
+            finally:
+                await connection.close()
+
+        return asyncio.run(run())
+
+    def dumps(self, folder: str = "daily") -> list[Path]:
+        return sorted((self.backups / folder).glob("*.dump"))
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[BackupHost]:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    options = (
+        "--publish", "127.0.0.1::5432",
+        "--volume", f"{ROOT / 'scripts'}:/opt/shipshape:ro",
+        "--volume", f"{backups}:/backups",
+    )  # fmt: skip
+    with running(
+        "postgres:15-alpine", env={"POSTGRES_PASSWORD": PASSWORD}, options=options, publish=False
+    ) as container:
+        host = BackupHost(container, backups)
+        wait_until(lambda: host.query("SELECT 1") == 1, 60, "Postgres to accept connections")
+        migrated = subprocess.run(
+            [sys.executable, "-m", "app", "migrate"], cwd=ROOT, capture_output=True, text=True, check=False,
+            env={"PATH": "/usr/bin:/bin", "DATABASE_URL": host.url, "ENVIRONMENT": "test"},
+        )  # fmt: skip
+        assert migrated.returncode == 0, migrated.stderr
+        seed(host, 50)
+        yield host
+        shutil.rmtree(backups, ignore_errors=True)
+
+
+def seed(host: BackupHost, rows: int) -> None:
+    host.query(
+        "INSERT INTO users (id, username, email, hashed_password, is_active, is_superuser, created_at) "
+        "VALUES ('00000000-0000-0000-0000-0000000000aa', 'owner', 'owner@example.com', 'x', true, false, now())"
+    )
+    host.query(
+        "INSERT INTO items (id, title, description, owner_id, created_at, updated_at) "
+        f"SELECT gen_random_uuid(), 'item ' || n, 'row ' || n, '00000000-0000-0000-0000-0000000000aa', now(), now() "
+        f"FROM generate_series(1, {rows}) AS n"
+    )
+
+
+def fingerprint(host: BackupHost) -> tuple[object, object]:
+    count = host.query("SELECT count(*) FROM items")
+    digest = host.query(
+        "SELECT md5(string_agg(id::text || title || coalesce(description, ''), ',' ORDER BY id)) FROM items"
+    )
+    return count, digest
+
+
+def backup(host: BackupHost, *env: str) -> Path:
+    result = host.script("/opt/shipshape/backup.sh", "--once", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return host.dumps()[-1]
+
+
+def restore(host: BackupHost, dump: Path) -> subprocess.CompletedProcess[str]:
+    return host.script("/opt/shipshape/restore.sh", f"/backups/daily/{dump.name}")
+
+
+def test_backup_then_restore_brings_back_the_rows_exactly(pg: BackupHost) -> None:
+    original = fingerprint(pg)
+    dump = backup(pg)
+    assert (dump.parent / f"{dump.name}.sha256").read_text().split()[1] == dump.name
+    pg.query("DELETE FROM items WHERE title LIKE 'item 1%'")
+    pg.query("UPDATE items SET title = 'changed'")
+    pg.query("ALTER TABLE items ADD COLUMN scratch integer")
+    assert fingerprint(pg) != original
+    result = restore(pg, dump)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "checksum ok" in result.stdout
+    assert f"restored {dump.name}" in result.stdout
+    assert fingerprint(pg) == original
+    assert (
+        pg.query(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'scratch'"
+        )
+        == 0
+    )
+
+
+def test_a_corrupted_backup_is_refused_before_anything_is_dropped(pg: BackupHost) -> None:
+    dump = backup(pg)
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    pg.query("DELETE FROM items WHERE title = 'item 7'")
+    before = fingerprint(pg)
+    result = restore(pg, dump)
+    assert result.returncode != 0
+    assert "checksum mismatch" in result.stdout
+    assert fingerprint(pg) == before
+
+
+def test_a_backup_without_a_checksum_or_unreadable_is_refused(pg: BackupHost) -> None:
+    dump = backup(pg)
+    (dump.parent / f"{dump.name}.sha256").unlink()
+    assert "refusing to restore an unverified backup" in restore(pg, dump).stdout
+    garbage = dump.parent / "garbage.dump"
+    garbage.write_bytes(b"not a dump at all")
+    subprocess.run(
+        ["sh", "-c", "sha256sum garbage.dump > garbage.dump.sha256"], cwd=dump.parent, check=True
+    )
+    result = restore(pg, garbage)
+    assert result.returncode != 0
+    assert "pg_restore cannot read" in result.stdout
+    assert fingerprint(pg)[0] == 50
+
+
+def test_restore_while_the_app_holds_connections(pg: BackupHost) -> None:
+    dump = backup(pg)
+    pg.query("UPDATE items SET title = 'changed'")
+
+    async def scenario() -> tuple[int, str]:
+        held = await asyncpg.connect(
+            host="127.0.0.1", port=pg.port, user="postgres", password=PASSWORD, database="postgres"
+        )
+        transaction = held.transaction()
+        await transaction.start()
+        await held.fetch("SELECT * FROM items LIMIT 1")  # holds a lock on items, like a busy app
+        result = await asyncio.to_thread(restore, pg, dump)
+        try:
+            await held.fetch("SELECT 1")
+            survived = "survived"
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+            survived = "terminated"
+        return result.returncode, survived + result.stdout
+
+    code, outcome = asyncio.run(scenario())
+    assert code == 0, outcome
+    assert outcome.startswith("terminated")
+    assert "terminated 1 other sessions" in outcome
+    assert pg.query("SELECT count(*) FROM items WHERE title = 'changed'") == 0
+
+
+def test_retention_keeps_n_daily_and_a_weekly_and_copies_off_host(pg: BackupHost) -> None:
+    (pg.backups / "offsite").mkdir()
+    env = (
+        "-e",
+        "BACKUP_KEEP_DAILY=2",
+        "-e",
+        "BACKUP_KEEP_WEEKLY=1",
+        "-e",
+        'BACKUP_COPY_COMMAND=cp "$1" "$2" /backups/offsite/',
+    )
+    for _ in range(3):
+        backup(pg, *env)
+    assert len(pg.dumps("daily")) == 2
+    assert all((d.parent / f"{d.name}.sha256").exists() for d in pg.dumps("daily"))
+    assert len(pg.dumps("weekly")) == 1  # one a week, not one per backup
+    assert len(list((pg.backups / "offsite").glob("*.dump"))) == 3
+    assert len(list((pg.backups / "offsite").glob("*.sha256"))) == 3
+
+
+def test_redis_append_only_data_survives_a_restart() -> None:
+    with volume() as data, running(
+        "redis:7-alpine", "redis-server", "--appendonly", "yes",
+        options=("--volume", f"{data}:/data"), publish=False,
+    ) as redis:  # fmt: skip
+        cli = ("exec", redis.id, "redis-cli")
+        wait_until(lambda: docker(*cli, "ping", check=False).stdout.strip() == "PONG", 30, "Redis")
+        docker(*cli, "set", "durable", "value-1")
+        docker("restart", redis.id)
+        wait_until(
+            lambda: docker(*cli, "ping", check=False).stdout.strip() == "PONG",
+            30,
+            "Redis after restart",
+        )
+        assert docker(*cli, "get", "durable").stdout.strip() == "value-1"
