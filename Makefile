@@ -199,6 +199,45 @@ restore: env-file ## Restore FILE=daily/<name>.dump (verified first), then migra
 	$(COMPOSE) run --rm --no-deps app migrate
 	@echo "restored $(FILE) and migrated to head"
 
+# --- Swarm ------------------------------------------------------------------------------
+
+STACK_NAME ?= shipshape
+SECRETS_DIR ?= secrets
+SWARM_SECRETS = secret_key jwt_secret_key db_password redis_password admin_password
+# docker stack deploy reads ${...} from its environment: export the env file into it.
+STACK_ENV = set -a && . $(abspath $(ENV_FILE)) && set +a && STACK_NAME=$(STACK_NAME) APP_TAG=$(TAG)
+
+.PHONY: tag
+tag: ## Tag the production image by version and git sha: $(IMAGE):$(VERSION), $(IMAGE):$(GIT_COMMIT)
+	$(DOCKER) tag $(IMAGE):$(TAG) $(IMAGE):$(VERSION)
+	$(DOCKER) tag $(IMAGE):$(TAG) $(IMAGE):$(GIT_COMMIT)
+	@echo "tagged $(IMAGE):$(VERSION) and $(IMAGE):$(GIT_COMMIT)"
+
+.PHONY: secrets
+secrets: ENV = prod
+secrets: env-file ## Create the Swarm secrets from $(SECRETS_DIR)/<name> files, or from the env file
+	@for name in $(SWARM_SECRETS); do \
+	    full=$(STACK_NAME)_$$name; \
+	    if $(DOCKER) secret inspect $$full >/dev/null 2>&1; then echo "$$full exists: kept"; continue; fi; \
+	    if [ -f "$(SECRETS_DIR)/$$name" ]; then $(DOCKER) secret create $$full "$(SECRETS_DIR)/$$name" >/dev/null; \
+	    else var=$$(echo $$name | tr a-z A-Z); \
+	        value=$$(sed -n "s/^$$var=//p" $(ENV_FILE)); \
+	        if [ -z "$$value" ]; then echo "no $(SECRETS_DIR)/$$name and no $$var in $(ENV_FILE)" >&2; exit 2; fi; \
+	        printf '%s' "$$value" | $(DOCKER) secret create $$full - >/dev/null; fi; \
+	    echo "$$full created"; \
+	done
+
+.PHONY: deploy
+deploy: ENV = prod
+deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image tag TAG
+	$(STACK_ENV) $(DOCKER) stack deploy --prune --with-registry-auth -c docker-stack.yml $(STACK_NAME)
+	@echo "deploying $(IMAGE):$(TAG); watch it with: docker service ps $(STACK_NAME)_app"
+
+.PHONY: rollback
+rollback: ## Roll the app and worker back to their previous image
+	$(DOCKER) service rollback $(STACK_NAME)_app
+	$(DOCKER) service rollback $(STACK_NAME)_worker
+
 # --- images ----------------------------------------------------------------------------
 
 .PHONY: build

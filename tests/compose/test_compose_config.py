@@ -179,3 +179,24 @@ def test_every_compose_variable_is_documented_in_the_env_example(
         re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / EXAMPLE[env_name]).read_text(), re.M)
     )
     assert used - documented - {"ENV_FILE"} == set()
+
+
+def test_fluentd_overlay_sends_every_service_to_the_collector() -> None:
+    env_file = ROOT / EXAMPLE["prod"]
+    result = compose(
+        "prod", env_file, "-f", "docker-compose.logging.yml", "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    for name in ("app", "worker", "db", "redis", "nginx", "backup"):
+        logging = services[name]["logging"]
+        assert logging["driver"] == "fluentd", name
+        assert logging["options"]["fluentd-address"] == "localhost:24224"
+        assert logging["options"]["tag"] == "shipshape.{{.Name}}"
+    used = set(
+        re.findall(
+            r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.logging.yml").read_text()
+        )
+    )
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", env_file.read_text(), re.M))
+    assert used <= documented
