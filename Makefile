@@ -179,7 +179,13 @@ config: ## Render and validate every overlay and profile with the example env fi
 	            -f docker-compose.$$overlay.yml $$p config --quiet; \
 	        echo "ok: base + $$overlay with $$file $$p"; \
 	    done; \
-	done
+	done; \
+	ENV_FILE=.env.prod.example $(DOCKER) compose --env-file .env.prod.example -f docker-compose.yml \
+	    -f docker-compose.prod.yml -f docker-compose.logging.yml config --quiet; \
+	echo "ok: base + prod + logging (fluentd)"; \
+	APP_TAG=check DOMAIN=example.test BASE_URL=https://example.test \
+	    $(DOCKER) compose -f docker-stack.yml config --quiet; \
+	echo "ok: docker-stack.yml"
 
 .PHONY: backup
 backup: ENV = prod

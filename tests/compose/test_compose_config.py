@@ -200,3 +200,30 @@ def test_fluentd_overlay_sends_every_service_to_the_collector() -> None:
     )
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", env_file.read_text(), re.M))
     assert used <= documented
+
+
+def test_swarm_stack_file_updates_safely() -> None:
+    env = {**os.environ, "APP_TAG": "1.0.0", "DOMAIN": "example.test", "BASE_URL": "https://example.test"}
+    result = subprocess.run(
+        ["docker", "compose", "-f", "docker-stack.yml", "config", "--format", "json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    app = services["app"]["deploy"]
+    assert app["replicas"] == 2
+    assert app["update_config"]["order"] == "start-first"
+    assert app["update_config"]["failure_action"] == "rollback"
+    assert app["update_config"]["parallelism"] == 1
+    assert app["rollback_config"]["order"] == "start-first"
+    for name, service in services.items():
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+        assert service["healthcheck"]["test"], name
+    assert {p["mode"] for p in services["nginx"]["ports"]} == {"host"}
+    assert all(secret.get("external") for secret in config["secrets"].values())
+    environment = services["app"]["environment"]
+    assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
+    assert "SECRET_KEY" not in environment
+    assert environment["RUN_MIGRATIONS"] == "true"  # the entrypoint's advisory lock: once per deploy
