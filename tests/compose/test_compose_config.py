@@ -203,7 +203,12 @@ def test_fluentd_overlay_sends_every_service_to_the_collector() -> None:
 
 
 def test_swarm_stack_file_updates_safely() -> None:
-    env = {**os.environ, "APP_TAG": "1.0.0", "DOMAIN": "example.test", "BASE_URL": "https://example.test"}
+    env = {
+        **os.environ,
+        "APP_TAG": "1.0.0",
+        "DOMAIN": "example.test",
+        "BASE_URL": "https://example.test",
+    }
     result = subprocess.run(
         ["docker", "compose", "-f", "docker-stack.yml", "config", "--format", "json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
@@ -226,4 +231,6 @@ def test_swarm_stack_file_updates_safely() -> None:
     environment = services["app"]["environment"]
     assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
     assert "SECRET_KEY" not in environment
-    assert environment["RUN_MIGRATIONS"] == "true"  # the entrypoint's advisory lock: once per deploy
+    assert (
+        environment["RUN_MIGRATIONS"] == "true"
+    )  # the entrypoint's advisory lock: once per deploy
