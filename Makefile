@@ -110,6 +110,11 @@ env: ## Create .env.dev, .env.staging and .env.prod from the examples (never ove
 	    else cp .env.$$name.example .env.$$name && echo ".env.$$name created: edit it"; fi; \
 	done
 
+.PHONY: bench
+bench: venv ## Benchmarks against same-run baselines: table + bench/results/latest.md (wrk if installed)
+	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk): using the slower Python load generator"
+	$(RUN) python -m bench.run $(BENCH_ARGS)
+
 # --- compose stacks ----------------------------------------------------------------------
 
 .env.dev:

@@ -182,6 +182,7 @@ def worker(
 
     celery_for(settings).worker_main(
         [
+            "--quiet",  # no ASCII-art banner: every line of the worker's output is JSON
             "worker",
             f"--loglevel={settings.log_level.upper()}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
