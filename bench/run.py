@@ -102,7 +102,9 @@ def gunicorn_env(port: int, tmp: Path, **extra: str) -> dict[str, str]:
     metrics = tmp / f"prometheus-{port}"
     return {
         "ENVIRONMENT": "development", "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics), "LOG_LEVEL": "info", **extra,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics), "LOG_LEVEL": "info",
+        # One worker by design: its periodic recycle would be measured as an outage.
+        "MAX_REQUESTS": "0", **extra,
     }  # fmt: skip
 
 

@@ -245,10 +245,13 @@ class Settings(BaseSettings):
         75, ge=1, le=3600, description="Idle keep-alive seconds; above nginx's upstream timeout."
     )
     max_requests: int = Field(
-        1000, ge=0, description="Recycle a worker after this many requests (0 = never)."
+        10000,
+        ge=0,
+        description="Recycle a worker after this many requests (0 = never); a recycle closes "
+        "its keep-alive connections, so not too often.",
     )
     max_requests_jitter: int = Field(
-        100, ge=0, description="Random spread on MAX_REQUESTS so workers do not recycle at once."
+        1000, ge=0, description="Random spread on MAX_REQUESTS so workers do not recycle at once."
     )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",

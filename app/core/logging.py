@@ -39,10 +39,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def _iso_time(created: float) -> str:
-    seconds = time.gmtime(created)
-    millis = int((created % 1) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{millis:03d}Z"
+    # The date and time part changes once a second: format it once per second, not per line.
+    global _second_cache
+    whole = int(created)
+    if _second_cache[0] != whole:
+        _second_cache = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second_cache[1]}.{int((created - whole) * 1000):03d}Z"
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -63,6 +69,12 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(level: str = "info") -> None:
     """Route every logger (ours, uvicorn's, SQLAlchemy's) through one JSON handler."""
     global _configured_handler
+    # The schema has no source file, thread or process fields: skip collecting them for
+    # every record (finding the caller's frame is the costliest part of a log call).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     if _configured_handler is not None:
         root.removeHandler(_configured_handler)

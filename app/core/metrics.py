@@ -67,6 +67,20 @@ JOBS = Gauge(
 )  # fmt: skip
 
 
+# labels() validates and locks on every call: keep the children, one per label set.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 def route_template(scope: Mapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)

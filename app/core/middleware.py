@@ -7,9 +7,9 @@ extra task or body buffering, which matters for the /live and list-page throughp
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +33,7 @@ def _incoming_request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestContextMiddleware:
@@ -85,8 +85,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = metrics.route_template(scope)
             metrics.IN_PROGRESS.dec()
-            metrics.REQUESTS.labels(scope["method"], route, str(status)).inc()
-            metrics.LATENCY.labels(scope["method"], route).observe(elapsed)
+            metrics.observe_request(scope["method"], route, status, elapsed)
             access_logger.info(
                 "request",
                 extra=log_fields(
