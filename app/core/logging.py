@@ -71,7 +71,7 @@ def configure_logging(level: str = "info") -> None:
     global _configured_handler
     # The schema has no source file, thread or process fields: skip collecting them for
     # every record (finding the caller's frame is the costliest part of a log call).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
