@@ -19,7 +19,9 @@ from app.services.users import get_user
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` one in
+# a worker thread, a thread hand-off on every request.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,7 +32,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_cache(request: Request) -> ItemCache:
+async def get_cache(request: Request) -> ItemCache:
     cache: ItemCache = request.app.state.cache
     return cache
 
