@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.models import Item, User
 from app.schemas.items import ItemCreate, ItemUpdate
-from app.services.errors import Forbidden, NotFound
+from app.services.access import get_owned
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,7 @@ async def list_items(
 
 
 async def get_item(session: AsyncSession, user: User, item_id: uuid.UUID) -> Item:
-    item = await session.get(Item, item_id)
-    if item is None:
-        raise NotFound("item not found")
-    if not user.is_superuser and item.owner_id != user.id:
-        raise Forbidden("not enough permissions for this item")
-    return item
+    return await get_owned(session, user, Item, item_id, "item")
 
 
 async def create_item(session: AsyncSession, user: User, data: ItemCreate) -> Item:

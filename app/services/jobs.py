@@ -29,8 +29,9 @@ from app.db.models import Item, Job, User
 from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.services import webhooks
+from app.services.access import get_owned
 from app.services.cache import ItemCache
-from app.services.errors import Conflict, Forbidden, NotFound
+from app.services.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,7 @@ async def create_job(session: AsyncSession, user: User, kind: str, callback_url:
 
 
 async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
-    job = await session.get(Job, job_id)
-    if job is None:
-        raise NotFound("job not found")
-    if not user.is_superuser and job.owner_id != user.id:
-        raise Forbidden("not enough permissions for this job")
-    return job
+    return await get_owned(session, user, Job, job_id, "job")
 
 
 def export_file(settings: Settings, job: Job) -> Path:

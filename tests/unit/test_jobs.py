@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from app.services.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
-from tests.conftest import make_settings
+from tests.conftest import login, make_settings
 
 
 def csv_bytes(rows: list[list[str]], header: tuple[str, ...] = ("title", "description")) -> bytes:
@@ -98,10 +98,7 @@ def test_oversized_upload_is_413(db_path: Path, tmp_path: Path, make_user) -> No
     make_user("alice")
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}", import_max_bytes=1000)
     with TestClient(create_app(settings)) as small:
-        token = small.post(
-            "/api/v1/auth/token", data={"username": "alice", "password": "correct-horse-battery"}
-        )
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        headers = login(small, "alice", "correct-horse-battery")
         response = small.post(
             "/api/v1/items/import",
             files={"file": ("big.csv", b"title\n" + b"x\n" * 1000, "text/csv")},
@@ -240,18 +237,19 @@ def test_webhook_is_signed_and_verifiable(
     assert delivery["event"]["job"]["id"] == accepted["id"]
 
 
+def export_with_callback(client: TestClient, headers, url: str) -> dict:  # type: ignore[no-untyped-def]
+    """Start an export that reports to `url`; returns the finished job."""
+    accepted = client.post("/api/v1/items/export", json={"callback_url": url}, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    return job(client, headers, accepted.json()["id"])
+
+
 def test_webhook_retries_on_5xx_then_delivers(
     client: TestClient, make_user, receiver: Receiver
 ) -> None:
     receiver.statuses = [500, 503]
     alice = make_user("alice")
-    done = job(
-        client,
-        alice,
-        client.post(
-            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
-        ).json()["id"],
-    )
+    done = export_with_callback(client, alice, receiver.url)
     assert done["webhook"]["state"] == "delivered"
     assert done["webhook"]["attempts"] == 3
     assert len(receiver.received) == 3
@@ -262,13 +260,7 @@ def test_webhook_gives_up_after_the_last_attempt(
 ) -> None:
     receiver.statuses = [500] * 10
     alice = make_user("alice")
-    done = job(
-        client,
-        alice,
-        client.post(
-            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
-        ).json()["id"],
-    )
+    done = export_with_callback(client, alice, receiver.url)
     assert done["webhook"]["state"] == "failed"
     assert done["webhook"]["attempts"] == settings.webhook_max_attempts
     assert done["webhook"]["error"] == "HTTP 500"
@@ -278,13 +270,7 @@ def test_webhook_gives_up_after_the_last_attempt(
 def test_webhook_does_not_retry_a_4xx(client: TestClient, make_user, receiver: Receiver) -> None:
     receiver.statuses = [404]
     alice = make_user("alice")
-    done = job(
-        client,
-        alice,
-        client.post(
-            "/api/v1/items/export", json={"callback_url": receiver.url}, headers=alice
-        ).json()["id"],
-    )
+    done = export_with_callback(client, alice, receiver.url)
     assert done["webhook"] == {"state": "failed", "attempts": 1, "error": "HTTP 404"}
 
 
@@ -310,10 +296,7 @@ def test_callback_allow_list(db_path: Path, tmp_path: Path, make_user) -> None: 
         tmp_path, f"sqlite+aiosqlite:///{db_path}", webhook_allowed_hosts="hooks.example.com"
     )
     with TestClient(create_app(settings)) as restricted:
-        token = restricted.post(
-            "/api/v1/auth/token", data={"username": "alice", "password": "correct-horse-battery"}
-        )
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        headers = login(restricted, "alice", "correct-horse-battery")
         refused = restricted.post(
             "/api/v1/items/export",
             json={"callback_url": "https://evil.example.net/x"},

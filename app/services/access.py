@@ -1,0 +1,30 @@
+"""The one access rule of the example domain: owners and superusers only."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import User
+from app.services.errors import Forbidden, NotFound
+
+
+class Owned(Protocol):
+    owner_id: uuid.UUID
+
+
+T = TypeVar("T", bound=Owned)
+
+
+async def get_owned(
+    session: AsyncSession, user: User, model: type[T], object_id: uuid.UUID, noun: str
+) -> T:
+    """The object, if it exists (404) and the user owns it or is a superuser (403)."""
+    found = await session.get(model, object_id)
+    if found is None:
+        raise NotFound(f"{noun} not found")
+    if not user.is_superuser and found.owner_id != user.id:
+        raise Forbidden(f"not enough permissions for this {noun}")
+    return found
