@@ -53,7 +53,8 @@ def available_cpus() -> int:
 
 
 bind = f"{settings.host}:{settings.port}"
-workers = settings.web_concurrency or min(2 * available_cpus() + 1, settings.max_workers)
+cpus = available_cpus()
+workers = settings.web_concurrency or min(2 * cpus + 1, settings.max_workers)
 worker_class = "uvicorn_worker.UvicornWorker"
 timeout = settings.worker_timeout
 graceful_timeout = settings.graceful_timeout
@@ -98,7 +99,7 @@ def on_starting(server: Any) -> None:
         "preload_app": preload_app,
         "worker_tmp_dir": worker_tmp_dir,
         "forwarded_allow_ips": forwarded_allow_ips,
-        "cpus": available_cpus(),
+        "cpus": cpus,
     }
     logging.getLogger("gunicorn.error").info(
         "gunicorn settings", extra=log_fields(gunicorn=resolved)

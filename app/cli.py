@@ -18,7 +18,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.config import ConfigError, Settings, get_settings, load_settings
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, error_text
 
 cli = typer.Typer(
     name="shipshape",
@@ -50,8 +50,7 @@ def friendly_errors(func: F) -> F:
         except ConfigError as exc:
             raise _fail(f"config error: {exc}", EXIT_CONFIG) from None
         except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise _fail(f"database error: {detail}", EXIT_RUNTIME) from None
+            raise _fail(f"database error: {error_text(exc)}", EXIT_RUNTIME) from None
         except OSError as exc:
             raise _fail(f"error: {exc}", EXIT_RUNTIME) from None
 

@@ -97,3 +97,15 @@ def configure_logging(level: str = "info") -> None:
 def log_fields(**fields: Any) -> dict[str, Any]:
     """`logger.info("...", extra=log_fields(key=value))`."""
     return {"fields": fields}
+
+
+def error_text(exc: BaseException) -> str:
+    """The first line of what went wrong, from the driver's error when there is one
+    (SQLAlchemy wraps it as `.orig`)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line`, short enough for a JSON report or a progress line."""
+    return f"{type(exc).__name__}: {error_text(exc)}"[:limit]

@@ -26,8 +26,7 @@ MIGRATION_LOCK_KEY = 0x5348_4950  # "SHIP"
 
 
 def alembic_config(settings: Settings) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config = _script_only_config()
     config.attributes["settings"] = settings
     return config
 
@@ -50,11 +49,6 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 def downgrade(settings: Settings, revision: str) -> None:
     command.downgrade(alembic_config(settings), revision)
-
-
-def history() -> list[str]:
-    script = ScriptDirectory.from_config(_script_only_config())
-    return [f"{rev.revision}: {rev.doc}" for rev in script.walk_revisions()]
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from app.core import metrics
 from app.core.config import ConfigError, Settings
+from app.core.logging import describe_error
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -57,14 +58,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    else:
-        _count_pool_usage(engine, settings.db_pool_size)
     return engine
 
 
-def _count_pool_usage(engine: AsyncEngine, size: int) -> None:
-    """Feed the pool gauges of /metrics from the pool's own events."""
-    metrics.POOL_SIZE.inc(size)
+def _count_pool_usage(engine: AsyncEngine) -> None:
+    """Feed the connections-in-use gauge of /metrics from the pool's own events."""
     event.listen(engine.sync_engine, "checkout", lambda *_: metrics.POOL_CHECKED_OUT.inc())
     event.listen(engine.sync_engine, "checkin", lambda *_: metrics.POOL_CHECKED_OUT.dec())
 
@@ -83,6 +81,11 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has no pool to report (one connection per checkout).
+        self._pool_size = 0 if settings.is_sqlite else settings.db_pool_size
+        if self._pool_size:
+            metrics.POOL_SIZE.inc(self._pool_size)
+            _count_pool_usage(self.engine)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -91,6 +94,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        metrics.POOL_SIZE.dec(self._pool_size)
 
 
 async def wait_until_reachable(
@@ -110,8 +114,7 @@ async def wait_until_reachable(
                 await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=5)
             return True, time.monotonic() - started, ""
         except Exception as exc:  # every failure is "not yet"; the last one is reported
-            error = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).strip()}"
-            error = error.splitlines()[0][:200]
+            error = describe_error(exc, limit=200)
         now = time.monotonic()
         if now >= deadline:
             return False, now - started, error

@@ -24,10 +24,6 @@ class ItemCache:
         self.redis = redis if ttl_seconds > 0 else None
         self.ttl = ttl_seconds
 
-    @property
-    def enabled(self) -> bool:
-        return self.redis is not None
-
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.redis is None:
             return None
@@ -47,9 +43,9 @@ class ItemCache:
         await self._call("set", f"item:{item_id}", json.dumps(data, default=str), ex=self.ttl)
 
     async def _page_key(self, scope: str, limit: int) -> str | None:
-        version = await self._call("get", f"items:version:{scope}")
-        if version is None and self.redis is None:
+        if self.redis is None:
             return None
+        version = await self._call("get", f"items:version:{scope}")
         return f"items:v{int(version or 0)}:{scope}:{limit}"
 
     async def get_first_page(self, scope: str, limit: int) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from app.core.logging import describe_error
 from app.db.migrate import current_revision, head_revision
 from app.db.session import Database
 
@@ -40,15 +41,9 @@ async def _timed(name: str, check: Check, timeout: float) -> tuple[str, dict[str
     except TimeoutError:
         result = {"status": "error", "error": f"timed out after {timeout:g}s"}
     except Exception as exc:  # a failing dependency is a report, never a 500
-        result = {"status": "error", "error": _describe(exc)}
+        result = {"status": "error", "error": describe_error(exc)}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return name, result
-
-
-def _describe(exc: BaseException) -> str:
-    text_ = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = text_[0] if text_ else ""
-    return f"{type(exc).__name__}: {first}"[:300]
 
 
 async def check_database(db: Database) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from app.db.base import utcnow
 from app.db.models import Item, Job, User
 from app.db.session import Database
 from app.schemas.items import ItemCreate
+from app.schemas.jobs import JobPublic
 from app.services import webhooks
 from app.services.access import get_owned
 from app.services.cache import ItemCache
@@ -237,8 +238,6 @@ async def record_webhook(
 
 async def webhook_event(db: Database, job_id: uuid.UUID) -> tuple[str | None, dict[str, Any]]:
     """(callback URL, event) for a finished job; no URL when nothing is to be sent."""
-    from app.schemas.jobs import JobPublic
-
     async with db.session() as session:
         job = await session.get(Job, job_id)
         if job is None or job.callback_url is None or job.state not in FINISHED:

@@ -25,6 +25,24 @@ POSTGRES_PASSWORD = secrets.token_urlsafe(16)
 TEMPLATE_DB = "shipshape_template"
 
 
+def postgres(
+    port: int, password: str, sql: str, *, value: bool = False, timeout: float = 10
+) -> object:
+    """Run `sql` as the postgres superuser on 127.0.0.1:`port`; with `value`, its first value."""
+
+    async def run() -> object:
+        connection = await asyncpg.connect(
+            host="127.0.0.1", port=port, user="postgres", password=password,
+            database="postgres", timeout=timeout,
+        )  # fmt: skip
+        try:
+            return await (connection.fetchval(sql) if value else connection.execute(sql))
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
 @dataclass
 class Services:
     postgres: Container
@@ -42,29 +60,7 @@ class Services:
         return f"postgresql+asyncpg://postgres:{POSTGRES_PASSWORD}@127.0.0.1:{self.pg_port}/{name}"
 
     def admin(self, sql: str) -> None:
-        async def run() -> None:
-            connection = await asyncpg.connect(
-                host="127.0.0.1", port=self.pg_port, user="postgres",
-                password=POSTGRES_PASSWORD, database="postgres",
-            )  # fmt: skip
-            try:
-                await connection.execute(sql)
-            finally:
-                await connection.close()
-
-        asyncio.run(run())
-
-
-def _postgres_answers(services_port: int) -> bool:
-    async def probe() -> bool:
-        connection = await asyncpg.connect(
-            host="127.0.0.1", port=services_port, user="postgres",
-            password=POSTGRES_PASSWORD, database="postgres", timeout=2,
-        )  # fmt: skip
-        await connection.close()
-        return True
-
-    return asyncio.run(probe())
+        postgres(self.pg_port, POSTGRES_PASSWORD, sql)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +76,10 @@ def services() -> Iterator[Services]:
         running("redis:7-alpine", options=("--publish", "127.0.0.1::6379"), publish=False) as redis,
     ):
         found = Services(pg, redis)
-        wait_until(lambda: _postgres_answers(found.pg_port), 60, "Postgres to accept connections")
+        wait_until(
+            lambda: postgres(found.pg_port, POSTGRES_PASSWORD, "SELECT 1", value=True, timeout=2) == 1,
+            60, "Postgres to accept connections",
+        )  # fmt: skip
         found.admin(f"CREATE DATABASE {TEMPLATE_DB}")
         upgrade(load_settings(environment="test", database_url=found.database_url(TEMPLATE_DB)))
         yield found

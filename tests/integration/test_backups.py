@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from tests.docker_utils import ROOT, Container, docker, running, volume, wait_until
+from tests.integration.conftest import postgres
 
 pytestmark = pytest.mark.integration
 
@@ -49,20 +50,7 @@ class BackupHost:
         return docker("exec", *PG_ENV, *env, self.container.id, "sh", *args, check=False)
 
     def query(self, sql: str) -> object:
-        async def run() -> object:
-            connection = await asyncpg.connect(
-                host="127.0.0.1",
-                port=self.port,
-                user="postgres",
-                password=PASSWORD,
-                database="postgres",
-            )
-            try:
-                return await connection.fetchval(sql)
-            finally:
-                await connection.close()
-
-        return asyncio.run(run())
+        return postgres(self.port, PASSWORD, sql, value=True)
 
     def dumps(self, folder: str = "daily") -> list[Path]:
         return sorted((self.backups / folder).glob("*.dump"))
