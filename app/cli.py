@@ -118,9 +118,12 @@ def downgrade(
 @friendly_errors
 def create_superuser() -> None:
     """Create the ADMIN_USERNAME / ADMIN_EMAIL / ADMIN_PASSWORD superuser if absent."""
+    _create_superuser(_settings())
+
+
+def _create_superuser(settings: Settings) -> None:
     from app.services.users import ensure_superuser_once
 
-    settings = _settings()
     if not settings.admin_password:
         raise ConfigError(
             f"ADMIN_PASSWORD is required in {settings.environment} to create the superuser: "
@@ -134,18 +137,21 @@ def create_superuser() -> None:
     typer.echo(f"superuser {settings.admin_username}: {state}")
 
 
+WaitTimeout = Annotated[
+    int | None, typer.Option(help="Seconds to keep trying [default: DB_WAIT_TIMEOUT]")
+]
+
+
 @cli.command("wait-for-db")
 @friendly_errors
-def wait_for_db(
-    timeout: Annotated[
-        int | None, typer.Option(help="Seconds to keep trying [default: DB_WAIT_TIMEOUT]")
-    ] = None,
-) -> None:
+def wait_for_db(timeout: WaitTimeout = None) -> None:
     """Wait until the database accepts a query (SELECT 1); exit 1 after the timeout."""
-    from app.db.session import Database, wait_until_reachable
-
     settings = _settings()
-    budget = settings.db_wait_timeout if timeout is None else timeout
+    _wait_for_database(settings, settings.db_wait_timeout if timeout is None else timeout)
+
+
+def _wait_for_database(settings: Settings, budget: float) -> None:
+    from app.db.session import Database, wait_until_reachable
 
     def progress(remaining: float, error: str) -> None:
         typer.echo(f"waiting for the database ({remaining:.0f}s left): {error}", err=True)
@@ -159,8 +165,27 @@ def wait_for_db(
 
     ok, waited, error = asyncio.run(run())
     if not ok:
-        raise _fail(f"database not reachable after {waited:.0f}s: {error}", EXIT_RUNTIME)
+        raise _fail(
+            f"database not reachable after {waited:.0f}s (DB_WAIT_TIMEOUT): {error}", EXIT_RUNTIME
+        )
     typer.echo(f"database reachable after {waited:.1f}s")
+
+
+@cli.command()
+@friendly_errors
+def prepare(timeout: WaitTimeout = None) -> None:
+    """Before serving, in one process: check the configuration, wait for the database, then
+    migrate to head if RUN_MIGRATIONS and create the superuser if CREATE_SUPERUSER."""
+    from app.db import migrate as migrations
+
+    settings = _settings()
+    _wait_for_database(settings, settings.db_wait_timeout if timeout is None else timeout)
+    if settings.run_migrations:
+        typer.echo("running migrations")
+        migrations.upgrade(settings)
+        typer.echo(f"database at {migrations.head_revision()}")
+    if settings.create_superuser:
+        _create_superuser(settings)
 
 
 @cli.command()

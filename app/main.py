@@ -18,13 +18,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.errors import install_error_handlers
-from app.api.router import api_router
-from app.api.routes import health, metrics
+from app.api.router import all_routes
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
-from app.core.middleware import RequestContextMiddleware
+from app.core.middleware import PROBE_PATHS, RequestContextMiddleware
 from app.db.session import Database
-from app.services.cache import ItemCache
+from app.services.cache import ReadCache
 from app.services.health import HealthState
 
 logger = logging.getLogger("app")
@@ -68,7 +67,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             if redis_url
             else None
         )
-        app.state.cache = ItemCache(app.state.redis, settings.cache_ttl_seconds)
+        app.state.cache = ReadCache(app.state.redis, settings.cache_ttl_seconds)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
         try:
@@ -87,12 +86,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         openapi_url="/api/v1/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False}
+        if not settings.otel_enabled
+        else None,
     )
     app.state.settings = settings
     app.state.health = HealthState()
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(api_router)
+    app.router.routes.extend(all_routes())
     install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(
-        RequestContextMiddleware, debug=settings.debug
+        RequestContextMiddleware,
+        debug=settings.debug,
+        quiet_paths=() if settings.access_log_probes else PROBE_PATHS,
     )  # outermost: sees every response
     return app

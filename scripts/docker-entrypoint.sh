@@ -9,7 +9,8 @@
 #   shell     Python shell with the app loaded; `shell -c CODE` runs CODE and exits
 #   *         anything else runs as given, e.g. `docker run IMAGE python -V`
 #
-# "Prepare" is driven by the environment (documented in .env.*.example):
+# "Prepare" (`python -m app prepare`, one process) is driven by the environment
+# (documented in .env.*.example), checked before anything runs:
 #   RUN_MIGRATIONS=true    migrate to head first; on Postgres an advisory lock makes
 #                          parallel replicas migrate one at a time, never twice
 #   CREATE_SUPERUSER=true  create the ADMIN_* superuser if it does not exist
@@ -24,28 +25,19 @@ log() {
     printf '{"level":"%s","logger":"entrypoint","message":"%s"}\n' "$1" "$2"
 }
 
-is_true() {
-    case "$1" in
-        1|true|TRUE|True|yes|YES|on|ON) return 0 ;;
-        *) return 1 ;;
-    esac
-}
-
 wait_for_database() {
-    if ! python -m app wait-for-db --timeout "${DB_WAIT_TIMEOUT:-60}"; then
-        log error "database not reachable: giving up (DB_WAIT_TIMEOUT=${DB_WAIT_TIMEOUT:-60})"
+    if ! python -m app wait-for-db; then
+        log error "database not reachable: giving up"
         exit 1
     fi
 }
 
 prepare() {
-    wait_for_database
-    if is_true "${RUN_MIGRATIONS:-false}"; then
-        log info "running migrations"
-        python -m app migrate
-    fi
-    if is_true "${CREATE_SUPERUSER:-false}"; then
-        python -m app create-superuser
+    # The configuration is checked first: a bad value stops here, with one line, before
+    # gunicorn starts workers.
+    if ! python -m app prepare; then
+        log error "preparation failed: not starting"
+        exit 1
     fi
 }
 
@@ -54,8 +46,6 @@ mode="${1:-prod}"
 
 case "$mode" in
     prod)
-        # Fail fast, with one line, before gunicorn starts workers.
-        python -m app check-config --quiet
         prepare
         log info "starting gunicorn"
         exec gunicorn --config /app/gunicorn_config.py "$@" "app.main:create_app()"
@@ -82,7 +72,7 @@ case "$mode" in
         exec python -m app shell "$@"
         ;;
     -h|--help|help)
-        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
         ;;
     *)
         exec "$mode" "$@"

@@ -13,8 +13,9 @@ from app.core.config import Settings
 from app.core.security import InvalidToken, decode_access_token
 from app.db.models import User
 from app.db.session import Database
-from app.services.cache import ItemCache
-from app.services.users import get_user
+from app.services.access import Principal
+from app.services.cache import ReadCache
+from app.services.users import get_principal, get_user
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
 
@@ -26,19 +27,23 @@ async def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     db: Database = request.app.state.db
-    async with db.sessionmaker() as session:
+    factory = db.read_sessionmaker if request.method in _READ_ONLY_METHODS else db.sessionmaker
+    async with factory() as session:
         yield session
 
 
-async def get_cache(request: Request) -> ItemCache:
-    cache: ItemCache = request.app.state.cache
+async def get_cache(request: Request) -> ReadCache:
+    cache: ReadCache = request.app.state.cache
     return cache
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-CacheDep = Annotated[ItemCache, Depends(get_cache)]
+CacheDep = Annotated[ReadCache, Depends(get_cache)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _UNAUTHORIZED = HTTPException(
@@ -64,6 +69,33 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    token: Annotated[str, Depends(oauth2_scheme)],
+) -> Principal:
+    """`get_current_user` for routes that only need to know who may do what: served from
+    the cache when it can be, so such requests need no database round trip for the user.
+    The session is only connected on a cache miss."""
+    try:
+        user_id = decode_access_token(settings, token)
+    except InvalidToken:
+        raise _UNAUTHORIZED from None
+    principal = await cache.get_principal(user_id)
+    if principal is None:
+        principal = await get_principal(session, user_id)
+        if principal is None:
+            raise _UNAUTHORIZED
+        await cache.set_principal(principal)
+    if not principal.is_active:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="inactive user")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 
 
 async def get_current_superuser(user: CurrentUser) -> User:

@@ -1,15 +1,24 @@
-"""All versioned API routes under /api/v1.
+"""Every route of the service, in matching order.
 
-Each router carries the full /api/v1/... prefix itself, so a matched route's path is the
-complete template: that is the label request metrics and logs use.
+Each router carries its full path prefix (/api/v1/... for the API), so a matched route's
+path is the complete template: that is the label request metrics and logs use. The app
+takes these routes as its own instead of including the routers: every included router is
+one more matching layer on every request (FastAPI's own, about 10 % of a /live request).
 """
 
-from fastapi import APIRouter
+from starlette.routing import BaseRoute
 
-from app.api.routes import auth, items, jobs, users
+from app.api.routes import auth, health, items, jobs, metrics, users
 
-api_router = APIRouter()
-api_router.include_router(auth.router)
-api_router.include_router(users.router)
-api_router.include_router(jobs.router)  # before items: /items/import, /items/export
-api_router.include_router(items.router)
+ROUTERS = (
+    health.router,  # first: the probes are the most frequent requests
+    metrics.router,
+    auth.router,
+    users.router,
+    jobs.router,  # before items: /items/import, /items/export
+    items.router,
+)
+
+
+def all_routes() -> list[BaseRoute]:
+    return [route for router in ROUTERS for route in router.routes]

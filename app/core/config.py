@@ -118,6 +118,17 @@ class Settings(BaseSettings):
         "Refused in staging/production.",
     )
     log_level: str = Field("info", description="debug, info, warning, error or critical.")
+    otel_enabled: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry instrumentation (needs an OpenTelemetry SDK "
+        "and exporter configured). Off: /metrics and the JSON logs cover it, and its per-request "
+        "check costs about 5 % of a small request.",
+    )
+    access_log_probes: bool = Field(
+        False,
+        description="Access-log successful /live, /ready and /health requests too. Off: health "
+        "checks every few seconds are noise; a failed probe is always logged.",
+    )
     host: str = Field("127.0.0.1", description="Address `python -m app serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app serve` binds to.")
 
@@ -145,8 +156,20 @@ class Settings(BaseSettings):
     db_user: str = Field("postgres", description="Postgres user.")
     db_password: str = _secret("Postgres password.", default="")
     db_name: str = Field("shipshape", description="Postgres database name.")
-    db_pool_size: int = Field(5, ge=1, le=100, description="Connections kept per process.")
-    db_max_overflow: int = Field(10, ge=0, le=100, description="Extra connections under load.")
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Connections kept per process (keep processes x this under the server's "
+        "max_connections).",
+    )
+    db_max_overflow: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Extra connections under load, closed again on return; 0 makes requests "
+        "wait for a pooled one instead of paying a new connection each.",
+    )
     db_echo: bool = Field(False, description="Log every SQL statement (development only).")
 
     # --- Redis ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ merged at the top level, so log pipelines can index them without parsing message
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -52,10 +53,16 @@ def _iso_time(created: float) -> str:
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stdout is at the time (test capture, redirection)."""
+    """Writes to whatever sys.stdout is at the time (test capture, redirection).
+
+    Inside a running event loop, the lines of one loop iteration are written together
+    right after it (one system call for many access-log lines under load, the same
+    moment when idle); warnings and errors, and lines from other threads, go out at once.
+    """
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
+        self._pending: list[str] = []
 
     @property
     def stream(self) -> Any:
@@ -64,6 +71,27 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            self._pending.append(self.format(record) + "\n")
+            loop = asyncio.events._get_running_loop()
+            if loop is None or record.levelno >= logging.WARNING:
+                self._write_pending()
+            elif len(self._pending) == 1:  # the first line of this iteration schedules the write
+                loop.call_soon(self.flush)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text, self._pending = "".join(self._pending), []
+            self.stream.write(text)
+            self.stream.flush()
 
 
 def configure_logging(level: str = "info") -> None:

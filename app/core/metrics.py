@@ -37,10 +37,30 @@ from prometheus_client import (  # noqa: E402 - after the directory is prepared
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client import multiprocess as mp  # noqa: E402
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+# In multiprocess mode every sample update asks for the process id, to notice a fork; that
+# is a system call per update, several per request. The id only changes in a fork, which
+# `register_at_fork` reports, so it is read once per process instead.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _cached_pid() -> int:
+    return _pid
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+if MULTIPROCESS:
+    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)  # type: ignore[no-untyped-call]
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests by method, route template and status.",

@@ -7,9 +7,10 @@ extra task or body buffering, which matters for the /live and list-page throughp
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only if it is short and plain: it ends up in every log line.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+# Health checks call these every few seconds: only their failures are worth a log line.
+PROBE_PATHS = ("/live", "/ready", "/health")
+
 _INTERNAL_ERROR_BODY = b'{"detail":"internal server error","request_id":"%s"%s}'
 
 
@@ -33,13 +37,17 @@ def _incoming_request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return os.urandom(16).hex()
+    # Not a secret, only unique: the PRNG needs no system call (os.urandom does, per request).
+    return f"{random.getrandbits(128):032x}"
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, debug: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, debug: bool = False, quiet_paths: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.debug = debug  # name the exception type in 500 bodies
+        self.quiet_paths = frozenset(quiet_paths)  # access-logged only when they fail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,15 +94,16 @@ class RequestContextMiddleware:
             route = metrics.route_template(scope)
             metrics.IN_PROGRESS.dec()
             metrics.observe_request(scope["method"], route, status, elapsed)
-            access_logger.info(
-                "request",
-                extra=log_fields(
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    route=route,
-                    duration_ms=round(elapsed * 1000, 2),
-                    client=scope["client"][0] if scope.get("client") else None,
-                ),
-            )
+            if status >= 400 or scope["path"] not in self.quiet_paths:
+                access_logger.info(
+                    "request",
+                    extra=log_fields(
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        route=route,
+                        duration_ms=round(elapsed * 1000, 2),
+                        client=scope["client"][0] if scope.get("client") else None,
+                    ),
+                )
             request_id_var.reset(token)

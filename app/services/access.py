@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import User
 from app.services.errors import Forbidden, NotFound
+
+
+class Actor(Protocol):
+    """Who is asking: an ORM `User` or the `Principal` that stands for one."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def is_superuser(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The part of a user that authorization needs; small enough to cache between requests."""
+
+    id: uuid.UUID
+    is_active: bool
+    is_superuser: bool
 
 
 class Owned(Protocol):
@@ -19,7 +38,7 @@ T = TypeVar("T", bound=Owned)
 
 
 async def get_owned(
-    session: AsyncSession, user: User, model: type[T], object_id: uuid.UUID, noun: str
+    session: AsyncSession, user: Actor, model: type[T], object_id: uuid.UUID, noun: str
 ) -> T:
     """The object, if it exists (404) and the user owns it or is a superuser (403)."""
     found = await session.get(model, object_id)

@@ -1,28 +1,42 @@
-"""Read-through cache for item reads, in Redis, that never turns a Redis problem into an error.
+"""Read-through cache in Redis for the hot reads, that never turns a Redis problem into an error.
 
-Keys: `item:{id}` for one item; `items:v{version}:{scope}:{limit}` for the first page of a
-listing, where `scope` is an owner id or `all` (superusers) and `version` is a counter that
-every write to that owner's items bumps: old pages are never read again and expire by TTL.
+`principal:{id}` holds what authorization needs of a user (active, superuser), so a
+request with a cached principal and a cached page touches no database at all; each
+process also keeps a principal it read for one second, so a client's burst of requests
+costs one Redis round trip each, not two. Users are not changed through the API; a change
+made in the database directly is seen after at most CACHE_TTL_SECONDS.
+
+Keys: `item:{id}` for one item; `items:pages:{scope}` for the first pages of a listing, a
+hash with one field per page size, where `scope` is an owner id or `all` (superusers).
+Every write to an owner's items deletes that owner's and the superusers' hashes, so a
+cached page costs one round trip to read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
 from app.core.logging import log_fields
+from app.services.access import Principal
 
 logger = logging.getLogger(__name__)
 
 
-class ItemCache:
+LOCAL_PRINCIPAL_SECONDS = 1.0
+LOCAL_PRINCIPALS_MAX = 10_000
+
+
+class ReadCache:
     def __init__(self, redis: Redis | None, ttl_seconds: int) -> None:
         self.redis = redis if ttl_seconds > 0 else None
         self.ttl = ttl_seconds
+        self._local: dict[uuid.UUID, tuple[float, Principal]] = {}
 
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.redis is None:
@@ -42,25 +56,47 @@ class ItemCache:
     async def set_item(self, item_id: uuid.UUID, data: dict[str, Any]) -> None:
         await self._call("set", f"item:{item_id}", json.dumps(data, default=str), ex=self.ttl)
 
-    async def _page_key(self, scope: str, limit: int) -> str | None:
+    async def get_principal(self, user_id: uuid.UUID) -> Principal | None:
         if self.redis is None:
             return None
-        version = await self._call("get", f"items:version:{scope}")
-        return f"items:v{int(version or 0)}:{scope}:{limit}"
+        local = self._local.get(user_id)
+        if local is not None and local[0] > time.monotonic():
+            return local[1]
+        raw = await self._call("get", f"principal:{user_id}")
+        if not raw:
+            return None
+        active, superuser = json.loads(raw)
+        principal = Principal(id=user_id, is_active=active, is_superuser=superuser)
+        self._remember(principal)
+        return principal
 
-    async def get_first_page(self, scope: str, limit: int) -> dict[str, Any] | None:
-        key = await self._page_key(scope, limit)
-        raw = await self._call("get", key) if key else None
-        return json.loads(raw) if raw else None
+    async def set_principal(self, principal: Principal) -> None:
+        if self.redis is None:
+            return
+        value = json.dumps([principal.is_active, principal.is_superuser])
+        await self._call("set", f"principal:{principal.id}", value, ex=self.ttl)
+        self._remember(principal)
 
-    async def set_first_page(self, scope: str, limit: int, page: dict[str, Any]) -> None:
-        key = await self._page_key(scope, limit)
-        if key:
-            await self._call("set", key, json.dumps(page, default=str), ex=self.ttl)
+    def _remember(self, principal: Principal) -> None:
+        if len(self._local) >= LOCAL_PRINCIPALS_MAX:
+            self._local.clear()  # many distinct users in one second: start over, stay bounded
+        self._local[principal.id] = (time.monotonic() + LOCAL_PRINCIPAL_SECONDS, principal)
+
+    async def get_first_page(self, scope: str, limit: int) -> bytes | None:
+        """The page's JSON exactly as it was stored: it goes out as the response body."""
+        raw = await self._call("hget", f"items:pages:{scope}", str(limit))
+        return bytes(raw) if raw else None
+
+    async def set_first_page(self, scope: str, limit: int, body: bytes) -> None:
+        if self.redis is None:
+            return
+        key = f"items:pages:{scope}"
+        await self._call("hset", key, str(limit), body)
+        await self._call("expire", key, self.ttl, nx=True)  # the first page stored sets it
 
     async def invalidate(self, owner_id: uuid.UUID, item_id: uuid.UUID | None = None) -> None:
-        """After a write: drop the item and move the owner's and superusers' pages on."""
+        """After a write: drop the item and the owner's and superusers' cached pages."""
+        keys = [f"items:pages:{owner_id}", "items:pages:all"]
         if item_id is not None:
-            await self._call("delete", f"item:{item_id}")
-        await self._call("incr", f"items:version:{owner_id}")
-        await self._call("incr", "items:version:all")
+            keys.append(f"item:{item_id}")
+        await self._call("delete", *keys)

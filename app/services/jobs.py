@@ -30,8 +30,8 @@ from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.schemas.jobs import JobPublic
 from app.services import webhooks
-from app.services.access import get_owned
-from app.services.cache import ItemCache
+from app.services.access import Actor, get_owned
+from app.services.cache import ReadCache
 from app.services.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ def export_path(settings: Settings, job_id: uuid.UUID) -> Path:
     return Path(settings.storage_dir) / f"{job_id}.csv"
 
 
-async def create_job(session: AsyncSession, user: User, kind: str, callback_url: str | None) -> Job:
+async def create_job(
+    session: AsyncSession, user: Actor, kind: str, callback_url: str | None
+) -> Job:
     job = Job(
         kind=kind,
         owner_id=user.id,
@@ -68,7 +70,7 @@ async def create_job(session: AsyncSession, user: User, kind: str, callback_url:
     return job
 
 
-async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
+async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
     return await get_owned(session, user, Job, job_id, "job")
 
 
@@ -83,7 +85,7 @@ def export_file(settings: Settings, job: Job) -> Path:
     return path
 
 
-async def run_job(db: Database, settings: Settings, cache: ItemCache, job_id: uuid.UUID) -> None:
+async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uuid.UUID) -> None:
     """Run one job to its end. Safe to call again for the same job (redelivery)."""
     async with db.session() as session:
         job = await session.get(Job, job_id)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from app.core.config import Settings
 
 TIMESTAMP_HEADER = "X-Shipshape-Timestamp"
@@ -89,6 +87,8 @@ def deliver(settings: Settings, url: str, event: dict[str, Any]) -> Delivery:
         TIMESTAMP_HEADER: str(timestamp),
         SIGNATURE_HEADER: sign(settings.webhook_key, timestamp, body),
     }
+    import httpx  # here: the web process only needs it when jobs run in-process
+
     try:
         response = httpx.post(
             url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from app.core.config import get_settings
 from app.db.session import Database
 from app.services import webhooks
-from app.services.cache import ItemCache
+from app.services.cache import ReadCache
 from app.services.jobs import attempt_webhook, run_job, webhook_event
 
 
@@ -21,7 +21,7 @@ async def _run(job_id: uuid.UUID) -> bool:
     url = settings.resolved_redis_url
     redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
     try:
-        await run_job(db, settings, ItemCache(redis, settings.cache_ttl_seconds), job_id)
+        await run_job(db, settings, ReadCache(redis, settings.cache_ttl_seconds), job_id)
         callback, _ = await webhook_event(db, job_id)
         return callback is not None
     finally:

@@ -143,6 +143,12 @@ def test_long_running_services_are_healthchecked_limited_rotated_hardened(overla
     assert config["services"]["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_connection_facing_services_set_an_open_files_limit() -> None:
+    services = rendered("prod", "prod")["services"]
+    for name in ("app", "nginx"):
+        assert services[name]["ulimits"]["nofile"] == {"soft": 16384, "hard": 16384}, name
+
+
 def test_prod_app_is_read_only_and_outlives_gunicorn_graceful_timeout() -> None:
     config = rendered("prod", "prod")
     app = config["services"]["app"]
@@ -228,9 +234,29 @@ def test_swarm_stack_file_updates_safely() -> None:
         assert service["healthcheck"]["test"], name
     assert {p["mode"] for p in services["nginx"]["ports"]} == {"host"}
     assert all(secret.get("external") for secret in config["secrets"].values())
+    # No depends_on in Swarm: the worker waits for its broker with wait-for-it.
+    worker = services["worker"]["command"]
+    assert worker[:2] == ["/app/scripts/wait-for-it.sh", "redis:6379"]
+    assert worker[worker.index("--") + 1 :] == ["/app/scripts/docker-entrypoint.sh", "worker"]
     environment = services["app"]["environment"]
     assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
     assert "SECRET_KEY" not in environment
     assert (
         environment["RUN_MIGRATIONS"] == "true"
     )  # the entrypoint's advisory lock: once per deploy
+
+
+def test_dev_overlay_mounts_the_source_keeps_the_venv_and_offers_tools() -> None:
+    config = rendered("dev", "dev", "tools")
+    services = config["services"]
+    for name in ("app", "worker"):
+        binds = [m for m in services[name]["volumes"] if m["type"] == "bind"]
+        assert [(Path(m["source"]), m["target"]) for m in binds] == [(ROOT, "/app")], name
+    # The virtual environment is outside the mounted tree, so the mount cannot hide it.
+    assert "UV_PROJECT_ENVIRONMENT=/opt/venv" in (ROOT / "docker" / "Dockerfile.dev").read_text()
+    assert {"pgadmin", "mailcatcher"} <= set(services)
+    assert services["pgadmin"]["profiles"] == ["tools"]
+    db_volumes = [m for m in services["db"]["volumes"] if m["target"] == "/var/lib/postgresql/data"]
+    assert db_volumes[0]["type"] == "volume"
+    assert db_volumes[0]["source"]
+    assert "pgadmin" not in rendered("dev", "dev")["services"]  # only with the profile

@@ -133,3 +133,34 @@ def test_a_broken_cache_degrades_to_the_database(settings: Settings, make_user) 
         ready = broken.get("/ready")
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"]["status"] == "error"
+
+
+def test_principal_is_shared_in_redis_and_kept_a_second_in_process(
+    redis: FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import cache as cache_module
+    from app.services.access import Principal
+    from app.services.cache import ReadCache
+
+    now = [1000.0]
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: now[0])
+    user = Principal(id=uuid.uuid4(), is_active=True, is_superuser=False)
+
+    async def scenario() -> list[Principal | None]:
+        here, elsewhere = ReadCache(redis, 60), ReadCache(redis, 60)
+        await here.set_principal(user)
+        seen = [await elsewhere.get_principal(user.id)]  # another process reads Redis
+        deactivated = Principal(id=user.id, is_active=False, is_superuser=False)
+        await elsewhere.set_principal(deactivated)
+        seen.append(await here.get_principal(user.id))  # still its own copy within a second
+        now[0] += 1.5
+        seen.append(await here.get_principal(user.id))  # then Redis again
+        seen.append(await ReadCache(None, 60).get_principal(user.id))  # no Redis: no cache
+        return seen
+
+    shared, within_a_second, after, without_redis = asyncio.run(scenario())
+    assert shared == user
+    assert within_a_second == user
+    assert after is not None
+    assert after.is_active is False
+    assert without_redis is None

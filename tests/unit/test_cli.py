@@ -23,7 +23,7 @@ runner = CliRunner()
 
 COMMANDS = [
     "serve", "migrate", "downgrade", "create-superuser", "check-config", "shell",
-    "wait-for-db", "worker", "worker-ping",
+    "wait-for-db", "prepare", "worker", "worker-ping",
 ]  # fmt: skip
 
 
@@ -49,6 +49,30 @@ def test_migrate_then_create_superuser_is_idempotent(tmp_path: Path) -> None:
     assert "superuser admin: created" in first.output
     assert "superuser admin: already exists" in second.output
     assert "CHANGE_ME_DEV_ADMIN_PASSWORD" not in first.output + second.output
+
+
+@pytest.mark.parametrize(("migrations", "superuser"), [("true", "true"), ("false", "false")])
+def test_prepare_does_what_the_settings_ask(
+    tmp_path: Path, migrations: str, superuser: str
+) -> None:
+    env = {
+        **sqlite_env(tmp_path / "app.db"),
+        "RUN_MIGRATIONS": migrations,
+        "CREATE_SUPERUSER": superuser,
+    }
+    result = runner.invoke(cli, ["prepare"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "database reachable after" in result.output
+    assert (f"database at {head_revision()}" in result.output) is (migrations == "true")
+    assert ("superuser admin: created" in result.output) is (superuser == "true")
+
+
+def test_prepare_stops_at_a_config_error_before_touching_the_database(tmp_path: Path) -> None:
+    env = {**sqlite_env(tmp_path / "app.db"), "ENVIRONMENT": "production", "RUN_MIGRATIONS": "yes"}
+    result = runner.invoke(cli, ["prepare"], env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("config error: SECRET_KEY is required in production")
+    assert not (tmp_path / "app.db").exists()
 
 
 def test_create_superuser_without_password_in_production_is_a_config_error(tmp_path: Path) -> None:

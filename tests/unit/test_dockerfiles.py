@@ -118,3 +118,14 @@ def test_dockerignore_covers_the_conventions_list() -> None:
     }  # fmt: skip
     assert required - patterns == set()
     assert "wheels/" not in patterns, "offline builds read ./wheels from the context"
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile.prod", "docker/Dockerfile.dev"])
+def test_package_lists_are_sorted(dockerfile: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    lists = re.findall(r'^ARG [A-Z_]*PACKAGES="([^"]*)"', text, re.M)
+    for packages in lists:
+        names = packages.split()
+        assert names == sorted(names), packages
+    if dockerfile.endswith("prod"):
+        assert lists  # the production file keeps its package lists in build arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,13 @@ def test_strict_examples_are_refused_until_the_placeholders_are_replaced(
     _load_into_env(monkeypatch, name)
     with pytest.raises(ConfigError, match="placeholder"):
         load_settings()
+
+
+def test_env_files_are_ignored_by_git_and_examples_are_not() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = [".env", ".env.dev", ".env.staging", ".env.prod", *EXAMPLES]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    ignored = set(result.stdout.split())
+    assert ignored == {".env", ".env.dev", ".env.staging", ".env.prod"}

@@ -165,7 +165,7 @@ def test_a_finished_job_delivered_again_changes_nothing(
     import asyncio
 
     from app.db.session import Database
-    from app.services.cache import ItemCache
+    from app.services.cache import ReadCache
     from app.services.jobs import run_job
 
     alice = make_user("alice")
@@ -174,7 +174,7 @@ def test_a_finished_job_delivered_again_changes_nothing(
     async def redeliver() -> None:
         db = Database(settings)
         try:
-            await run_job(db, settings, ItemCache(None, 0), uuid.UUID(accepted["id"]))
+            await run_job(db, settings, ReadCache(None, 0), uuid.UUID(accepted["id"]))
         finally:
             await db.dispose()
 

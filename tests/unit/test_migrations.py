@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -64,3 +67,46 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
 
 def test_single_head() -> None:
     assert head_revision() == "0002"
+
+
+def test_head_revision_matches_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.db.migrate import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_server_process_does_not_load_migration_or_worker_libraries(tmp_path: Path) -> None:
+    # Each is several MB per server process; they load where they are used (CLI, worker).
+    # A bare ASGI call (the test client itself would import httpx).
+    code = """
+import asyncio, sys
+from app.main import create_app
+
+async def ready_status():
+    app, sent = create_app(), []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "method": "GET", "path": "/ready", "headers": [],
+             "query_string": b"", "client": ("127.0.0.1", 1), "server": ("test", 80),
+             "scheme": "http", "root_path": "", "http_version": "1.1"}
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+    return sent[0]["status"]
+
+assert asyncio.run(ready_status()) == 200
+print(sorted(m for m in ("alembic", "celery", "httpx") if m in sys.modules))
+"""
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"}
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], env=env, check=True, capture_output=True
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -17,7 +17,7 @@ from fastapi import (
 )
 from fastapi.responses import FileResponse
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.core.config import Settings
 from app.schemas.jobs import ExportRequest, JobPublic
 from app.services import jobs as service
@@ -53,7 +53,7 @@ async def import_items(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-    user: CurrentUser,
+    user: CurrentPrincipal,
     file: Annotated[
         UploadFile, File(description="CSV with a `title` and an optional `description` column")
     ],
@@ -83,7 +83,7 @@ async def export_items(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-    user: CurrentUser,
+    user: CurrentPrincipal,
     body: ExportRequest | None = None,
 ) -> JobPublic:
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
@@ -94,14 +94,14 @@ async def export_items(
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobPublic:
+async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentPrincipal) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
     return JobPublic.of(await service.get_job(session, user, job_id))
 
 
 @router.get("/jobs/{job_id}/download", response_class=FileResponse)
 async def download_export(
-    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: CurrentPrincipal
 ) -> FileResponse:
     """The CSV of a finished export."""
     job = await service.get_job(session, user, job_id)

@@ -1,0 +1,169 @@
+"""docs/conventions.md, the compliance matrix, checked against the project and against the
+two conventions documents it answers for.
+
+The documents live outside this repository: CONVENTIONS_DIR, or `../shared/conventions`
+next to the checkout. Without them only the matrix's own references are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MATRIX = ROOT / "docs" / "conventions.md"
+BEST_PRACTICES = "docker-best-practices.md"
+CONVENTIONS = "docker-conventions.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    document: str
+    section: str
+    item: str
+    where: list[str]
+    tests: list[str]
+    status: str
+
+
+def matrix_rows() -> list[Row]:
+    rows: list[Row] = []
+    document = section = ""
+    for line in MATRIX.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            found = re.search(r"\((docker-[a-z-]+\.md)\)", line)
+            document = found[1] if found else ""
+        elif line.startswith("### "):
+            section = line[4:].strip()
+        elif line.startswith("| ") and document and not line.startswith("| Item"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            if set(cells[0]) <= {"-", "|"}:
+                continue
+            item, *_asks, where, tests, status = cells
+            if document == CONVENTIONS and section == "Project Structure":
+                item = item.strip("`")
+            rows.append(Row(document, section, item, _code(where), _code(tests), status))
+    return rows
+
+
+def _code(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+ROWS = matrix_rows()
+
+
+def documents_dir() -> Path | None:
+    configured = os.environ.get("CONVENTIONS_DIR")
+    candidates = [Path(configured)] if configured else [ROOT.parent / "shared" / "conventions"]
+    return next((d for d in candidates if (d / BEST_PRACTICES).is_file()), None)
+
+
+def _without_code_blocks(text: str) -> list[str]:
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif not inside:
+            lines.append(line)
+    return lines
+
+
+def best_practice_items(text: str) -> set[tuple[str, str]]:
+    """Every `###` section of the document (except its summary), under its `##` chapter."""
+    items, chapter = set(), ""
+    for line in _without_code_blocks(text):
+        if line.startswith("## "):
+            chapter = line[3:].strip()
+        elif line.startswith("### ") and chapter != "Summary":
+            items.add((chapter, line[4:].strip()))
+    return items
+
+
+def convention_items(text: str) -> set[tuple[str, str]]:
+    """Every bullet, under `Chapter > Section`, and every path of the project tree."""
+    items, chapter, section = set(), "", ""
+    for line in _without_code_blocks(text):
+        if line.startswith("## "):
+            chapter, section = line[3:].strip(), ""
+        elif line.startswith("### "):
+            section = line[4:].strip()
+        elif line.startswith("- "):
+            items.add((f"{chapter} > {section}" if section else chapter, line[2:].strip()))
+    tree = re.search(r"## Project Structure\n```\n(.*?)```", text, re.S)
+    assert tree, "the project tree of docker-conventions.md"
+    parents: list[str] = []
+    for line in tree[1].splitlines()[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (.+)$", line)
+        if not match:
+            continue
+        depth = len(match[1]) // 4
+        parents[depth:] = [match[2].strip()]
+        if not match[2].endswith("/"):
+            items.add(("Project Structure", "".join(parents)))
+    return items
+
+
+def test_the_matrix_has_rows_for_both_documents() -> None:
+    documents = {row.document for row in ROWS}
+    assert documents == {BEST_PRACTICES, CONVENTIONS}
+    assert len(ROWS) > 100
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.section}: {r.item}"[:80])
+def test_every_row_points_at_real_files_and_tests_and_has_a_status(row: Row) -> None:
+    assert row.where, "no file named"
+    for path in row.where:
+        assert (ROOT / path).exists(), f"missing file {path}"
+    assert row.tests, "no test named"
+    for reference in row.tests:
+        path, _, name = reference.partition("::")
+        test_file = ROOT / path
+        assert test_file.is_file(), f"missing test file {path}"
+        assert re.search(rf"^(async )?def {re.escape(name)}\(", test_file.read_text(), re.M), (
+            f"no test {name} in {path}"
+        )
+    assert row.status == "done" or (row.status.startswith("deviates: ") and len(row.status) > 40), (
+        f"status must be 'done' or 'deviates: <reason>', not {row.status!r}"
+    )
+
+
+def test_rows_are_unique() -> None:
+    keys = [(row.document, row.section, row.item) for row in ROWS]
+    assert len(keys) == len(set(keys))
+
+
+def test_every_item_of_the_documents_has_a_row_and_every_row_an_item() -> None:
+    directory = documents_dir()
+    if directory is None:
+        if os.environ.get("CI", "").lower() == "true" and os.environ.get("CONVENTIONS_DIR"):
+            pytest.fail(f"CONVENTIONS_DIR={os.environ['CONVENTIONS_DIR']} has no documents")
+        pytest.skip("the conventions documents are not here: set CONVENTIONS_DIR to check coverage")
+    expected = {
+        (BEST_PRACTICES, *key)
+        for key in best_practice_items((directory / BEST_PRACTICES).read_text(encoding="utf-8"))
+    } | {
+        (CONVENTIONS, *key)
+        for key in convention_items((directory / CONVENTIONS).read_text(encoding="utf-8"))
+    }
+    present = {(row.document, row.section, row.item) for row in ROWS}
+    assert sorted(expected - present) == [], "items without a row"
+    assert sorted(present - expected) == [], "rows that name no item of the documents"
+
+
+def test_no_image_is_used_by_its_latest_tag() -> None:
+    files = [ROOT / "docker" / "Dockerfile.prod", ROOT / "docker" / "Dockerfile.dev",
+             *ROOT.glob("docker-compose*.yml"), ROOT / "docker-stack.yml"]  # fmt: skip
+    for path in files:
+        text = path.read_text()
+        images = re.findall(r"^\s*image:\s*(\S+)", text, re.M)
+        images += re.findall(r"^(?:FROM|ARG PYTHON_IMAGE=)\s*(\S+)", text, re.M)
+        stages = set(re.findall(r"^FROM \S+ AS (\S+)", text, re.M)) | {"scratch"}
+        for image in images:
+            assert not image.endswith(":latest"), f"{path.name}: {image}"
+            if "$" not in image and image not in stages:
+                assert ":" in image, f"{path.name}: {image} has no tag"

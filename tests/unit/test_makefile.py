@@ -1,0 +1,54 @@
+"""The Makefile is the command surface the conventions name: every target exists, says
+what it does in `make help`, and drives the stack it should (checked with `make -n`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONVENTION_TARGETS = [
+    # development workflow
+    "dev", "shell", "migrate", "test", "logs",
+    # production deployment
+    "prod", "certbot", "backup", "restore", "deploy", "rollback",
+    # images and dependencies
+    "build", "lock-deps", "wheelhouse-build", "wheelhouse-check", "security-scan", "lint",
+]  # fmt: skip
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_help_lists_every_convention_target_with_a_description() -> None:
+    result = make("help")
+    assert result.returncode == 0, result.stderr
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # the colour codes
+    described = {line.split()[0]: line for line in plain.splitlines() if line.startswith("  ")}
+    for target in CONVENTION_TARGETS:
+        assert target in described, target
+        assert len(described[target].split()) > 2, f"{target} has no description"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("dev", "-f docker-compose.yml -f docker-compose.dev.yml up"),
+        ("prod", "-f docker-compose.yml -f docker-compose.prod.yml up --detach --build --wait"),
+        ("logs", "logs --follow"),
+        ("shell", "exec app python -m app shell"),
+        ("migrate", "run --rm --no-deps app migrate"),
+    ],
+)
+def test_stack_targets_drive_compose(target: str, expected: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.dev.example").read_text())
+    result = make("-n", target, f"ENV_FILE={env_file}")
+    assert result.returncode == 0, result.stderr
+    assert expected in " ".join(result.stdout.split()), result.stdout

@@ -1,0 +1,41 @@
+"""scripts/wait-for-it.sh: waits for a TCP port, then execs the command; times out clearly."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "wait-for-it.sh"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=30,
+                          check=False)  # fmt: skip
+
+
+def test_an_open_port_runs_the_command() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        result = run(f"127.0.0.1:{port}", "-t", "5", "--", "echo", "started")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def test_a_closed_port_times_out_with_a_message() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        result = run(f"127.0.0.1:{port}", "-t", "1", "--", "echo", "must not run")
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} did not open within 1s" in result.stderr
+    assert "must not run" not in result.stdout
+
+
+def test_bad_arguments_print_the_usage() -> None:
+    result = run("127.0.0.1:1", "-t", "soon")
+    assert result.returncode == 2
+    assert "timeout must be whole seconds" in result.stderr
