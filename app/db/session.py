@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -104,6 +105,10 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         finally:
             self._turns.release()
 
+
+# SQLAlchemy names a pool's logger after its class, and quiets its own ("sqlalchemy.*") to
+# warnings; this class lives under "app", so it gets the same treatment by hand.
+logging.getLogger(f"{__name__}.{FairQueuePool.__name__}").setLevel(logging.WARNING)
 
 PING_IF_IDLE_SECONDS = 5.0
 
