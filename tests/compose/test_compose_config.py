@@ -260,3 +260,21 @@ def test_dev_overlay_mounts_the_source_keeps_the_venv_and_offers_tools() -> None
     assert db_volumes[0]["type"] == "volume"
     assert db_volumes[0]["source"]
     assert "pgadmin" not in rendered("dev", "dev")["services"]  # only with the profile
+
+
+# Paths the service images declare as VOLUME: each must be mounted (named volume or tmpfs),
+# or every new container leaves an anonymous volume behind.
+IMAGE_VOLUMES = {
+    "db": ["/var/lib/postgresql/data"],  # postgres
+    "backup": ["/var/lib/postgresql/data"],  # postgres (for pg_dump)
+    "redis": ["/data"],  # redis
+    "certbot": ["/etc/letsencrypt", "/var/lib/letsencrypt"],  # certbot/certbot
+}
+
+
+def test_image_volumes_are_all_mounted_so_none_is_anonymous() -> None:
+    services = rendered("prod", "prod", "certbot")["services"]
+    for name, paths in IMAGE_VOLUMES.items():
+        mounted = {m["target"] for m in services[name].get("volumes", []) if m.get("source")}
+        mounted |= {t.split(":")[0] for t in services[name].get("tmpfs", [])}
+        assert set(paths) <= mounted, name
