@@ -163,6 +163,19 @@ def _tear_down(swarm: Swarm | None, leave: bool) -> None:
     ]
     if leave:
         steps.append(lambda: docker("swarm", "leave", "--force", check=False))
+        # `swarm init` also created the docker_gwbridge network; leaving does not remove it.
+        steps.append(
+            lambda: wait_until(
+                lambda: (
+                    docker("network", "rm", "docker_gwbridge", check=False).returncode == 0
+                    or not docker(
+                        "network", "ls", "-q", "--filter", "name=^docker_gwbridge$"
+                    ).stdout.strip()
+                ),
+                60,
+                "the docker_gwbridge network to go",
+            )
+        )
     problems = []
     for step in steps:
         try:
