@@ -94,9 +94,12 @@ def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
 ) -> None:
     """Upgrade the database schema (default: to the latest revision)."""
+    _migrate(_settings(), revision)
+
+
+def _migrate(settings: Settings, revision: str = "head") -> None:
     from app.db import migrate as migrations
 
-    settings = _settings()
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {migrations.head_revision() if revision == 'head' else revision}")
 
@@ -146,12 +149,13 @@ WaitTimeout = Annotated[
 @friendly_errors
 def wait_for_db(timeout: WaitTimeout = None) -> None:
     """Wait until the database accepts a query (SELECT 1); exit 1 after the timeout."""
-    settings = _settings()
-    _wait_for_database(settings, settings.db_wait_timeout if timeout is None else timeout)
+    _wait_for_database(_settings(), timeout)
 
 
-def _wait_for_database(settings: Settings, budget: float) -> None:
+def _wait_for_database(settings: Settings, timeout: int | None) -> None:
     from app.db.session import Database, wait_until_reachable
+
+    budget = settings.db_wait_timeout if timeout is None else timeout
 
     def progress(remaining: float, error: str) -> None:
         typer.echo(f"waiting for the database ({remaining:.0f}s left): {error}", err=True)
@@ -176,14 +180,11 @@ def _wait_for_database(settings: Settings, budget: float) -> None:
 def prepare(timeout: WaitTimeout = None) -> None:
     """Before serving, in one process: check the configuration, wait for the database, then
     migrate to head if RUN_MIGRATIONS and create the superuser if CREATE_SUPERUSER."""
-    from app.db import migrate as migrations
-
     settings = _settings()
-    _wait_for_database(settings, settings.db_wait_timeout if timeout is None else timeout)
+    _wait_for_database(settings, timeout)
     if settings.run_migrations:
         typer.echo("running migrations")
-        migrations.upgrade(settings)
-        typer.echo(f"database at {migrations.head_revision()}")
+        _migrate(settings)
     if settings.create_superuser:
         _create_superuser(settings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -53,18 +54,24 @@ _UNAUTHORIZED = HTTPException(
 )
 
 
+_INACTIVE = HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="inactive user")
+
+
+def _token_user_id(settings: Settings, token: str) -> uuid.UUID:
+    try:
+        return decode_access_token(settings, token)
+    except InvalidToken:
+        raise _UNAUTHORIZED from None
+
+
 async def get_current_user(
     session: SessionDep, settings: SettingsDep, token: Annotated[str, Depends(oauth2_scheme)]
 ) -> User:
-    try:
-        user_id = decode_access_token(settings, token)
-    except InvalidToken:
-        raise _UNAUTHORIZED from None
-    user = await get_user(session, user_id)
+    user = await get_user(session, _token_user_id(settings, token))
     if user is None:
         raise _UNAUTHORIZED
     if not user.is_active:
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="inactive user")
+        raise _INACTIVE
     return user
 
 
@@ -80,10 +87,7 @@ async def get_current_principal(
     """`get_current_user` for routes that only need to know who may do what: served from
     the cache when it can be, so such requests need no database round trip for the user.
     The session is only connected on a cache miss."""
-    try:
-        user_id = decode_access_token(settings, token)
-    except InvalidToken:
-        raise _UNAUTHORIZED from None
+    user_id = _token_user_id(settings, token)
     principal = await cache.get_principal(user_id)
     if principal is None:
         principal = await get_principal(session, user_id)
@@ -91,7 +95,7 @@ async def get_current_principal(
             raise _UNAUTHORIZED
         await cache.set_principal(principal)
     if not principal.is_active:
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="inactive user")
+        raise _INACTIVE
     return principal
 
 
