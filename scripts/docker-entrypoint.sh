@@ -25,20 +25,23 @@ log() {
     printf '{"level":"%s","logger":"entrypoint","message":"%s"}\n' "$1" "$2"
 }
 
+# One log line, then stop with the failed command's own status (2: configuration, 1: the
+# database), so whoever started the container can tell them apart.
+give_up() {
+    status=$1
+    shift
+    log error "$*"
+    exit "$status"
+}
+
 wait_for_database() {
-    if ! python -m app wait-for-db; then
-        log error "database not reachable: giving up"
-        exit 1
-    fi
+    python -m app wait-for-db || give_up "$?" "database not reachable: giving up"
 }
 
 prepare() {
     # The configuration is checked first: a bad value stops here, with one line, before
     # gunicorn starts workers.
-    if ! python -m app prepare; then
-        log error "preparation failed: not starting"
-        exit 1
-    fi
+    python -m app prepare || give_up "$?" "preparation failed: not starting"
 }
 
 mode="${1:-prod}"
