@@ -15,11 +15,9 @@ import contextlib
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.compose_env import compose_environment, free_port, prod_env_file
 from bench.load import LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,12 +50,6 @@ class Report:
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> float:
@@ -372,28 +365,25 @@ def measure_start(report: Report) -> None:
 def measure_stack(report: Report, tmp: Path) -> None:
     """`up --wait` of the production stack (nginx, app, worker, Postgres, Redis, backup),
     images already built, on free 127.0.0.1 ports; taken down with its volumes after."""
-    text = (ROOT / ".env.prod.example").read_text()
-    text = re.sub(r"=CHANGE_ME_PROD_[A-Z_]+", lambda _: "=" + secrets.token_urlsafe(32), text)
     domain = "shipshape.test"
-    values = {"DOMAIN": domain, "BASE_URL": f"https://{domain}", "API_BASE_URL": f"https://{domain}/api/v1",
-              "WEBUI_BASE_URL": f"https://{domain}", "CORS_ORIGINS": f"https://{domain}",
-              "PUBLISH_IP": "127.0.0.1", "HTTP_PORT": str(free_port()), "HTTPS_PORT": str(free_port()),
-              "APP_TAG": "bench"}  # fmt: skip
-    for key, value in values.items():
-        text = re.sub(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
     env_file = tmp / "stack.env"
-    env_file.write_text(text)
-    # Variables of the shell would win over --env-file: pass only the unrelated ones.
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.M))
-    env = {k: v for k, v in os.environ.items() if k not in documented}
-    env["ENV_FILE"] = str(env_file)  # the compose files' env_file entry
+    prod_env_file(env_file, {
+        "DOMAIN": domain, "BASE_URL": f"https://{domain}", "API_BASE_URL": f"https://{domain}/api/v1",
+        "WEBUI_BASE_URL": f"https://{domain}", "CORS_ORIGINS": f"https://{domain}",
+        "PUBLISH_IP": "127.0.0.1", "HTTP_PORT": str(free_port()), "HTTPS_PORT": str(free_port()),
+        "APP_TAG": "bench",
+    })  # fmt: skip
+    env = compose_environment(env_file)
     compose = ["docker", "compose", "--project-name", f"shipshape-bench-{secrets.token_hex(3)}",
                "--env-file", str(env_file), "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml"]  # fmt: skip
 
     def run(*args: str, check: bool = True) -> None:
-        subprocess.run(
-            [*compose, *args], cwd=ROOT, env=env, capture_output=True, check=check, timeout=600
-        )
+        result = subprocess.run([*compose, *args], cwd=ROOT, env=env, capture_output=True,
+                                text=True, check=False, timeout=600)  # fmt: skip
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"compose {args[0]}: {(result.stderr or result.stdout).strip()[-500:]}"
+            )
 
     try:
         log("stack: build (cached), then up --wait")

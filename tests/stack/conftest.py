@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import secrets
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -17,26 +14,11 @@ from typing import Any
 
 import pytest
 
+from bench.compose_env import compose_environment, free_port, prod_env_file
 from tests.docker_utils import ROOT, wait_until
 
 ACME_OVERLAY = Path(__file__).with_name("docker-compose.acme.yml")
 DOMAIN = "example.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_environment(env_file: Path) -> dict[str, str]:
-    """The shell's variables win over --env-file: drop every documented one."""
-    documented: set[str] = set()
-    for example in ROOT.glob(".env.*.example"):
-        documented |= set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example.read_text(), re.M))
-    env = {k: v for k, v in os.environ.items() if k not in documented}
-    env["ENV_FILE"] = str(env_file)
-    return env
 
 
 @dataclass
@@ -71,7 +53,7 @@ class Stack:
             *args,
         ]  # fmt: skip
         result = subprocess.run(
-            command, cwd=ROOT, env=clean_environment(self.env_file), capture_output=True,
+            command, cwd=ROOT, env=compose_environment(self.env_file), capture_output=True,
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
@@ -143,30 +125,26 @@ class Stack:
 def write_env_file(
     path: Path, http_port: int, https_port: int, admin_password: str
 ) -> dict[str, str]:
-    text = (ROOT / ".env.prod.example").read_text()
-    text = re.sub(r"=CHANGE_ME_PROD_[A-Z_]+", lambda _: "=" + secrets.token_urlsafe(32), text)
-    values = {
-        "DOMAIN": DOMAIN,
-        "BASE_URL": f"https://{DOMAIN}:{https_port}",
-        "API_BASE_URL": f"https://{DOMAIN}:{https_port}/api/v1",
-        "WEBUI_BASE_URL": f"https://{DOMAIN}:{https_port}",
-        "CORS_ORIGINS": f"https://{DOMAIN}:{https_port}",
-        "PUBLISH_IP": "127.0.0.1",
-        "HTTP_PORT": str(http_port),
-        "HTTPS_PORT": str(https_port),
-        "ADMIN_PASSWORD": admin_password,
-        "CREATE_SUPERUSER": "true",
-        "CERT_WATCH_INTERVAL": "1",
-        "CERTBOT_SERVER": "https://pebble:14000/dir",
-        "CERTBOT_RENEW_INTERVAL": "3600",
-        "APP_TAG": "stack-test",
-        "WEB_CONCURRENCY": "2",
-    }
-    for key, value in values.items():
-        text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
-        assert count == 1, key
-    path.write_text(text)
-    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+    return prod_env_file(
+        path,
+        {
+            "DOMAIN": DOMAIN,
+            "BASE_URL": f"https://{DOMAIN}:{https_port}",
+            "API_BASE_URL": f"https://{DOMAIN}:{https_port}/api/v1",
+            "WEBUI_BASE_URL": f"https://{DOMAIN}:{https_port}",
+            "CORS_ORIGINS": f"https://{DOMAIN}:{https_port}",
+            "PUBLISH_IP": "127.0.0.1",
+            "HTTP_PORT": str(http_port),
+            "HTTPS_PORT": str(https_port),
+            "ADMIN_PASSWORD": admin_password,
+            "CREATE_SUPERUSER": "true",
+            "CERT_WATCH_INTERVAL": "1",
+            "CERTBOT_SERVER": "https://pebble:14000/dir",
+            "CERTBOT_RENEW_INTERVAL": "3600",
+            "APP_TAG": "stack-test",
+            "WEB_CONCURRENCY": "2",
+        },
+    )
 
 
 @pytest.fixture(scope="session")

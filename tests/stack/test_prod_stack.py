@@ -14,8 +14,9 @@ import time
 
 import pytest
 
+from bench.compose_env import compose_environment
 from tests.docker_utils import ROOT, docker, wait_until
-from tests.stack.conftest import DOMAIN, Stack, clean_environment
+from tests.stack.conftest import DOMAIN, Stack
 
 pytestmark = pytest.mark.stack
 
@@ -222,7 +223,7 @@ def test_missing_required_value_stops_compose_before_any_container_starts(
     result = subprocess.run(
         command,
         cwd=ROOT,
-        env=clean_environment(env_file),
+        env=compose_environment(env_file),
         capture_output=True,
         text=True,
         check=False,
@@ -238,7 +239,7 @@ def test_missing_required_value_stops_compose_before_any_container_starts(
         subprocess.run(
             [*compose, *files, "down", "--volumes"],
             cwd=ROOT,
-            env=clean_environment(env_file),
+            env=compose_environment(env_file),
             capture_output=True,
             check=False,
         )
