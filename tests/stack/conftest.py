@@ -38,6 +38,7 @@ class Stack:
     http_port: int
     https_port: int
     admin_password: str
+    pebble_ca_dir: Path
     values: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -53,12 +54,15 @@ class Stack:
             *args,
         ]  # fmt: skip
         result = subprocess.run(
-            command, cwd=ROOT, env=compose_environment(self.env_file), capture_output=True,
+            command, cwd=ROOT, env=self.environment(), capture_output=True,
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
+
+    def environment(self) -> dict[str, str]:
+        return {**compose_environment(self.env_file), "PEBBLE_CA_DIR": str(self.pebble_ca_dir)}
 
     def container(self, service: str) -> str:
         return self.compose("ps", "--all", "--quiet", service).stdout.strip()
@@ -149,7 +153,9 @@ def write_env_file(
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env_file = tmp_path_factory.mktemp("stack") / "env"
+    folder = tmp_path_factory.mktemp("stack")
+    env_file = folder / "env"
+    (folder / "pebble-ca").mkdir()
     http_port, https_port = free_port(), free_port()
     admin_password = secrets.token_urlsafe(16)
     values = write_env_file(env_file, http_port, https_port, admin_password)
@@ -159,6 +165,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         http_port,
         https_port,
         admin_password,
+        folder / "pebble-ca",
         values,
     )
     try:

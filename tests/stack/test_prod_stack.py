@@ -169,6 +169,16 @@ def _served_certificate(stack: Stack) -> str:
 
 def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stack) -> None:
     bootstrap = _served_certificate(stack)
+    # certbot must trust pebble's test CA; the image has no shell to share it, so copy it out.
+    stack.compose("--profile", "certbot", "up", "--detach", "pebble")
+    wait_until(
+        lambda: stack.compose(
+            "cp", "pebble:/test/certs/pebble.minica.pem", str(stack.pebble_ca_dir), check=False
+        ).returncode
+        == 0,
+        30,
+        "pebble's CA certificate to be copied out",
+    )
     stack.compose("--profile", "certbot", "up", "--detach", "certbot")
 
     def issued() -> str | None:
