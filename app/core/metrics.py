@@ -103,7 +103,8 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 def route_template(scope: Mapping[str, Any]) -> str:
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    # path_format: the template without convertors (`{item_id}`, not `{item_id:uuid}`)
+    path = getattr(route, "path_format", None)
     return str(path) if path else "unmatched"
 
 

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
-from app.schemas.common import Email
+from app.core.text import Email, single_line
 
 Username = Annotated[
     str,
@@ -16,7 +16,12 @@ Username = Annotated[
         strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
     ),
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+MAX_PASSWORD_LENGTH = 128
+Password = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=MAX_PASSWORD_LENGTH),
+    AfterValidator(single_line),
+]
 
 
 class UserCreate(BaseModel):

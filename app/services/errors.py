@@ -4,9 +4,10 @@
 class ServiceError(Exception):
     status_code = 400
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
 
 
 class NotFound(ServiceError):
@@ -19,3 +20,19 @@ class Forbidden(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class TooLarge(ServiceError):
+    status_code = 413
+
+
+class TooManyRequests(ServiceError):
+    """Throttled: `headers` carry Retry-After."""
+
+    status_code = 429
+
+
+class Busy(ServiceError):
+    """A bounded resource is in use; try again shortly (`headers` carry Retry-After)."""
+
+    status_code = 503

@@ -14,13 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.logging import log_fields
 from app.core.security import hash_password, verify_password
+from app.core.text import is_clean
 from app.db.models import User
 from app.db.session import Database
-from app.schemas.users import UserCreate
+from app.schemas.users import MAX_PASSWORD_LENGTH, UserCreate
 from app.services.access import Principal
 from app.services.errors import Conflict
 
 logger = logging.getLogger(__name__)
+
+MAX_LOGIN_LENGTH = 254  # the longest e-mail address
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -44,8 +47,16 @@ async def get_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal 
 
 
 async def authenticate(session: AsyncSession, login: str, password: str) -> User | None:
-    """The active user whose username or e-mail is `login` and whose password matches."""
+    """The active user whose username or e-mail is `login` and whose password matches.
+
+    A login or password no account can have (too long, control characters, invalid
+    Unicode) fails like a wrong password, without a query: the same answer on every
+    database (Postgres refuses NUL in a query parameter; SQLite does not).
+    """
     login = login.strip()
+    if not _plausible(login, MAX_LOGIN_LENGTH) or not _plausible(password, MAX_PASSWORD_LENGTH):
+        await asyncio.to_thread(verify_password, "", None)  # same time as a wrong password
+        return None
     user = await session.scalar(
         select(User).where(or_(User.username == login, User.email == login.lower()))
     )
@@ -55,6 +66,10 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
     if not await asyncio.to_thread(verify_password, password, hashed):
         return None
     return user
+
+
+def _plausible(value: str, max_length: int) -> bool:
+    return len(value) <= max_length and is_clean(value)
 
 
 async def create_user(session: AsyncSession, data: UserCreate) -> User:

@@ -137,9 +137,14 @@ def test_unknown_and_malformed_ids(client: TestClient, make_user) -> None:
     missing = client.get(f"/api/v1/items/{uuid.uuid4()}", headers=alice)
     assert missing.status_code == 404
     assert missing.json() == {"detail": "item not found"}
+    # Only UUID-shaped paths are item routes: anything else is no resource at all, and
+    # /items/export is the export route's path (405 for GET, not a bad item id).
     malformed = client.get("/api/v1/items/not-a-uuid", headers=alice)
-    assert malformed.status_code == 422
-    assert malformed.json()["detail"][0]["loc"] == ["path", "item_id"]
+    assert malformed.status_code == 404
+    assert malformed.json() == {"detail": "Not Found"}
+    export = client.get("/api/v1/items/export", headers=alice)
+    assert export.status_code == 405
+    assert export.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import CacheDep, CurrentPrincipal, SessionDep, SettingsDep
+from app.api.errors import validation_error
 from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
@@ -30,16 +31,10 @@ async def list_items(
     q: Annotated[SearchText | None, Query(description="Case-insensitive title search.")] = None,
 ) -> Response:
     if limit > settings.items_max_page_size:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "type": "less_than_equal",
-                    "loc": ["query", "limit"],
-                    "msg": f"Input should be less than or equal to {settings.items_max_page_size}",
-                    "input": limit,
-                }
-            ],
+        raise validation_error(
+            ["query", "limit"],
+            f"Input should be less than or equal to {settings.items_max_page_size}",
+            limit,
         )
     first_page = offset == 0 and not q
     scope = "all" if user.is_superuser else str(user.id)
@@ -73,7 +68,7 @@ async def create_item(
     return item
 
 
-@router.get("/{item_id}", response_model=ItemPublic)
+@router.get("/{item_id:uuid}", response_model=ItemPublic)
 async def read_item(
     item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> ItemPublic:
@@ -88,7 +83,7 @@ async def read_item(
     return result
 
 
-@router.patch("/{item_id}", response_model=ItemPublic)
+@router.patch("/{item_id:uuid}", response_model=ItemPublic)
 async def update_item(
     item_id: uuid.UUID,
     data: ItemUpdate,
@@ -101,7 +96,7 @@ async def update_item(
     return item
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{item_id:uuid}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_item(
     item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> Response:
