@@ -19,9 +19,10 @@ from redis.asyncio import Redis
 
 from app.api.errors import install_error_handlers
 from app.api.router import all_routes
+from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
-from app.core.middleware import PROBE_PATHS, RequestContextMiddleware
+from app.core.middleware import PROBE_PATHS, BodySizeLimits, RequestContextMiddleware
 from app.db.session import Database
 from app.services.cache import ReadCache
 from app.services.health import HealthState
@@ -103,6 +104,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(
+        BodySizeLimits,
+        default_limit=settings.max_request_bytes,
+        # The file itself, plus room for the multipart framing and the other form fields.
+        limits={IMPORT_PATH: settings.import_max_bytes + MULTIPART_OVERHEAD_BYTES},
+    )
     app.add_middleware(
         RequestContextMiddleware,
         debug=settings.debug,

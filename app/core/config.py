@@ -27,7 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from app.schemas.common import Email
+from app.core.text import Email
 
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./data/app.db"
 
@@ -207,8 +207,22 @@ class Settings(BaseSettings):
     )
     uploads_dir: str = Field("./uploads", description="Where uploaded import files are kept.")
     storage_dir: str = Field("./storage", description="Where export files are written.")
+    max_request_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=1_000_000_000,
+        description="Largest request body accepted (413 above), checked before it is read; "
+        "the import upload has IMPORT_MAX_BYTES instead.",
+    )
     import_max_bytes: int = Field(
         5_000_000, ge=1, le=1_000_000_000, description="Largest CSV upload accepted (413 above)."
+    )
+    import_max_rows: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Most rows one CSV import may have; a larger file fails its job with a "
+        "message saying so.",
     )
     webhook_secret: str = _secret(
         "Key that signs webhook events (HMAC-SHA256). Default: SECRET_KEY.", default=""

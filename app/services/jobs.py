@@ -9,17 +9,16 @@ no-op. An export writes to a temporary file and renames it into place.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import logging
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -29,16 +28,19 @@ from app.db.models import Item, Job, User
 from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.schemas.jobs import JobPublic
-from app.services import webhooks
+from app.services import csvfiles, webhooks
 from app.services.access import Actor, get_owned
 from app.services.cache import ReadCache
-from app.services.errors import Conflict, NotFound
+from app.services.errors import Conflict, NotFound, TooLarge
 
 logger = logging.getLogger(__name__)
 
+_items = Item.__table__.c
+_EXPORTED = (_items.id, _items.title, _items.description, _items.created_at, _items.updated_at)
+
 FINISHED = ("succeeded", "failed")
-CSV_COLUMNS = ("title", "description")
-PROGRESS_EVERY = 500
+UPLOAD_CHUNK_BYTES = 64 * 1024
+CHUNK_ROWS = 1000  # rows read, validated, inserted or exported at a time
 MAX_REPORTED_ROWS = 100  # a report of the first rejected rows; the count says how many
 
 
@@ -70,6 +72,45 @@ async def create_job(
     return job
 
 
+async def create_import(
+    session: AsyncSession,
+    settings: Settings,
+    user: Actor,
+    upload: BinaryIO,
+    callback_url: str | None,
+) -> Job:
+    """An import job for the uploaded file (413 above IMPORT_MAX_BYTES)."""
+    staged = await asyncio.to_thread(_stage_upload, settings, upload)
+    try:
+        job = await create_job(session, user, "import", callback_url)
+        staged.rename(upload_path(settings, job.id))
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return job
+
+
+def _stage_upload(settings: Settings, upload: BinaryIO) -> Path:
+    """Copy the upload into the uploads folder under a temporary name, in chunks."""
+    folder = Path(settings.uploads_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / f".upload-{uuid.uuid4()}.partial"
+    size = 0
+    try:
+        with staged.open("wb") as target:
+            while chunk := upload.read(UPLOAD_CHUNK_BYTES):
+                size += len(chunk)
+                if size > settings.import_max_bytes:
+                    raise TooLarge(
+                        f"the file is larger than IMPORT_MAX_BYTES ({settings.import_max_bytes} B)"
+                    )
+                target.write(chunk)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
+
+
 async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
     return await get_owned(session, user, Job, job_id, "job")
 
@@ -99,15 +140,12 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
                 await _run_import(session, settings, job)
             else:
                 await _run_export(session, settings, job)
-        except Exception as exc:
+        except Exception:
             await session.rollback()
-            job.state, job.error, job.updated_at = (
-                "failed",
-                f"{type(exc).__name__}: {exc}",
-                utcnow(),
-            )
-            await session.commit()
+            # The exception's text may hold SQL, parameters or paths: it goes to the log,
+            # and the user reads a reference to it.
             logger.exception("job failed", extra=log_fields(job_id=str(job_id)))
+            await _fail(session, job, f"the job failed on an internal error (job {job_id})")
             return
         if job.kind == "import" and job.state == "succeeded":
             await cache.invalidate(job.owner_id)
@@ -117,75 +155,125 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
         )
 
 
-def _parse(text: str) -> tuple[list[tuple[int, dict[str, str]]], str | None]:
-    """(line number, row) pairs, or an error about the file as a whole."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "title" not in header:
-        return [], "the CSV header must have a `title` column (and optionally `description`)"
-    unknown = sorted(set(header) - set(CSV_COLUMNS))
-    if unknown:
-        return [], f"unknown CSV columns: {', '.join(unknown)}"
-    reader.fieldnames = header
-    rows = [(reader.line_num, row) for row in reader]
-    return rows, None
-
-
 async def _progress(session: AsyncSession, job: Job, done: int) -> None:
     job.done, job.updated_at = done, utcnow()
     await session.commit()
 
 
+async def _fail(session: AsyncSession, job: Job, error: str, **result: Any) -> None:
+    job.state, job.error, job.updated_at = "failed", error, utcnow()
+    if result:
+        job.result = result
+    await session.commit()
+
+
 async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> None:
+    """Three streaming passes over the file, each holding one chunk of rows at a time:
+    count the rows (the progress total), validate every row (nothing is written unless
+    all are valid), then insert them in batches in one transaction with the job's success.
+    The parsing and validation run in a thread: the event loop keeps serving requests
+    while an import runs in the web process (no broker)."""
+    path = upload_path(settings, job.id)
     try:
-        text = upload_path(settings, job.id).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        job.state, job.error = "failed", "the file is not UTF-8 text"
-        await session.commit()
-        return
-    rows, problem = _parse(text)
-    if problem:
-        job.state, job.error, job.updated_at = "failed", problem, utcnow()
-        await session.commit()
-        return
-    job.total = len(rows)
-    valid: list[tuple[int, ItemCreate]] = []
-    rejected: list[dict[str, Any]] = []
-    for index, (line, row) in enumerate(rows, start=1):
-        try:
-            valid.append((line, ItemCreate.model_validate(_clean(row))))
-        except ValidationError as exc:
-            errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-            rejected.append({"line": line, "errors": errors})
-        if index % PROGRESS_EVERY == 0:
-            await _progress(session, job, index)
-    if rejected:
-        job.state, job.done, job.updated_at = "failed", len(rows), utcnow()
-        job.error = f"{len(rejected)} of {len(rows)} rows are invalid: nothing was imported"
-        job.result = {
-            "imported": 0,
-            "rejected": len(rejected),
-            "rows": rejected[:MAX_REPORTED_ROWS],
-        }
-        await session.commit()
-        return
-    now = utcnow()
-    for line, data in valid:
-        # Stable ids: a second run of the same job could not add different rows.
-        item_id = uuid.uuid5(job.id, str(line))
-        session.add(
-            Item(
-                id=item_id,
-                title=data.title,
-                description=data.description,
-                owner_id=job.owner_id,
-                created_at=now,
-                updated_at=now,
+        job.total = await asyncio.to_thread(_count_rows, path, settings.import_max_rows)
+        await _progress(session, job, 0)
+        rejected = await _validate_rows(session, job, path, settings.import_max_rows)
+        if rejected.count:
+            await _fail(
+                session,
+                job,
+                f"{rejected.count} of {job.total} rows are invalid: nothing was imported",
+                imported=0,
+                rejected=rejected.count,
+                rows=rejected.rows,
             )
-        )
-    job.state, job.done, job.updated_at = "succeeded", len(rows), utcnow()
-    job.result = {"imported": len(valid), "rejected": 0, "rows": []}
+            return
+        await _insert_rows(session, job, path, settings.import_max_rows)
+    except csvfiles.CsvProblem as problem:
+        await session.rollback()
+        await _fail(session, job, str(problem))
+        return
+    job.state, job.done, job.updated_at = "succeeded", job.total, utcnow()
+    job.result = {"imported": job.total, "rejected": 0, "rows": []}
     await session.commit()  # the rows and the job's success, together or not at all
+
+
+def _count_rows(path: Path, max_rows: int) -> int:
+    with csvfiles.ItemCsvReader(path, max_rows) as reader:
+        while reader.chunk(CHUNK_ROWS):
+            pass
+        return reader.rows_read
+
+
+@dataclass
+class _Rejected:
+    count: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_REPORTED_ROWS
+
+    def add(self, line: int, errors: list[str]) -> None:
+        self.count += 1
+        if len(self.rows) < MAX_REPORTED_ROWS:
+            self.rows.append({"line": line, "errors": errors})
+
+
+def _validated(rows: list[csvfiles.Row], rejected: _Rejected) -> list[tuple[int, ItemCreate]]:
+    valid = []
+    for row in rows:
+        if row.values is None:
+            rejected.add(row.line, [str(row.error)])
+            continue
+        try:
+            valid.append((row.line, ItemCreate.model_validate(_clean(row.values))))
+        except ValidationError as exc:
+            rejected.add(
+                row.line, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            )
+    return valid
+
+
+def _next_valid_chunk(
+    reader: csvfiles.ItemCsvReader, rejected: _Rejected
+) -> tuple[int, list[tuple[int, ItemCreate]]]:
+    rows = reader.chunk(CHUNK_ROWS)
+    return len(rows), _validated(rows, rejected)
+
+
+async def _validate_rows(session: AsyncSession, job: Job, path: Path, max_rows: int) -> _Rejected:
+    rejected = _Rejected()
+    with csvfiles.ItemCsvReader(path, max_rows) as reader:
+        while True:
+            count, _ = await asyncio.to_thread(_next_valid_chunk, reader, rejected)
+            if not count:
+                return rejected
+            await _progress(session, job, reader.rows_read)
+
+
+async def _insert_rows(session: AsyncSession, job: Job, path: Path, max_rows: int) -> None:
+    """Every row, in batches, inside the session's transaction (committed by the caller)."""
+    now = utcnow()
+    rejected = _Rejected()
+    with csvfiles.ItemCsvReader(path, max_rows) as reader:
+        while True:
+            count, valid = await asyncio.to_thread(_next_valid_chunk, reader, rejected)
+            if not count:
+                break
+            await session.execute(
+                insert(Item),
+                [
+                    {
+                        # Stable ids: a second run of the same job could not add other rows.
+                        "id": uuid.uuid5(job.id, str(line)),
+                        "title": data.title,
+                        "description": data.description,
+                        "owner_id": job.owner_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for line, data in valid
+                ],
+            )
+    if rejected.count:  # the file changed between the passes
+        raise csvfiles.CsvProblem("the file changed while it was imported")
 
 
 def _clean(row: Mapping[str, str | None]) -> dict[str, Any]:
@@ -195,27 +283,34 @@ def _clean(row: Mapping[str, str | None]) -> dict[str, Any]:
 
 async def _run_export(session: AsyncSession, settings: Settings, job: Job) -> None:
     owner = await session.get(User, job.owner_id)
-    query = select(Item).order_by(Item.created_at, Item.id)
+    base = select(*_EXPORTED).order_by(_items.created_at, _items.id)
     if owner is None or not owner.is_superuser:
-        query = query.where(Item.owner_id == job.owner_id)
-    items = list(await session.scalars(query))
-    job.total = len(items)
+        base = base.where(_items.owner_id == job.owner_id)
+    job.total = await session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    query = base
     target = export_path(settings, job.id)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".csv.partial")
+    done = 0
     with partial.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csvfiles.writer(handle)
         writer.writerow(["id", "title", "description", "created_at", "updated_at"])
-        for index, item in enumerate(items, start=1):
-            writer.writerow(
-                [item.id, item.title, item.description or "", item.created_at.isoformat(),
-                 item.updated_at.isoformat()]
-            )  # fmt: skip
-            if index % PROGRESS_EVERY == 0:
-                await _progress(session, job, index)
+        # Chunk by chunk, each its own short query after the last row of the one before
+        # (keyset pagination): memory stays bounded and no cursor is held across the
+        # progress commits.
+        while rows := (await session.execute(query.limit(CHUNK_ROWS))).all():
+            for row in rows:
+                writer.writerow(
+                    [row.id, row.title, row.description or "", row.created_at.isoformat(),
+                     row.updated_at.isoformat()]
+                )  # fmt: skip
+            done += len(rows)
+            await _progress(session, job, done)
+            last = rows[-1]
+            query = base.where(tuple_(_items.created_at, _items.id) > (last.created_at, last.id))
     os.replace(partial, target)
-    job.state, job.done, job.updated_at = "succeeded", len(items), utcnow()
-    job.result = {"file": target.name, "rows": len(items)}
+    job.state, job.done, job.updated_at = "succeeded", done, utcnow()
+    job.result = {"file": target.name, "rows": done}
     await session.commit()
 
 

@@ -5,19 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import (
-    APIRouter,
-    BackgroundTasks,
-    File,
-    Form,
-    HTTPException,
-    Request,
-    UploadFile,
-    status,
-)
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile, status
 from fastapi.responses import FileResponse
 
 from app.api.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
 from app.schemas.jobs import ExportRequest, JobPublic
 from app.services import jobs as service
@@ -26,7 +18,9 @@ from app.worker.dispatch import enqueue
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
-CHUNK = 64 * 1024
+IMPORT_PATH = "/api/v1/items/import"
+# Room for the multipart framing and the form's other fields around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def _callback(url: str | None, settings: Settings) -> str | None:
@@ -35,10 +29,7 @@ def _callback(url: str | None, settings: Settings) -> str | None:
     try:
         return validate_callback_url(url, settings)
     except InvalidCallbackUrl as exc:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"type": "value_error", "loc": ["body", "callback_url"], "msg": str(exc)}],
-        ) from None
+        raise validation_error(["body", "callback_url"], str(exc), url) from None
 
 
 def _enqueue(
@@ -47,7 +38,12 @@ def _enqueue(
     enqueue(background, request.app.state.db, settings, request.app.state.cache, job_id)
 
 
-@router.post("/items/import", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/items/import",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 403, 413),
+)
 async def import_items(
     request: Request,
     background: BackgroundTasks,
@@ -55,24 +51,17 @@ async def import_items(
     settings: SettingsDep,
     user: CurrentPrincipal,
     file: Annotated[
-        UploadFile, File(description="CSV with a `title` and an optional `description` column")
+        UploadFile,
+        File(
+            description="CSV with a `title` and an optional `description` column, "
+            "at most IMPORT_MAX_BYTES and IMPORT_MAX_ROWS"
+        ),
     ],
-    callback_url: Annotated[str | None, Form()] = None,
+    callback_url: Annotated[str | None, Form(max_length=2048)] = None,
 ) -> JobPublic:
     """Upload a CSV; a job validates every row and imports all of them or none."""
     callback = _callback(callback_url, settings)
-    content = bytearray()
-    while chunk := await file.read(CHUNK):
-        content += chunk
-        if len(content) > settings.import_max_bytes:
-            raise HTTPException(
-                status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"the file is larger than IMPORT_MAX_BYTES ({settings.import_max_bytes} B)",
-            )
-    job = await service.create_job(session, user, "import", callback)
-    path = service.upload_path(settings, job.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(content))
+    job = await service.create_import(session, settings, user, file.file, callback)
     _enqueue(request, background, settings, job.id)
     return JobPublic.of(job)
 
@@ -93,13 +82,13 @@ async def export_items(
     return JobPublic.of(job)
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic)
+@router.get("/jobs/{job_id:uuid}", response_model=JobPublic)
 async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentPrincipal) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
     return JobPublic.of(await service.get_job(session, user, job_id))
 
 
-@router.get("/jobs/{job_id}/download", response_class=FileResponse)
+@router.get("/jobs/{job_id:uuid}/download", response_class=FileResponse)
 async def download_export(
     job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: CurrentPrincipal
 ) -> FileResponse:

@@ -1,0 +1,140 @@
+"""CSV files of items, read and written with bounded memory and safe for spreadsheets.
+
+Reading streams the file: one chunk of rows at a time, so the memory of an import does not
+grow with the file. Writing neutralises formulas (OWASP "CSV injection"): a cell that a
+spreadsheet would evaluate — one starting with `=`, `+`, `-`, `@`, tab or carriage
+return — is written with a leading apostrophe, which spreadsheets show as text. Reading
+takes that apostrophe off again, so an exported file re-imports to the same text.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from app.core.text import is_clean, printable
+
+COLUMNS = ("title", "description")
+# An export's other columns: accepted and ignored, so an export re-imports as it is.
+EXPORT_ONLY_COLUMNS = ("id", "created_at", "updated_at")
+
+# A cell that is (or, once one apostrophe is removed, was) a formula: apostrophes, then a
+# formula trigger. Escaping every such cell with one more apostrophe is reversible.
+_FORMULA = re.compile(r"^'*[=+\-@\t\r]")
+
+# A field longer than this is refused with its line number (csv's own limit is 128 KiB).
+MAX_FIELD_CHARS = 20_000
+csv.field_size_limit(MAX_FIELD_CHARS)
+
+
+def neutralise(cell: str) -> str:
+    """The cell as written to a CSV: formulas get a leading apostrophe."""
+    return f"'{cell}" if _FORMULA.match(cell) else cell
+
+
+def restore(cell: str) -> str:
+    """The inverse of `neutralise`."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell[1:]) else cell
+
+
+class CsvProblem(Exception):
+    """The file as a whole cannot be imported; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    values: dict[str, str] | None  # None: the row is malformed, `error` says how
+    error: str | None = None
+
+
+class ItemCsvReader:
+    """Rows of an item CSV file, read in chunks. Use as a context manager."""
+
+    def __init__(self, path: Path, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows_read = 0
+        self._handle: IO[str] = path.open(encoding="utf-8-sig", newline="")
+        self._reader = csv.reader(self._handle)
+        self.columns = self._header()
+
+    def __enter__(self) -> ItemCsvReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._handle.close()
+
+    def _header(self) -> list[str]:
+        first = next(self._records(), None)
+        if first is None:
+            raise CsvProblem("the file is empty: the first line must be the CSV header")
+        header = [name.strip().lower() for name in first]
+        for name in header:
+            if not is_clean(name):
+                raise CsvProblem("the CSV header contains control characters")
+        duplicates = sorted({name for name in header if header.count(name) > 1})
+        if duplicates:
+            raise CsvProblem(f"duplicate CSV columns: {_names(duplicates)}")
+        if "title" not in header:
+            raise CsvProblem(
+                "the CSV header must have a `title` column (and optionally `description`)"
+            )
+        unknown = [name for name in header if name not in COLUMNS + EXPORT_ONLY_COLUMNS]
+        if unknown:
+            raise CsvProblem(f"unknown CSV columns: {_names(unknown)}")
+        return header
+
+    def _records(self) -> Iterator[list[str]]:
+        while True:
+            try:
+                record = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise CsvProblem(f"line {self._reader.line_num}: {exc}") from None
+            except UnicodeDecodeError:
+                raise CsvProblem(
+                    f"the file is not UTF-8 text (after line {self._reader.line_num})"
+                ) from None
+            if record:  # blank lines are skipped
+                yield record
+
+    def chunk(self, size: int) -> list[Row]:
+        """Up to `size` more rows; an empty list at the end of the file."""
+        rows: list[Row] = []
+        for record in self._records():
+            self.rows_read += 1
+            if self.rows_read > self.max_rows:
+                raise CsvProblem(f"the file has more than IMPORT_MAX_ROWS ({self.max_rows}) rows")
+            line = self._reader.line_num
+            if len(record) != len(self.columns):
+                error = f"has {len(record)} fields, the header has {len(self.columns)}"
+                rows.append(Row(line, None, error))
+            else:
+                rows.append(
+                    Row(line, {k: restore(v) for k, v in zip(self.columns, record, strict=True)})
+                )
+            if len(rows) == size:
+                break
+        return rows
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(printable(name)[:40] for name in names[:10])
+    return shown + (", ..." if len(names) > 10 else "")
+
+
+def writer(handle: IO[str]) -> _NeutralisingWriter:
+    return _NeutralisingWriter(handle)
+
+
+class _NeutralisingWriter:
+    def __init__(self, handle: IO[str]) -> None:
+        self._writer = csv.writer(handle)
+
+    def writerow(self, cells: list[object]) -> None:
+        self._writer.writerow([neutralise(str(cell)) for cell in cells])
