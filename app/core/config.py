@@ -230,6 +230,11 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = Field(
         "", description="Comma-separated hosts callback URLs may point at (empty: any host)."
     )
+    webhook_allow_private_targets: bool = Field(
+        False,
+        description="Let callback URLs reach loopback, private, link-local and reserved "
+        "addresses (development only: a user could make the server call internal services).",
+    )
     webhook_max_attempts: int = Field(
         5, ge=1, le=20, description="Delivery attempts before a webhook is given up."
     )

@@ -355,7 +355,8 @@ async def attempt_webhook(
     url, event = await webhook_event(db, job_id)
     if url is None:
         return False
-    delivery = await asyncio.to_thread(webhooks.deliver, settings, url, event)
+    message_id = f"msg_{job_id.hex}_{event['type'].removeprefix('job.')}"  # same on retries
+    delivery = await asyncio.to_thread(webhooks.deliver, settings, url, message_id, event)
     give_up = not delivery.ok and (not delivery.retry or attempt >= settings.webhook_max_attempts)
     await record_webhook(db, job_id, delivery.ok, delivery.detail, give_up)
     if not delivery.ok:

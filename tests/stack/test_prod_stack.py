@@ -172,10 +172,12 @@ def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stac
     # certbot must trust pebble's test CA; the image has no shell to share it, so copy it out.
     stack.compose("--profile", "certbot", "up", "--detach", "pebble")
     wait_until(
-        lambda: stack.compose(
-            "cp", "pebble:/test/certs/pebble.minica.pem", str(stack.pebble_ca_dir), check=False
-        ).returncode
-        == 0,
+        lambda: (
+            stack.compose(
+                "cp", "pebble:/test/certs/pebble.minica.pem", str(stack.pebble_ca_dir), check=False
+            ).returncode
+            == 0
+        ),
         30,
         "pebble's CA certificate to be copied out",
     )

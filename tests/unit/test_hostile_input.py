@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
-import uuid
 from pathlib import Path
 
 import pytest
@@ -83,7 +81,9 @@ def test_logins_no_account_can_have_fail_like_a_wrong_password(
 @pytest.mark.parametrize(
     "email", ["a\x00b@example.com", "a@exa\x00mple.com", "a\x07@example.com", "\u0085@x.org"]
 )
-def test_control_characters_in_an_email_are_422(client: TestClient, admin_headers, email: str) -> None:
+def test_control_characters_in_an_email_are_422(
+    client: TestClient, admin_headers, email: str
+) -> None:
     response = client.post(
         "/api/v1/users",
         json={"username": "bob", "email": email, "password": "long enough"},
@@ -110,7 +110,10 @@ def test_nul_in_a_csv_header_fails_the_job_with_a_plain_message(
         (b"title,title\na,b\n", "duplicate CSV columns: title"),
         (b"title,Title\na,b\n", "duplicate CSV columns: title"),
         (b"", "the file is empty: the first line must be the CSV header"),
-        (b"title\n" + b'"' + b"x" * 30_000 + b'"\n', "line 2: field larger than field limit (20000)"),
+        (
+            b"title\n" + b'"' + b"x" * 30_000 + b'"\n',
+            "line 2: field larger than field limit (20000)",
+        ),
     ],
 )
 def test_malformed_files_fail_with_the_reason(
@@ -234,9 +237,7 @@ def test_a_streamed_body_is_cut_off_at_the_limit(client: TestClient, make_user) 
     assert pulled <= 17  # the 1 MiB limit, and not a chunk more
 
 
-def test_an_upload_above_the_import_limit_is_413(
-    db_path: Path, tmp_path: Path, make_user
-) -> None:
+def test_an_upload_above_the_import_limit_is_413(db_path: Path, tmp_path: Path, make_user) -> None:
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}", import_max_bytes=2000)
     with TestClient(create_app(settings)) as client:
         import asyncio
