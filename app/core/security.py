@@ -49,8 +49,17 @@ def create_access_token(settings: Settings, subject: uuid.UUID) -> str:
     return jwt.encode(payload, settings.jwt_secret_key, algorithm=settings.jwt_algorithm)
 
 
+# Clocks of the servers that issue and check a token may differ by this much.
+LEEWAY_SECONDS = 30
+
+
 def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
-    subject, expires = _verified_claims(settings.jwt_secret_key, settings.jwt_algorithm, token)
+    subject, expires = _verified_claims(
+        settings.jwt_secret_key,
+        settings.jwt_algorithm,
+        settings.access_token_expire_minutes * 60,
+        token,
+    )
     if expires <= time.time():  # checked on every use: a cached token still expires
         raise InvalidToken("Signature has expired")
     return subject
@@ -60,13 +69,25 @@ def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
 # and claims once per process instead of once per request saves a noticeable share of an
 # authenticated request. Failures raise and are not cached.
 @functools.lru_cache(maxsize=4096)
-def _verified_claims(secret: str, algorithm: str, token: str) -> tuple[uuid.UUID, float]:
+def _verified_claims(
+    secret: str, algorithm: str, max_lifetime: int, token: str
+) -> tuple[uuid.UUID, float]:
+    """Signature, type, subject, and a lifetime no longer than this service gives: a token
+    signed with the key but valid for ever (a leaked key's forgery, or another issuer's
+    token) is refused, as is one issued in the future."""
     try:
         payload = jwt.decode(
-            token, secret, algorithms=[algorithm], options={"require": ["sub", "exp"]}
+            token,
+            secret,
+            algorithms=[algorithm],
+            options={"require": ["sub", "exp", "iat"]},
+            leeway=LEEWAY_SECONDS,
         )
         if payload.get("type") != "access":
             raise InvalidToken("not an access token")
-        return uuid.UUID(str(payload["sub"])), float(payload["exp"])
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        issued, expires = float(payload["iat"]), float(payload["exp"])
+        if expires - issued > max_lifetime + LEEWAY_SECONDS:
+            raise InvalidToken("lifetime longer than ACCESS_TOKEN_EXPIRE_MINUTES")
+        return uuid.UUID(str(payload["sub"])), expires
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidToken(str(exc)) from None

@@ -13,13 +13,18 @@ from tests.conftest import login
 NOBODY = "00000000-0000-0000-0000-000000000000"
 
 
-def token(key: str, subject: str = NOBODY, minutes: int = 5, algorithm: str = "HS256") -> str:
-    claims = {
+def token(
+    key: str, subject: str = NOBODY, minutes: int = 5, algorithm: str = "HS256", **claims: object
+) -> str:
+    now = datetime.now(UTC)
+    payload = {
         "sub": subject,
-        "exp": datetime.now(UTC) + timedelta(minutes=minutes),
+        "iat": now,
+        "exp": now + timedelta(minutes=minutes),
         "type": "access",
+        **claims,
     }
-    return jwt.encode(claims, key, algorithm=algorithm)
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm=algorithm)
 
 
 def me_status(client: TestClient, bearer: str) -> int:
@@ -77,6 +82,25 @@ def test_protected_routes_need_a_valid_token(
     assert me_status(client, foreign) == 401
     expired = token(settings.jwt_secret_key, minutes=-1, algorithm=settings.jwt_algorithm)
     assert me_status(client, expired) == 401
+
+
+def test_tokens_living_longer_than_the_service_issues_are_rejected(
+    client: TestClient, settings: Settings, admin_headers
+) -> None:
+    """The attack: a token signed with the key whose `exp` is 10^30 was accepted."""
+    me = login(client, settings.admin_username, settings.admin_password)["Authorization"]
+    admin_id = client.get("/api/v1/users/me", headers={"Authorization": me}).json()["id"]
+    key, now = settings.jwt_secret_key, datetime.now(UTC)
+    assert me_status(client, token(key, admin_id)) == 200  # the control: a normal one works
+    forever = token(key, admin_id, exp=10**30)
+    assert me_status(client, forever) == 401
+    too_long = token(key, admin_id, minutes=settings.access_token_expire_minutes + 5)
+    assert me_status(client, too_long) == 401
+    no_iat = token(key, admin_id, iat=None)
+    assert me_status(client, no_iat) == 401
+    from_the_future = token(key, admin_id, iat=now + timedelta(hours=1), minutes=61)
+    assert me_status(client, from_the_future) == 401
+    assert me_status(client, token(key, admin_id, iat=10**30, exp=10**30 + 60)) == 401
 
 
 def test_token_of_a_deleted_user_is_rejected(
