@@ -146,6 +146,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()
+    # SQLite's own lower() folds only ASCII: `q=ünï` found "ÜNÏ" on Postgres but not here.
+    # Python's str.lower folds as Postgres does in a UTF-8 locale, so case-insensitive
+    # search (lower(title) LIKE lower(:q)) answers the same on both.
+    dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if isinstance(value, str) else value
 
 
 class Database:

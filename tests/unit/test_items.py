@@ -93,7 +93,7 @@ def test_max_page_size_follows_the_setting(
 
 def test_title_search_is_case_insensitive_and_literal(client: TestClient, make_user) -> None:
     alice = make_user("alice")
-    for title in ("Blue car", "red CAR", "bicycle", "100% cotton", "under_score"):
+    for title in ("Blue car", "red CAR", "bicycle", "100% cotton", "under_score", "ÜNÏCODE Straße"):
         create(client, alice, title)
 
     def search(q: str) -> list[str]:
@@ -105,6 +105,9 @@ def test_title_search_is_case_insensitive_and_literal(client: TestClient, make_u
     assert search("%") == ["100% cotton"]  # wildcards are searched for, not expanded
     assert search("_") == ["under_score"]
     assert search("nothing") == []
+    # Beyond ASCII too (SQLite's own lower() folds only ASCII; Postgres folds all).
+    assert search("ünï") == ["ÜNÏCODE Straße"]
+    assert search("STRAßE") == ["ÜNÏCODE Straße"]
 
 
 def test_users_see_only_their_own_items(client: TestClient, make_user, admin_headers) -> None:
