@@ -8,14 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import CacheDep, CurrentPrincipal, SessionDep, SettingsDep
-from app.api.errors import validation_error
+from app.api.errors import error_responses, validation_error
 from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
 from app.services.errors import Forbidden
 
-router = APIRouter(prefix="/api/v1/items", tags=["items"])
+# Every route needs a user: 401 without one, 403 for an inactive one.
+router = APIRouter(prefix="/api/v1/items", tags=["items"], responses=error_responses(401, 403))
 
 MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
 
@@ -59,7 +60,12 @@ def _json(body: bytes) -> Response:
     return Response(content=body, media_type="application/json")
 
 
-@router.post("", response_model=ItemPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ItemPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 413),
+)
 async def create_item(
     data: ItemCreate, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> Item:
@@ -68,7 +74,7 @@ async def create_item(
     return item
 
 
-@router.get("/{item_id:uuid}", response_model=ItemPublic)
+@router.get("/{item_id:uuid}", response_model=ItemPublic, responses=error_responses(404))
 async def read_item(
     item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> ItemPublic:
@@ -83,7 +89,9 @@ async def read_item(
     return result
 
 
-@router.patch("/{item_id:uuid}", response_model=ItemPublic)
+@router.patch(
+    "/{item_id:uuid}", response_model=ItemPublic, responses=error_responses(400, 404, 413)
+)
 async def update_item(
     item_id: uuid.UUID,
     data: ItemUpdate,
@@ -96,7 +104,11 @@ async def update_item(
     return item
 
 
-@router.delete("/{item_id:uuid}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{item_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def delete_item(
     item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> Response:

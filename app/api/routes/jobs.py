@@ -16,7 +16,8 @@ from app.services import jobs as service
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.worker.dispatch import enqueue
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+# Every route needs a user: 401 without one, 403 for an inactive one.
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(401, 403))
 
 IMPORT_PATH = "/api/v1/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.
@@ -42,7 +43,7 @@ def _enqueue(
     "/items/import",
     response_model=JobPublic,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(401, 403, 413),
+    responses=error_responses(400, 413),
 )
 async def import_items(
     request: Request,
@@ -66,7 +67,12 @@ async def import_items(
     return JobPublic.of(job)
 
 
-@router.post("/items/export", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/items/export",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(400, 413),
+)
 async def export_items(
     request: Request,
     background: BackgroundTasks,
@@ -82,13 +88,20 @@ async def export_items(
     return JobPublic.of(job)
 
 
-@router.get("/jobs/{job_id:uuid}", response_model=JobPublic)
+@router.get("/jobs/{job_id:uuid}", response_model=JobPublic, responses=error_responses(404))
 async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentPrincipal) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
     return JobPublic.of(await service.get_job(session, user, job_id))
 
 
-@router.get("/jobs/{job_id:uuid}/download", response_class=FileResponse)
+@router.get(
+    "/jobs/{job_id:uuid}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "The CSV file"},
+        **error_responses(404, 409),
+    },
+)
 async def download_export(
     job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: CurrentPrincipal
 ) -> FileResponse:

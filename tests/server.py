@@ -1,0 +1,120 @@
+"""The service as a real process on 127.0.0.1, for tests that attack or measure it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.docker_utils import ROOT, wait_until
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    admin_password: str
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            self.base_url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        form = f"username={username}&password={password}".encode()
+        status, body = self.request(
+            "POST",
+            "/api/v1/auth/token",
+            form,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert status == 200, body
+        return {"Authorization": f"Bearer {body['access_token']}"}
+
+    def create_user(self, admin: dict[str, str], username: str, password: str) -> dict[str, str]:
+        payload = {"username": username, "email": f"{username}@example.com", "password": password}
+        status, body = self.request(
+            "POST", "/api/v1/users", json.dumps(payload).encode(),
+            {**admin, "Content-Type": "application/json"},
+        )  # fmt: skip
+        assert status == 201, body
+        return self.login(username, password)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """`python -m app serve` (uvicorn, one process) on a migrated database of its own, with
+    the ADMIN_* superuser; stopped with SIGTERM afterwards."""
+    port = free_port()
+    password = "fuzz-admin-password-0"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "DATABASE_"))},
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        "UPLOADS_DIR": str(tmp_path / "uploads"),
+        "STORAGE_DIR": str(tmp_path / "storage"),
+        "ADMIN_PASSWORD": password,
+        "PASSWORD_HASH_MEMORY_KIB": "64",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "WEBHOOK_BACKOFF_SECONDS": "0",
+        **settings,
+    }
+    for command in ("migrate", "create-superuser"):
+        subprocess.run(
+            [sys.executable, "-m", "app", command], env=env, cwd=ROOT, check=True,
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", process, log, password)
+    try:
+        wait_until(lambda: _ready(server), 30, "the server's /ready")
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _ready(server: Server) -> bool:
+    if server.process.poll() is not None:
+        raise AssertionError(f"the server exited:\n{server.log.read_text()[-3000:]}")
+    try:
+        return server.request("GET", "/ready")[0] == 200
+    except OSError:
+        return False
