@@ -23,9 +23,11 @@ from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import PROBE_PATHS, BodySizeLimits, RequestContextMiddleware
+from app.core.security import configure_password_hashing
 from app.db.session import Database
 from app.services.cache import ReadCache
 from app.services.health import HealthState
+from app.services.login_guard import LoginGuard
 
 logger = logging.getLogger("app")
 
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     """The app. `redis` replaces the client built from REDIS_URL (tests pass a double)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    configure_password_hashing(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             else None
         )
         app.state.cache = ReadCache(app.state.redis, settings.cache_ttl_seconds)
+        app.state.login_guard = LoginGuard(settings)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
         try:

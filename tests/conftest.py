@@ -141,6 +141,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "uploads_dir": str(tmp_path / "uploads"),
         "storage_dir": str(tmp_path / "storage"),
         "webhook_backoff_seconds": 0,
+        # Cheap hashing keeps the fast tier fast; tests of hashing itself set their own.
+        "password_hash_memory_kib": 64,
+        "password_hash_time_cost": 1,
         **overrides,
     }
     return load_settings(**values)

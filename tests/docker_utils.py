@@ -22,6 +22,7 @@ T = TypeVar("T")
 PROD_SECRETS = {
     "SECRET_KEY": secrets.token_urlsafe(40),
     "JWT_SECRET_KEY": secrets.token_urlsafe(40),
+    "METRICS_TOKEN": secrets.token_urlsafe(40),
 }
 
 
@@ -58,9 +59,12 @@ def wait_until(
     )
 
 
-def http_get(url: str, timeout: float = 5) -> tuple[int, Any]:
+def http_get(
+    url: str, timeout: float = 5, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -16,6 +18,7 @@ from app.db.models import User
 from app.db.session import Database
 from app.services.access import Principal
 from app.services.cache import ReadCache
+from app.services.login_guard import LoginGuard
 from app.services.users import get_principal, get_user
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
@@ -43,7 +46,29 @@ async def get_cache(request: Request) -> ReadCache:
     return cache
 
 
+async def get_login_guard(request: Request) -> LoginGuard:
+    guard: LoginGuard = request.app.state.login_guard
+    return guard
+
+
+async def is_operator(request: Request) -> bool:
+    """Is the caller allowed the operators' views (/metrics, the /health report)? With the
+    METRICS_TOKEN as bearer token, or from a METRICS_ALLOWED_NETWORKS address."""
+    settings: Settings = request.app.state.settings
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if settings.metrics_token and scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.encode(), settings.metrics_token.encode())
+    try:
+        client = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    return any(client in network for network in settings.metrics_network_list)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+OperatorDep = Annotated[bool, Depends(is_operator)]
+LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 CacheDep = Annotated[ReadCache, Depends(get_cache)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 

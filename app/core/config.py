@@ -10,6 +10,7 @@ content is the value (Docker and Swarm secrets mount under /run/secrets/). Setti
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from functools import lru_cache
@@ -262,6 +263,32 @@ class Settings(BaseSettings):
         60, ge=1, le=60 * 24 * 30, description="Lifetime of an access token."
     )
 
+    password_hash_memory_kib: int = Field(
+        19 * 1024,
+        ge=8,
+        le=1024 * 1024,
+        description="argon2id memory cost per hash (KiB; OWASP's baseline 19 MiB). Each login "
+        "holds this much while it is checked.",
+    )
+    password_hash_time_cost: int = Field(2, ge=1, le=20, description="argon2id passes.")
+    password_hash_concurrency: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Passwords hashed at once per process; more wait up to a second, then "
+        "get 503. 0: from the memory limit (a quarter of it shared by MAX_WORKERS processes; "
+        "1 to 4).",
+    )
+    login_failures_per_account: str = Field(
+        "5/minute;20/hour;100/day",
+        description="Failed logins allowed per account and client address before 429 "
+        "(`limits` notation); the real user elsewhere is not locked out.",
+    )
+    login_failures_per_client: str = Field(
+        "30/minute;300/hour",
+        description="Failed logins allowed per client address, over all accounts, before 429.",
+    )
+
     # --- First superuser -----------------------------------------------------------------
     admin_username: str = Field(
         "admin", description="Superuser created by `create-superuser` and CREATE_SUPERUSER."
@@ -313,6 +340,16 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(
         2.0, gt=0, le=30, description="Timeout of each /ready and /health dependency check."
     )
+    metrics_token: str = _secret(
+        "Bearer token that opens /metrics and the detailed /health report (Prometheus: "
+        "`authorization: {credentials: ...}`). Empty: only METRICS_ALLOWED_NETWORKS.",
+        default="",
+    )
+    metrics_allowed_networks: str = Field(
+        "127.0.0.1/32,::1/128",
+        description="Comma-separated networks (CIDR) whose clients get /metrics and the "
+        "detailed /health without the token. Everyone else gets 401 and a plain status.",
+    )
     items_max_page_size: int = Field(
         100, ge=1, le=1000, description="Hard maximum of `limit` on list endpoints."
     )
@@ -348,6 +385,30 @@ class Settings(BaseSettings):
         value = value.strip().upper()
         if value not in {"HS256", "HS384", "HS512"}:
             raise ValueError("must be HS256, HS384 or HS512")
+        return value
+
+    @field_validator("login_failures_per_account", "login_failures_per_client")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                "must be rate limits like `5/minute;20/hour` (limits notation)"
+            ) from None
+        return value
+
+    @field_validator("metrics_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in value.split(","):
+            if network.strip():
+                try:
+                    ipaddress.ip_network(network.strip())
+                except ValueError:
+                    raise ValueError(f"{network.strip()!r} is not a network (CIDR)") from None
         return value
 
     @field_validator("base_url", "api_base_url", "webui_base_url")
@@ -464,6 +525,27 @@ class Settings(BaseSettings):
     @property
     def webhook_allowed_host_list(self) -> list[str]:
         return [h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def hash_concurrency(self) -> int:
+        """PASSWORD_HASH_CONCURRENCY, or what the memory limit allows when it is 0."""
+        if self.password_hash_concurrency:
+            return self.password_hash_concurrency
+        from app.core.security import memory_limit_bytes
+
+        limit = memory_limit_bytes()
+        if limit is None:
+            return 4
+        processes = self.web_concurrency or self.max_workers
+        per_hash = self.password_hash_memory_kib * 1024
+        return max(1, min(4, limit // 4 // (per_hash * processes)))
+
+    @property
+    def metrics_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(n.strip()) for n in self.metrics_allowed_networks.split(",")
+            if n.strip()
+        ]  # fmt: skip
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 from pwdlib import PasswordHash
@@ -13,29 +19,114 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 from app.core.config import Settings
 
-_hasher = PasswordHash((Argon2Hasher(),))
-
-# Verifying against this hash when a user does not exist keeps the response time of a
-# failed login the same whether or not the name is known.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+# OWASP's argon2id baseline: 19 MiB, two passes, one lane.
+DEFAULT_MEMORY_KIB = 19 * 1024
+DEFAULT_TIME_COST = 2
 
 
 class InvalidToken(Exception):
     """The token is malformed, expired or signed with another key."""
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+class HashingBusy(Exception):
+    """Every password-hashing slot of this process stayed taken for the whole wait."""
 
 
-def verify_password(password: str, hashed: str | None) -> bool:
-    if hashed is None:
-        _hasher.verify(password, _DUMMY_HASH)
-        return False
+@dataclass(frozen=True)
+class _Hashing:
+    params: tuple[int, int, int]  # memory (KiB), time cost, concurrency
+    hasher: PasswordHash
+    dummy_hash: str
+    wait_seconds: float = 1.0
+
+    @property
+    def concurrency(self) -> int:
+        return self.params[2]
+
+
+def _hashing_for(memory_kib: int, time_cost: int, concurrency: int) -> _Hashing:
+    hasher = PasswordHash(
+        (Argon2Hasher(memory_cost=memory_kib, time_cost=time_cost, parallelism=1),)
+    )
+    # Verifying against this hash when a user does not exist keeps the response time of a
+    # failed login the same whether or not the name is known.
+    params = (memory_kib, time_cost, concurrency)
+    return _Hashing(params, hasher, hasher.hash("not-a-real-password"))
+
+
+_hashing = _hashing_for(DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, 2)
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def configure_password_hashing(settings: Settings) -> None:
+    """Argon2id parameters and the number of hashes this process runs at once."""
+    global _hashing
+    params = (
+        settings.password_hash_memory_kib,
+        settings.password_hash_time_cost,
+        settings.hash_concurrency,
+    )
+    if _hashing.params != params:
+        _hashing = _hashing_for(*params)
+        _gates.clear()
+
+
+def memory_limit_bytes() -> int | None:
+    """This container's memory limit (cgroup v2 or v1), or None when there is none."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 reports "no limit" as a huge number
+            return int(text)
+        return None
+    return None
+
+
+@asynccontextmanager
+async def _hashing_slot() -> AsyncIterator[_Hashing]:
+    """One of the process's hashing slots. Each argon2 hash holds its memory cost (19 MiB
+    by default) while it runs in a thread: unbounded, a burst of failed logins takes the
+    process past its memory limit. Beyond the slots a request waits a second at most,
+    then gets HashingBusy (a 503) instead of a crash for everybody."""
+    hashing = _hashing
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(hashing.concurrency)
     try:
-        return _hasher.verify(password, hashed)
+        await asyncio.wait_for(gate.acquire(), hashing.wait_seconds)
+    except TimeoutError:
+        raise HashingBusy from None
+    try:
+        yield hashing
+    finally:
+        gate.release()
+
+
+async def hash_password(password: str) -> str:
+    async with _hashing_slot() as hashing:
+        # argon2 releases the GIL: in a thread, hashing does not stall the event loop.
+        return await asyncio.to_thread(hashing.hasher.hash, password)
+
+
+async def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """(matches, a new hash when the stored one has other parameters than configured)."""
+    async with _hashing_slot() as hashing:
+        return await asyncio.to_thread(_verify, hashing, password, hashed)
+
+
+def _verify(hashing: _Hashing, password: str, hashed: str | None) -> tuple[bool, str | None]:
+    if hashed is None:
+        hashing.hasher.verify(password, hashing.dummy_hash)
+        return False, None
+    try:
+        return hashing.hasher.verify_and_update(password, hashed)
     except Exception:  # a corrupt stored hash is a failed login, not a 500
-        return False
+        return False, None
 
 
 def create_access_token(settings: Settings, subject: uuid.UUID) -> str:

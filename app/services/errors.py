@@ -10,6 +10,13 @@ class ServiceError(Exception):
         self.headers = headers
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 class NotFound(ServiceError):
     status_code = 404
 

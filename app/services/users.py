@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -13,13 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.logging import log_fields
-from app.core.security import hash_password, verify_password
+from app.core.security import (
+    HashingBusy,
+    configure_password_hashing,
+    hash_password,
+    verify_password,
+)
 from app.core.text import is_clean
 from app.db.models import User
 from app.db.session import Database
 from app.schemas.users import MAX_PASSWORD_LENGTH, UserCreate
 from app.services.access import Principal
-from app.services.errors import Conflict
+from app.services.errors import Busy, Conflict, Forbidden, TooManyRequests, Unauthorized
+from app.services.login_guard import LoginGuard
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +60,51 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
     """
     login = login.strip()
     if not _plausible(login, MAX_LOGIN_LENGTH) or not _plausible(password, MAX_PASSWORD_LENGTH):
-        await asyncio.to_thread(verify_password, "", None)  # same time as a wrong password
+        await verify_password("", None)  # the same time as a wrong password
         return None
     user = await session.scalar(
         select(User).where(or_(User.username == login, User.email == login.lower()))
     )
-    # argon2 takes tens of milliseconds and releases the GIL: in a thread, a login does not
-    # stall every other request of this worker.
-    hashed = user.hashed_password if user else None
-    if not await asyncio.to_thread(verify_password, password, hashed):
+    matches, rehashed = await verify_password(password, user.hashed_password if user else None)
+    if not matches or user is None:
         return None
+    if rehashed is not None:  # stored with other hashing parameters than configured now
+        user.hashed_password = rehashed
+        await session.commit()
     return user
+
+
+async def log_in(
+    session: AsyncSession, guard: LoginGuard, login: str, password: str, client: str
+) -> User:
+    """The user for these credentials, with failed attempts throttled (429) and password
+    hashing bounded (503 when every slot stays busy)."""
+    if (wait := await guard.retry_after(login, client)) is not None:
+        raise TooManyRequests(
+            "too many failed logins; try again later", headers={"Retry-After": str(wait)}
+        )
+    try:
+        user = await authenticate(session, login, password)
+    except HashingBusy:
+        raise _busy() from None
+    if user is None:
+        await guard.failed(login, client)
+        raise Unauthorized("incorrect username or password")
+    await guard.succeeded(login, client)
+    if not user.is_active:
+        raise Forbidden("inactive user")
+    return user
+
+
+def _busy() -> Busy:
+    return Busy("too many logins at once; try again shortly", headers={"Retry-After": "1"})
+
+
+async def _hash(password: str) -> str:
+    try:
+        return await hash_password(password)
+    except HashingBusy:
+        raise _busy() from None
 
 
 def _plausible(value: str, max_length: int) -> bool:
@@ -76,7 +115,7 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     user = User(
         username=data.username,
         email=data.email.lower(),
-        hashed_password=await asyncio.to_thread(hash_password, data.password),
+        hashed_password=await _hash(data.password),
         is_superuser=data.is_superuser,
     )
     session.add(user)
@@ -121,6 +160,7 @@ async def ensure_superuser(session: AsyncSession, settings: Settings) -> Superus
 
 async def ensure_superuser_once(settings: Settings) -> SuperuserResult:
     """`ensure_superuser` with a database connection of its own (CLI, entrypoint, tests)."""
+    configure_password_hashing(settings)
     db = Database(settings)
     try:
         async with db.session() as session:

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.docker_utils import PROD_SECRETS, docker, http_get, running, volume, 
 pytestmark = pytest.mark.container
 
 SQLITE_PROD = {**PROD_SECRETS, "RUN_MIGRATIONS": "true", "WEB_CONCURRENCY": "1"}
+OPERATOR = {"Authorization": f"Bearer {PROD_SECRETS['METRICS_TOKEN']}"}
 SIZE_BUDGET_MB = 80  # runtime layers over the base image
 
 
@@ -72,7 +74,8 @@ def test_turns_healthy_and_ready_on_sqlite(prod_image: str) -> None:
         wait_until(
             lambda: container.inspect("{{.State.Health.Status}}") == "healthy", 60, "healthy"
         )
-        status, health = http_get(container.url("/health"))
+        assert http_get(container.url("/health")) == (200, {"status": "ok"})  # not an operator
+        status, health = http_get(container.url("/health"), headers=OPERATOR)
         assert status == 200
         assert health["version"] == BUILD_VERSION
         assert health["git_commit"] == GIT_COMMIT
@@ -291,19 +294,64 @@ def _counter(metrics_text: str, route: str) -> float:
 def test_metrics_add_up_across_gunicorn_workers(prod_image: str) -> None:
     import urllib.request
 
+    def scrape(url: str) -> str:
+        request = urllib.request.Request(url, headers=OPERATOR)  # noqa: S310 - loopback
+        return urllib.request.urlopen(request, timeout=5).read().decode()  # noqa: S310
+
     env = {**SQLITE_PROD, "WEB_CONCURRENCY": "3"}
     with running(prod_image, env=env) as container:
         container.wait_ready()
-        before = urllib.request.urlopen(container.url("/metrics"), timeout=5).read().decode()  # noqa: S310
+        assert http_get(container.url("/metrics"))[0] == 401  # the token is required
+        before = scrape(container.url("/metrics"))
         for _ in range(30):
             assert http_get(container.url("/live"))[0] == 200
-        scrapes = [
-            urllib.request.urlopen(container.url("/metrics"), timeout=5).read().decode()  # noqa: S310
-            for _ in range(6)
-        ]
+        scrapes = [scrape(container.url("/metrics")) for _ in range(6)]
     # Whichever worker answers the scrape, it reports all workers' requests.
     assert {_counter(text, "/live") - _counter(before, "/live") for text in scrapes} == {30.0}
     assert (
         'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/live"}' in scrapes[-1]
     )
     assert 'jobs{state="queued"} 0.0' in scrapes[-1]
+
+
+def test_a_login_burst_under_the_memory_limit_leaves_other_users_served(prod_image: str) -> None:
+    """The attack: 2 x 11 concurrent failed logins (what nginx lets through from one address)
+    against the 512 MiB production limit OOM-killed the workers, and other users got 502s."""
+    import concurrent.futures
+    import secrets
+    import urllib.parse
+    import urllib.request
+
+    password = secrets.token_urlsafe(16)
+    env = {**SQLITE_PROD, "WEB_CONCURRENCY": "3", "CREATE_SUPERUSER": "true",
+           "ADMIN_PASSWORD": password}  # fmt: skip
+    options = ("--memory", "512m", "--memory-swap", "512m")
+    with running(prod_image, env=env, options=options) as container:
+        container.wait_ready()
+
+        def post_login(username: str, secret: str) -> tuple[int, Any]:
+            form = urllib.parse.urlencode({"username": username, "password": secret}).encode()
+            request = urllib.request.Request(container.url("/api/v1/auth/token"), data=form)  # noqa: S310 - loopback
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, None
+
+        status, token = post_login("admin", password)
+        assert status == 200
+        auth = {"Authorization": f"Bearer {token['access_token']}"}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+            logins = [
+                pool.submit(post_login, f"nobody{n}", "wrong password") for n in range(22)
+            ]  # other names each time: the per-account throttle does not step in first
+            reads = [
+                pool.submit(http_get, container.url("/api/v1/items"), 30, auth) for _ in range(14)
+            ]
+            login_statuses = sorted(f.result()[0] for f in logins)
+            read_statuses = [f.result()[0] for f in reads]
+        assert read_statuses == [200] * 14, read_statuses
+        assert set(login_statuses) <= {401, 429, 503}, login_statuses
+        assert container.inspect("{{.State.OOMKilled}}") == "false"
+        assert "SIGKILL" not in container.logs()
+        assert http_get(container.url("/ready"))[0] == 200

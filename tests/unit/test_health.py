@@ -83,9 +83,10 @@ def test_health_is_the_full_report_with_build_facts(db_path: Path) -> None:
         build_version="1.2.3",
         git_commit="abc1234",
         app_name="Shipshape Test",
+        metrics_token="operator-token",
     )
     with TestClient(create_app(settings)) as client:
-        body = client.get("/health").json()
+        body = client.get("/health", headers={"Authorization": "Bearer operator-token"}).json()
     assert body["status"] == "ok"
     assert body["service"] == "Shipshape Test"
     assert body["version"] == "1.2.3"
@@ -95,7 +96,34 @@ def test_health_is_the_full_report_with_build_facts(db_path: Path) -> None:
     assert body["checks"]["database"]["latency_ms"] >= 0
 
 
-def test_version_defaults_to_the_package_version(client: TestClient) -> None:
+def test_version_defaults_to_the_package_version(app) -> None:  # type: ignore[no-untyped-def]
     from importlib.metadata import version
 
-    assert client.get("/health").json()["version"] == version("shipshape")
+    with TestClient(app, client=("127.0.0.1", 5000)) as local:  # an allowed network
+        assert local.get("/health").json()["version"] == version("shipshape")
+
+
+def test_health_details_and_metrics_are_for_operators_only(db_path: Path) -> None:
+    """The attack: reached directly, the app told anyone its version, commit, environment
+    and database latency, and served 150 KB of metrics."""
+    settings = load_settings(
+        environment="test",
+        database_url=f"sqlite+aiosqlite:///{db_path}",
+        metrics_token="operator-token",
+        metrics_allowed_networks="10.0.0.0/8",
+    )
+    app = create_app(settings)
+    with (
+        TestClient(app, client=("203.0.113.5", 5000)) as outsider,
+        TestClient(app, client=("10.1.2.3", 5000)) as scraper,
+    ):
+        assert outsider.get("/health").json() == {"status": "ok"}
+        assert outsider.get("/metrics").status_code == 401
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert outsider.get("/metrics", headers=wrong).status_code == 401
+        assert outsider.get("/health", headers=wrong).json() == {"status": "ok"}
+        token = {"Authorization": "Bearer operator-token"}
+        assert outsider.get("/metrics", headers=token).status_code == 200
+        assert "version" in outsider.get("/health", headers=token).json()
+        assert scraper.get("/metrics").status_code == 200  # from an allowed network
+        assert "version" in scraper.get("/health").json()

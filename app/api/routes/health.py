@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.deps import OperatorDep
 from app.services.health import HealthState, run_checks
 
 router = APIRouter(tags=["health"])
@@ -45,14 +46,18 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/health", responses={503: {"description": "A dependency check failed"}})
 @router.head("/health", include_in_schema=False)
-async def health(request: Request) -> JSONResponse:
-    """Everything an operator wants on one page: build, uptime, each dependency's latency."""
+async def health(request: Request, operator: OperatorDep) -> JSONResponse:
+    """Everything an operator wants on one page: build, uptime, each dependency's latency.
+    Others (no METRICS_TOKEN, not from METRICS_ALLOWED_NETWORKS) get the status alone."""
     healthy, checks, state = await _report(request)
     settings = request.app.state.settings
+    status = "ok" if healthy else "degraded"
+    if not operator:
+        return JSONResponse(status_code=200 if healthy else 503, content={"status": status})
     return JSONResponse(
         status_code=200 if healthy else 503,
         content={
-            "status": "ok" if healthy else "degraded",
+            "status": status,
             "service": settings.app_name,
             "version": settings.version,
             "git_commit": settings.git_commit,

@@ -1,10 +1,12 @@
-"""GET /metrics: Prometheus text format. nginx does not serve it to the public."""
+"""GET /metrics: Prometheus text format, for operators only (METRICS_TOKEN or
+METRICS_ALLOWED_NETWORKS); nginx does not serve it to the public either."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import func, select
 
+from app.api.deps import OperatorDep
 from app.core import metrics
 from app.db.models import Job
 from app.db.session import Database
@@ -15,7 +17,13 @@ JOB_STATES = ("queued", "running", "succeeded", "failed")
 
 
 @router.get("/metrics", include_in_schema=False)
-async def read_metrics(request: Request) -> Response:
+async def read_metrics(request: Request, operator: OperatorDep) -> Response:
+    if not operator:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="metrics need the METRICS_TOKEN bearer token or an allowed network",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     db: Database = request.app.state.db
     try:
         async with db.session() as session:
