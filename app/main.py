@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -50,6 +51,21 @@ def _mark_shutdown_on_sigterm(state: HealthState) -> None:
 
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, handler)
+
+
+def _document_settings_in_openapi(app: FastAPI, settings: Settings) -> None:
+    """Limits that come from the settings, in the API document as enforced."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for parameter in schema["paths"]["/api/v1/items"]["get"]["parameters"]:
+                if parameter["name"] == "limit":
+                    parameter["schema"]["maximum"] = settings.items_max_page_size
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -98,6 +114,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.state.settings = settings
     app.state.health = HealthState()
     app.router.routes.extend(all_routes())
+    _document_settings_in_openapi(app, settings)
     install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(

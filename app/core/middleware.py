@@ -121,6 +121,7 @@ class BodySizeLimits:
     """
 
     def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int]) -> None:
+        self.app = app
         self.default = RequestBodyLimitMiddleware(app, max_body_size=default_limit)
         self.by_path = {
             path: RequestBodyLimitMiddleware(app, max_body_size=limit)
@@ -128,8 +129,9 @@ class BodySizeLimits:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.default(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in _BODYLESS:
+            # No route reads a GET's or HEAD's body: the probes and reads skip the counting.
+            await self.app(scope, receive, send)
             return
         limited = self.by_path.get(scope["path"], self.default)
         for name, value in scope["headers"]:
@@ -143,6 +145,7 @@ class BodySizeLimits:
         await limited(scope, receive, send)
 
 
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOO_LARGE = b'{"detail":"Content Too Large"}'
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 # C0 controls, DEL, C1 controls, lone surrogates.
 _SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -65,10 +65,15 @@ def _email(value: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
-SingleLine = Annotated[str, AfterValidator(single_line)]
-MultiLine = Annotated[str, AfterValidator(multi_line)]
+# The rules as JSON Schema patterns, so that the API document says what is refused.
+SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+MULTI_LINE_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+SINGLE_LINE_SCHEMA = Field(json_schema_extra={"pattern": SINGLE_LINE_PATTERN})
+MULTI_LINE_SCHEMA = Field(json_schema_extra={"pattern": MULTI_LINE_PATTERN})
+
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
     AfterValidator(_email),
+    Field(json_schema_extra={"format": "email"}),
 ]

@@ -9,12 +9,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import Job
+from app.schemas.common import CallbackUrl
 
 
 class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    callback_url: str | None = Field(None, max_length=2048)
+    callback_url: CallbackUrl | None = Field(
+        None, description="Where the job's Standard Webhooks event is POSTed when it ends."
+    )
 
 
 class Progress(BaseModel):

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from app.api.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
+from app.schemas.common import CALLBACK_URL_PATTERN
 from app.schemas.jobs import ExportRequest, JobPublic
 from app.services import jobs as service
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
@@ -58,7 +59,14 @@ async def import_items(
             "at most IMPORT_MAX_BYTES and IMPORT_MAX_ROWS"
         ),
     ],
-    callback_url: Annotated[str | None, Form(max_length=2048)] = None,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            max_length=2048,
+            pattern=CALLBACK_URL_PATTERN,
+            description="Where the job's Standard Webhooks event is POSTed when it ends.",
+        ),
+    ] = None,
 ) -> JobPublic:
     """Upload a CSV; a job validates every row and imports all of them or none."""
     callback = _callback(callback_url, settings)
