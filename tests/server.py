@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.compose_env import free_port
 from tests.docker_utils import ROOT, wait_until
 
 
@@ -61,12 +61,6 @@ class Server:
         )  # fmt: skip
         assert status == 201, body
         return self.login(username, password)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -118,3 +112,33 @@ def _ready(server: Server) -> bool:
         return server.request("GET", "/ready")[0] == 200
     except OSError:
         return False
+
+
+def memory(pid: int, field: str = "VmRSS") -> int:
+    """Bytes of a process's resident memory (VmRSS) or of its peak so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def largest_import(rows: int = 100_000) -> bytes:
+    """A CSV at the default IMPORT_MAX_ROWS, close to the default IMPORT_MAX_BYTES (4.2 MB)."""
+    lines = (b"item number %07d,a description %07d\n" % (n, n) for n in range(rows))
+    return b"title,description\n" + b"".join(lines)
+
+
+def multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file; (body, content type)."""
+    boundary = f"shipshape{os.getpid()}"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+        f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}"
+    )

@@ -18,6 +18,7 @@ from app.main import create_app
 from tests.conftest import Headers, login, make_settings
 from tests.docker_utils import ROOT, wait_until
 from tests.integration.conftest import Services, pause, unpause
+from tests.server import largest_import, memory
 from tests.unit.test_jobs import csv_bytes
 
 pytestmark = pytest.mark.integration
@@ -170,3 +171,33 @@ def test_redis_down_reads_still_come_from_the_database(
         assert ready.json()["checks"]["redis"]["status"] == "error"
     finally:
         unpause(services.redis)
+
+
+def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
+    api: TestClient, alice: Headers, worker
+) -> None:  # type: ignore[no-untyped-def]
+    """The attack: a 100k-row CSV OOM-killed the worker (512 MiB); 40k rows peaked at
+    304 MiB. The largest allowed file must stay far below that, with progress moving."""
+    content = largest_import()
+    [child] = _children(worker.pid)  # the pool process that runs the job (concurrency 1)
+    idle = memory(child)
+    job_id = api.post(
+        "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")}, headers=alice
+    ).json()["id"]
+    seen: set[int] = set()
+
+    def finished() -> dict | None:
+        job = _job(api, alice, job_id)
+        seen.add(job["progress"]["done"])
+        return job if job["state"] in ("succeeded", "failed") else None
+
+    started = time.monotonic()
+    done = wait_until(finished, 180, "the import to finish", interval=0.1)
+    peak = memory(child, "VmHWM")
+    print(
+        f"\nworker: {done['progress']['total']} rows in {time.monotonic() - started:.1f} s, "
+        f"peak RSS {peak / 2**20:.0f} MiB ({(peak - idle) / 2**20:.0f} MiB over idle)"
+    )
+    assert done["state"] == "succeeded", done
+    assert len(seen) >= 3
+    assert peak - idle < 150 * 2**20

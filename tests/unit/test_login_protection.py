@@ -11,12 +11,14 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core import security
 from app.core.config import Settings
@@ -25,23 +27,42 @@ from app.services.users import ensure_superuser_once
 TOKEN = "/api/v1/auth/token"
 
 
+@dataclass
+class Caller:
+    """Requests from one client address (one app, one event loop, many addresses)."""
+
+    client: TestClient
+    address: str
+
+    def post(self, url: str, data: dict[str, str]):  # type: ignore[no-untyped-def]
+        return self.client.post(url, data=data, headers={"X-Test-Client": self.address})
+
+
+def _from_address(app: FastAPI) -> ASGIApp:
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-test-client":
+                    scope = {**scope, "client": (value.decode(), 50000)}
+        await app(scope, receive, send)
+
+    return asgi
+
+
 @pytest.fixture
-def clients(app: FastAPI, settings: Settings) -> Iterator[tuple[TestClient, TestClient]]:
+def clients(app: FastAPI, settings: Settings) -> Iterator[tuple[Caller, Caller]]:
     """The attacker's client and the real user's, from two addresses."""
-    with (
-        TestClient(app, client=("203.0.113.7", 50000)) as attacker,
-        TestClient(app, client=("198.51.100.9", 50000)) as user,
-    ):
+    with TestClient(_from_address(app)) as client:
         asyncio.run(ensure_superuser_once(settings))
-        yield attacker, user
+        yield Caller(client, "203.0.113.7"), Caller(client, "198.51.100.9")
 
 
-def attempt(client: TestClient, username: str, password: str):  # type: ignore[no-untyped-def]
-    return client.post(TOKEN, data={"username": username, "password": password})
+def attempt(caller: Caller | TestClient, username: str, password: str):  # type: ignore[no-untyped-def]
+    return caller.post(TOKEN, data={"username": username, "password": password})
 
 
 def test_repeated_failures_are_throttled_without_locking_out_the_real_user(
-    clients: tuple[TestClient, TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
+    clients: tuple[Caller, Caller], settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     attacker, user = clients
     statuses = [attempt(attacker, "admin", f"guess-{n}").status_code for n in range(40)]
@@ -56,9 +77,7 @@ def test_repeated_failures_are_throttled_without_locking_out_the_real_user(
     assert any(r.getMessage() == "login throttled" for r in caplog.records)
 
 
-def test_a_success_clears_the_failures(
-    clients: tuple[TestClient, TestClient], settings: Settings
-) -> None:
+def test_a_success_clears_the_failures(clients: tuple[Caller, Caller], settings: Settings) -> None:
     _, user = clients
     for round_ in range(3):
         for n in range(4):
@@ -67,7 +86,7 @@ def test_a_success_clears_the_failures(
 
 
 def test_password_spraying_over_many_accounts_is_throttled_per_address(
-    clients: tuple[TestClient, TestClient],
+    clients: tuple[Caller, Caller],
 ) -> None:
     attacker, user = clients
     statuses = [attempt(attacker, f"user{n}", "Winter2026!").status_code for n in range(35)]
