@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -18,10 +19,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.core.logging import describe_error, log_fields
 from app.services.errors import ServiceError
+
+logger = logging.getLogger("app.error")
 
 MAX_ECHOED_CHARS = 200
 _ECHOED_KEYS = ("type", "loc", "msg", "input")
@@ -43,7 +49,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with the current state",
         413: "Request body or file too large",
         429: "Too many requests; see Retry-After",
-        503: "Temporarily unavailable; see Retry-After",
+        503: "Temporarily unavailable (a dependency is down, or busy); see Retry-After",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
 
@@ -110,7 +116,27 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+# Errors that mean "the database cannot be reached now", not "this request is wrong": the
+# connection refused or reset, a timeout, a connection the server closed (after a restart).
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # One line per request, without the stack: an outage must not flood the log.
+    logger.warning(
+        "database unavailable",
+        extra=log_fields(method=request.method, path=request.url.path, error=describe_error(exc)),
+    )
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": "the database is unavailable; try again shortly"},
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for error in _UNAVAILABLE:
+        app.add_exception_handler(error, _unavailable)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -172,6 +172,18 @@ class Settings(BaseSettings):
         "wait for a pooled one instead of paying a new connection each.",
     )
     db_echo: bool = Field(False, description="Log every SQL statement (development only).")
+    db_connect_timeout_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="Postgres connect timeout; a request that cannot connect gets 503 by then.",
+    )
+    db_statement_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Longest a single Postgres statement may take (jobs work in small batches).",
+    )
 
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str = _secret(

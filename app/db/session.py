@@ -60,7 +60,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_pre_ping=False,
             pool_recycle=1800,
             poolclass=FairQueuePool,
-            connect_args={"timeout": 10, "command_timeout": 30},
+            connect_args={
+                "timeout": settings.db_connect_timeout_seconds,
+                "command_timeout": settings.db_statement_timeout_seconds,
+            },
+            # Waiting for a pooled connection is bounded as well: a 503, not a hang.
+            pool_timeout=settings.db_connect_timeout_seconds * 2,
         )
     engine = create_async_engine(url, **kwargs)
     if settings.is_sqlite:

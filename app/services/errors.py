@@ -39,6 +39,15 @@ class TooManyRequests(ServiceError):
     status_code = 429
 
 
+class Unavailable(ServiceError):
+    """A dependency (database, job queue) cannot be reached; nothing was done."""
+
+    status_code = 503
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
 class Busy(ServiceError):
     """A bounded resource is in use; try again shortly (`headers` carry Retry-After)."""
 

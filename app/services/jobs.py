@@ -111,6 +111,13 @@ def _stage_upload(settings: Settings, upload: BinaryIO) -> Path:
     return staged
 
 
+async def discard_job(session: AsyncSession, settings: Settings, job: Job) -> None:
+    """Remove a job that could not be queued, with its upload."""
+    await session.delete(job)
+    await session.commit()
+    upload_path(settings, job.id).unlink(missing_ok=True)
+
+
 async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
     return await get_owned(session, user, Job, job_id, "job")
 

@@ -23,6 +23,8 @@ from app.core.logging import configure_logging
 
 _apps: dict[str, Celery] = {}
 
+ENQUEUE_TIMEOUT_SECONDS = 2.0
+
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("shipshape", include=["app.worker.tasks"])
@@ -42,7 +44,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1, settings.task_time_limit - 10),
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Queuing a job from a request must fail fast when Redis is down, not hang.
+            "socket_connect_timeout": ENQUEUE_TIMEOUT_SECONDS,
+            "socket_timeout": ENQUEUE_TIMEOUT_SECONDS,
+        },
+        broker_connection_timeout=ENQUEUE_TIMEOUT_SECONDS,
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -7,15 +7,20 @@ the response is sent, webhook retries included, so every feature works without D
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from fastapi import BackgroundTasks
 
 from app.core.config import Settings
+from app.core.logging import describe_error, log_fields
 from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ReadCache
+from app.services.errors import Unavailable
 from app.services.jobs import attempt_webhook, run_job
+
+logger = logging.getLogger(__name__)
 
 
 async def run_in_process(
@@ -28,18 +33,41 @@ async def run_in_process(
         await asyncio.sleep(webhooks.backoff_seconds(settings, attempt))  # retry backoff
 
 
-def enqueue(
+async def enqueue(
     background: BackgroundTasks,
     db: Database,
     settings: Settings,
     cache: ReadCache,
     job_id: uuid.UUID,
 ) -> None:
-    """Queue the job on the broker of `settings`, or run it here when there is none."""
+    """Queue the job on the broker of `settings`, or run it here when there is none.
+
+    Raises Unavailable (503) within about two seconds when the broker cannot take it;
+    the caller then removes the job, so that none is left `queued` for ever."""
     if settings.jobs_run_in_process:
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
+    try:
+        # A blocking network call: in a thread, the event loop keeps serving meanwhile.
+        await asyncio.to_thread(_send, settings, job_id)
+    except Exception as exc:
+        logger.warning(
+            "job queue unavailable",
+            extra=log_fields(job_id=str(job_id), error=describe_error(exc)),
+        )
+        raise Unavailable("the job queue is unavailable; nothing was queued") from None
+
+
+def _send(settings: Settings, job_id: uuid.UUID) -> None:
     # Imported on the first queued job: a server without a broker never loads Celery.
     from app.worker.celery_app import celery_for
 
-    celery_for(settings).send_task("shipshape.run_job", args=[str(job_id)])
+    # No result is ever read (the job's row is its state): without ignore_result, Celery
+    # first waits for the Redis result backend, retrying for about 20 s when Redis is down.
+    celery_for(settings).send_task(
+        "shipshape.run_job",
+        args=[str(job_id)],
+        ignore_result=True,
+        retry=True,
+        retry_policy={"max_retries": 0},
+    )

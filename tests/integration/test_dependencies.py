@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.db.migrate import head_revision
 from app.main import create_app
-from tests.docker_utils import ROOT
+from app.services.users import ensure_superuser_once
+from tests.docker_utils import ROOT, wait_until
 from tests.integration.conftest import Services, pause, unpause
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,38 @@ def test_parallel_replicas_migrate_once_under_the_advisory_lock(services: Servic
         assert sum("created" in r.stdout and "already" not in r.stdout for r in created) == 1
     finally:
         services.admin("DROP DATABASE IF EXISTS parallel_migrations WITH (FORCE)")
+
+
+def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
+    settings: Settings, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fault: requests hung up to 10 s, then 500 "unhandled error" with a traceback each."""
+    import time
+
+    from tests.conftest import login
+
+    bounded = settings.model_copy(
+        update={"db_connect_timeout_seconds": 1.0, "db_statement_timeout_seconds": 2.0}
+    )
+    with TestClient(create_app(bounded)) as client:
+        asyncio.run(ensure_superuser_once(bounded))
+        admin = login(client, bounded.admin_username, bounded.admin_password)
+        assert client.get("/api/v1/users/me", headers=admin).status_code == 200
+        pause(services.postgres)
+        try:
+            started = time.monotonic()
+            response = client.get("/api/v1/users/me", headers=admin)
+            took = time.monotonic() - started
+        finally:
+            unpause(services.postgres)
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        assert response.json() == {"detail": "the database is unavailable; try again shortly"}
+        assert took < 6
+        assert not [r for r in caplog.records if r.getMessage() == "unhandled error"]
+        assert [r.getMessage() for r in caplog.records].count("database unavailable") == 1
+        wait_until(
+            lambda: client.get("/api/v1/users/me", headers=admin).status_code == 200,
+            30,
+            "requests to succeed again",
+        )

@@ -201,3 +201,46 @@ def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
     assert done["state"] == "succeeded", done
     assert len(seen) >= 3
     assert peak - idle < 150 * 2**20
+
+
+def test_a_job_is_refused_fast_and_not_left_queued_when_the_broker_is_down(
+    api: TestClient, alice: Headers, services: Services, worker_settings: Settings
+) -> None:
+    """The fault: with Redis down an import answered 500 after 19 s, and its job row stayed
+    `queued` for ever (committed, never enqueued)."""
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from app.db.models import Job
+    from app.db.session import Database
+
+    async def jobs() -> int:
+        db = Database(worker_settings)
+        try:
+            async with db.session() as session:
+                return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
+        finally:
+            await db.dispose()
+
+    before = asyncio.run(jobs())
+    pause(services.redis)
+    try:
+        started = time.monotonic()
+        imported = api.post(
+            "/api/v1/items/import",
+            files={"file": ("i.csv", csv_bytes([["x", ""]]), "text/csv")},
+            headers=alice,
+        )
+        exported = api.post("/api/v1/items/export", headers=alice)
+        took = time.monotonic() - started
+    finally:
+        unpause(services.redis)
+    for response in (imported, exported):
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        assert response.json() == {"detail": "the job queue is unavailable; nothing was queued"}
+    print(f"\ntwo refusals with Redis paused: {took:.1f} s")
+    assert took < 16  # each: up to 2 s for the cache's principal lookup, 2 s to enqueue
+    assert asyncio.run(jobs()) == before  # no job left `queued` for ever
+    assert not list(Path(worker_settings.uploads_dir).glob("*.csv"))

@@ -337,3 +337,29 @@ def test_signature_verification_rejects_tampering_and_replays(settings: Settings
     old = {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}
     assert not verify(secret, body, old)
     assert not verify(secret, body, {**headers, "webhook-timestamp": "not-a-number"})
+
+
+def test_a_job_is_refused_and_removed_when_the_broker_cannot_be_reached(
+    db_path: Path, tmp_path: Path, make_user
+) -> None:  # type: ignore[no-untyped-def]
+    make_user("alice")
+    settings = make_settings(
+        tmp_path, f"sqlite+aiosqlite:///{db_path}", redis_url="redis://127.0.0.1:1/0"
+    )  # nothing listens on port 1
+    with TestClient(create_app(settings)) as down:
+        headers = login(down, "alice", "correct-horse-battery")
+        started = time.monotonic()
+        response = down.post(
+            "/api/v1/items/import",
+            files={"file": ("a.csv", csv_bytes([["x", ""]]), "text/csv")},
+            headers=headers,
+        )
+        took = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert took < 5
+    import sqlite3
+
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    assert not [p for p in Path(settings.uploads_dir).glob("*") if p.is_file()]

@@ -16,7 +16,7 @@ from app.services import items as service
 from app.services.errors import Forbidden
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
-router = APIRouter(prefix="/api/v1/items", tags=["items"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/api/v1/items", tags=["items"], responses=error_responses(401, 403, 503))
 
 MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
 

@@ -7,18 +7,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile, status
 from fastapi.responses import FileResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
+from app.db.models import Job
 from app.schemas.common import CALLBACK_URL_PATTERN
 from app.schemas.jobs import ExportRequest, JobPublic
 from app.services import jobs as service
+from app.services.errors import Unavailable
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.worker.dispatch import enqueue
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
-router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(401, 403, 503))
 
 IMPORT_PATH = "/api/v1/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.
@@ -34,10 +37,18 @@ def _callback(url: str | None, settings: Settings) -> str | None:
         raise validation_error(["body", "callback_url"], str(exc), url) from None
 
 
-def _enqueue(
-    request: Request, background: BackgroundTasks, settings: Settings, job_id: uuid.UUID
+async def _enqueue(
+    request: Request,
+    background: BackgroundTasks,
+    session: AsyncSession,
+    settings: Settings,
+    job: Job,
 ) -> None:
-    enqueue(background, request.app.state.db, settings, request.app.state.cache, job_id)
+    try:
+        await enqueue(background, request.app.state.db, settings, request.app.state.cache, job.id)
+    except Unavailable:
+        await service.discard_job(session, settings, job)  # no job left `queued` for ever
+        raise
 
 
 @router.post(
@@ -71,7 +82,7 @@ async def import_items(
     """Upload a CSV; a job validates every row and imports all of them or none."""
     callback = _callback(callback_url, settings)
     job = await service.create_import(session, settings, user, file.file, callback)
-    _enqueue(request, background, settings, job.id)
+    await _enqueue(request, background, session, settings, job)
     return JobPublic.of(job)
 
 
@@ -92,7 +103,7 @@ async def export_items(
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
     callback = _callback(body.callback_url if body else None, settings)
     job = await service.create_job(session, user, "export", callback)
-    _enqueue(request, background, settings, job.id)
+    await _enqueue(request, background, session, settings, job)
     return JobPublic.of(job)
 
 

@@ -11,7 +11,7 @@ from app.schemas.users import UserCreate, UserPublic
 from app.services.users import create_user
 
 # Every route needs a user: 401 without one, 403 for an inactive one (or not a superuser).
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=error_responses(401, 403, 503))
 
 
 @router.get("/me", response_model=UserPublic)
