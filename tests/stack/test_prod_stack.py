@@ -273,3 +273,38 @@ def test_login_is_rate_limited_at_the_edge(stack: Stack) -> None:
     assert 422 in statuses
     assert set(statuses) <= {422, 429}
     assert json.loads(stack.https("GET", "/live").body) == {"status": "ok"}
+
+
+def test_nginx_health_is_not_served_to_the_outside(stack: Stack) -> None:
+    assert stack.http("GET", "/nginx-health").status == 404
+    inside = stack.compose(
+        "exec", "-T", "nginx", "wget", "-q", "-O", "-", "http://127.0.0.1/nginx-health"
+    )
+    assert inside.stdout == "ok\n"
+
+
+def test_a_forged_forwarded_for_does_not_reach_the_logs(stack: Stack) -> None:
+    marker = f"/api/v1/not-here-{secrets.token_hex(4)}"  # a 404: access-logged by the app
+    stack.https("GET", marker, headers={"X-Forwarded-For": "6.6.6.6"})
+    [line] = [
+        json.loads(text)
+        for text in stack.compose("logs", "--no-log-prefix", "app").stdout.splitlines()
+        if marker in text and text.startswith("{")
+    ]
+    assert line["client"] != "6.6.6.6"
+
+
+@pytest.mark.parametrize(
+    ("group", "accepted"),
+    [("X25519", True), ("prime256v1", True), ("secp384r1", True), ("X448", False),
+     ("secp521r1", False)],
+)  # fmt: skip
+def test_only_mozilla_intermediate_key_exchange_groups(
+    stack: Stack, group: str, accepted: bool
+) -> None:
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{stack.https_port}",
+         "-servername", DOMAIN, "-groups", group, "-brief"],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (result.returncode == 0) is accepted, result.stderr[-500:]
