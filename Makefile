@@ -159,7 +159,7 @@ dev-tools: env-file ## The dev stack plus pgAdmin and the mail catcher (profile 
 .PHONY: prod
 prod: ENV = prod
 prod: env-file ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
-	$(COMPOSE) up --detach --build --wait
+	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) up --detach --build --wait
 	@echo "up: https://$$(sed -n 's/^DOMAIN=//p' $(ENV_FILE))  (make certbot for a real certificate)"
 
 .PHONY: staging

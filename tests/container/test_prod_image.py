@@ -355,3 +355,11 @@ def test_a_login_burst_under_the_memory_limit_leaves_other_users_served(prod_ima
         assert container.inspect("{{.State.OOMKilled}}") == "false"
         assert "SIGKILL" not in container.logs()
         assert http_get(container.url("/ready"))[0] == 200
+
+
+def test_no_setuid_or_setgid_programs(prod_image: str) -> None:
+    found = docker(
+        "run", "--rm", "--entrypoint", "sh", prod_image, "-c",
+        "find / -xdev -type f -perm /6000 2>/dev/null; echo done",
+    ).stdout.split()  # fmt: skip
+    assert found == ["done"], found

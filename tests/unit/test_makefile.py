@@ -52,3 +52,15 @@ def test_stack_targets_drive_compose(target: str, expected: str, tmp_path: Path)
     result = make("-n", target, f"ENV_FILE={env_file}")
     assert result.returncode == 0, result.stderr
     assert expected in " ".join(result.stdout.split()), result.stdout
+
+
+def test_prod_builds_with_the_version_and_commit_of_this_checkout(tmp_path: Path) -> None:
+    """Images of `make prod` were labelled 0.0.0-dev / unknown."""
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    result = make("-n", "prod", f"ENV_FILE={env_file}")
+    version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    assert version is not None
+    assert f"BUILD_VERSION={version.group(1)} GIT_COMMIT={commit or 'unknown'} " in result.stdout
