@@ -214,6 +214,13 @@ class Settings(BaseSettings):
         le=86400,
         description="Seconds before an unacknowledged job is redelivered; above TASK_TIME_LIMIT.",
     )
+    job_max_deliveries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Times a job is started before it is failed: a job that keeps killing its "
+        "worker (out of memory, say) ends as `failed` instead of being redelivered for ever.",
+    )
     worker_concurrency: int = Field(2, ge=1, le=64, description="Worker processes per worker.")
     worker_max_tasks_per_child: int = Field(
         100, ge=1, description="Recycle a worker process after this many jobs."

@@ -58,6 +58,8 @@ class Job(Base):
     # queued -> running -> succeeded | failed
     state: Mapped[str] = mapped_column(String(16), default="queued")
     done: Mapped[int] = mapped_column(Integer, default=0)
+    # Times a worker started this job: more than one means a worker was lost running it.
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total: Mapped[int] = mapped_column(Integer, default=0)
     # import: the rejected rows; export: the file name and row count
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -59,6 +59,7 @@ async def create_job(
         kind=kind,
         owner_id=user.id,
         state="queued",
+        deliveries=0,
         done=0,
         total=0,
         callback_url=callback_url,
@@ -139,8 +140,19 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
         job = await session.get(Job, job_id)
         if job is None or job.state in FINISHED:
             return  # unknown, or already done by an earlier delivery
-        job.state = "running"
-        job.updated_at = utcnow()
+        if job.deliveries >= settings.job_max_deliveries:
+            # Every earlier start ended without an outcome: the worker died running it.
+            await _fail(
+                session,
+                job,
+                f"the worker was lost {job.deliveries} times while running this job; "
+                "it is not retried again",
+            )
+            logger.error(
+                "job given up", extra=log_fields(job_id=str(job_id), deliveries=job.deliveries)
+            )
+            return
+        job.state, job.deliveries, job.updated_at = "running", job.deliveries + 1, utcnow()
         await session.commit()
         try:
             if job.kind == "import":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,17 +44,19 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    log = (tmp_path / "worker.log").open("w")
+@contextlib.contextmanager
+def worker_process(
+    settings: Settings, tmp_path: Path, **env: str
+) -> Iterator[subprocess.Popen[str]]:
+    """`python -m app worker` (one pool process) until the test ends, warm-shut-down then."""
+    path = tmp_path / f"worker-{len(list(tmp_path.glob('worker-*.log')))}.log"
+    log = path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "worker", "--concurrency", "1"],
-        cwd=ROOT, env=_env(worker_settings), stdout=log, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**_env(settings), **env}, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        wait_until(
-            lambda: "ready." in (tmp_path / "worker.log").read_text(), 60, "the worker to start"
-        )
+        wait_until(lambda: "ready." in path.read_text(), 60, "the worker to start")
         yield process
     finally:
         process.send_signal(signal.SIGTERM)  # warm shutdown
@@ -62,6 +65,12 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Pop
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    with worker_process(worker_settings, tmp_path) as process:
+        yield process
 
 
 @pytest.fixture
@@ -244,3 +253,26 @@ def test_a_job_is_refused_fast_and_not_left_queued_when_the_broker_is_down(
     assert took < 16  # each: up to 2 s for the cache's principal lookup, 2 s to enqueue
     assert asyncio.run(jobs()) == before  # no job left `queued` for ever
     assert not list(Path(worker_settings.uploads_dir).glob("*.csv"))
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_failed(
+    api: TestClient, alice: Headers, worker_settings: Settings, tmp_path: Path
+) -> None:
+    """The fault: with reject_on_worker_lost, a job that got its worker OOM-killed was
+    delivered again and again, for ever. With JOB_MAX_DELIVERIES=1 one lost worker ends it."""
+    content = csv_bytes([[f"row {n}", "x"] for n in range(60_000)])
+    with worker_process(worker_settings, tmp_path, JOB_MAX_DELIVERIES="1") as process:
+        job_id = api.post(
+            "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")},
+            headers=alice,
+        ).json()["id"]  # fmt: skip
+        wait_until(
+            lambda: _job(api, alice, job_id)["state"] == "running", 60, "the import to start",
+            interval=0.05,
+        )  # fmt: skip
+        [child] = _children(process.pid)
+        os.kill(child, signal.SIGKILL)
+        done = _finished(api, alice, job_id, timeout=120)
+    assert done["state"] == "failed", done
+    assert done["error"].startswith("the worker was lost 1 times")
+    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == 0

@@ -363,3 +363,41 @@ def test_a_job_is_refused_and_removed_when_the_broker_cannot_be_reached(
     with sqlite3.connect(db_path) as connection:
         assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
     assert not [p for p in Path(settings.uploads_dir).glob("*") if p.is_file()]
+
+
+def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+    """The fault: a job that got its worker OOM-killed was redelivered for ever (15 kills in
+    3.5 min). Each start counts; past JOB_MAX_DELIVERIES the job fails with the reason."""
+    import asyncio
+    import sqlite3
+
+    from app.db.session import Database
+    from app.services.cache import ReadCache
+    from app.services.jobs import run_job
+
+    alice = make_user("alice")
+    accepted = upload(client, alice, csv_bytes([["fine", ""]]))
+    database = settings.sqlalchemy_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT deliveries FROM jobs").fetchone() == (1,)
+        # As a worker that died mid-job leaves it, on its last allowed start.
+        connection.execute(
+            "UPDATE jobs SET state = 'running', deliveries = ?", (settings.job_max_deliveries,)
+        )
+
+    async def redeliver() -> None:
+        db = Database(settings)
+        try:
+            await run_job(db, settings, ReadCache(None, 0), uuid.UUID(accepted["id"]))
+        finally:
+            await db.dispose()
+
+    asyncio.run(redeliver())
+    done = job(client, alice, accepted["id"])
+    assert done["state"] == "failed"
+    assert done["error"] == (
+        f"the worker was lost {settings.job_max_deliveries} times while running this job; "
+        "it is not retried again"
+    )

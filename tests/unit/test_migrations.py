@@ -66,7 +66,7 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
 
 
 def test_single_head() -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
 
 
 def test_head_revision_matches_alembic() -> None:
