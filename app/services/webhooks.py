@@ -156,7 +156,7 @@ def deliver(settings: Settings, url: str, message_id: str, event: dict[str, Any]
     is never read. Every outcome is a Delivery, never an exception."""
     import httpcore  # here: the web process only needs it when jobs run in-process
 
-    from app.core.egress import EgressBackend
+    from app.core.egress_backend import EgressBackend
 
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
     timeout = settings.webhook_timeout_seconds

@@ -101,7 +101,7 @@ async def ready_status():
     return sent[0]["status"]
 
 assert asyncio.run(ready_status()) == 200
-print(sorted(m for m in ("alembic", "celery", "httpx") if m in sys.modules))
+print(sorted(m for m in ("alembic", "celery", "httpx", "httpcore") if m in sys.modules))
 """
     env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"}
     subprocess.run(
