@@ -11,7 +11,9 @@ import code
 import functools
 import json
 import sys
+import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -115,6 +117,49 @@ def downgrade(
     settings = _settings()
     migrations.downgrade(settings, revision)
     typer.echo(f"database downgraded to {revision}")
+
+
+class JobCommand(StrEnum):  # app.services.jobs.JobAction, without importing it at start
+    FAIL = "fail"
+    RETRY = "retry"
+
+
+@cli.command()
+@friendly_errors
+def jobs(
+    action: Annotated[
+        JobCommand, typer.Argument(help="fail: end the job now; retry: run it again from the start")
+    ],
+    job_id: Annotated[str, typer.Argument(help="The job's id")],
+) -> None:
+    """Fail or retry a job by hand (say, one whose worker keeps dying)."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        raise _fail(f"not a job id: {job_id!r}", EXIT_CONFIG) from None
+    job = asyncio.run(_operate(_settings(), parsed, action.value))
+    typer.echo(f"job {job_id}: {job}")
+
+
+async def _operate(settings: Settings, job_id: uuid.UUID, action: str) -> str:
+    from fastapi import BackgroundTasks
+
+    from app.db.session import Database
+    from app.services.cache import ReadCache
+    from app.services.errors import ServiceError
+    from app.services.jobs import JobAction
+    from app.worker.dispatch import operate
+
+    db = Database(settings)
+    background = BackgroundTasks()
+    try:
+        job = await operate(background, db, settings, ReadCache(None, 0), job_id, JobAction(action))
+        await background()  # without a broker, a retried job runs here and now
+        return str(job.state)
+    except ServiceError as exc:
+        raise _fail(f"job {job_id}: {exc.detail}", EXIT_RUNTIME) from None
+    finally:
+        await db.dispose()
 
 
 @cli.command("create-superuser")

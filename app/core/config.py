@@ -221,6 +221,13 @@ class Settings(BaseSettings):
         description="Times a job is started before it is failed: a job that keeps killing its "
         "worker (out of memory, say) ends as `failed` instead of being redelivered for ever.",
     )
+    job_heartbeat_seconds: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="How often a running job shows it is alive; a job whose worker died is "
+        "handed on (or failed) within twice this.",
+    )
     worker_concurrency: int = Field(2, ge=1, le=64, description="Worker processes per worker.")
     worker_max_tasks_per_child: int = Field(
         100, ge=1, description="Recycle a worker process after this many jobs."

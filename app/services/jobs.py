@@ -9,20 +9,23 @@ no-op. An export writes to a temporary file and renames it into place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
-from app.core.logging import log_fields
+from app.core.logging import describe_error, log_fields
 from app.db.base import utcnow
 from app.db.models import Item, Job, User
 from app.db.session import Database
@@ -134,44 +137,173 @@ def export_file(settings: Settings, job: Job) -> Path:
     return path
 
 
-async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uuid.UUID) -> None:
-    """Run one job to its end. Safe to call again for the same job (redelivery)."""
+class Outcome(StrEnum):
+    DONE = "done"  # finished now, or earlier, or unknown: nothing more to do
+    HELD = "held"  # a live run holds the job (its heartbeat is fresh): look again later
+
+
+async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uuid.UUID) -> Outcome:
+    """Run one job to its end. Safe to call again for the same job (redelivery): the run
+    that claims the job holds it while its heartbeat stays fresh, and a job started
+    JOB_MAX_DELIVERIES times without an outcome is failed instead of started again."""
     async with db.session() as session:
         job = await session.get(Job, job_id)
         if job is None or job.state in FINISHED:
-            return  # unknown, or already done by an earlier delivery
+            return Outcome.DONE  # unknown, or already done by an earlier delivery
+        if job.state == "running" and not _stalled(job, settings):
+            return Outcome.HELD
         if job.deliveries >= settings.job_max_deliveries:
-            # Every earlier start ended without an outcome: the worker died running it.
-            await _fail(
-                session,
-                job,
-                f"the worker was lost {job.deliveries} times while running this job; "
-                "it is not retried again",
-            )
-            logger.error(
-                "job given up", extra=log_fields(job_id=str(job_id), deliveries=job.deliveries)
-            )
-            return
-        job.state, job.deliveries, job.updated_at = "running", job.deliveries + 1, utcnow()
-        await session.commit()
+            await _give_up(session, job)
+            return Outcome.DONE
+        if not await _claim(session, job):
+            return Outcome.HELD  # another delivery claimed it first
+        heartbeat = asyncio.create_task(_heartbeat(db, job_id, settings.job_heartbeat_seconds))
         try:
-            if job.kind == "import":
-                await _run_import(session, settings, job)
-            else:
-                await _run_export(session, settings, job)
-        except Exception:
-            await session.rollback()
-            # The exception's text may hold SQL, parameters or paths: it goes to the log,
-            # and the user reads a reference to it.
-            logger.exception("job failed", extra=log_fields(job_id=str(job_id)))
-            await _fail(session, job, f"the job failed on an internal error (job {job_id})")
-            return
-        if job.kind == "import" and job.state == "succeeded":
-            await cache.invalidate(job.owner_id)
-        logger.info(
-            "job finished",
-            extra=log_fields(job_id=str(job_id), kind=job.kind, state=job.state, rows=job.total),
+            await _run_claimed(session, settings, cache, job)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+    return Outcome.DONE
+
+
+async def _run_claimed(
+    session: AsyncSession, settings: Settings, cache: ReadCache, job: Job
+) -> None:
+    try:
+        if job.kind == "import":
+            await _run_import(session, settings, job)
+        else:
+            await _run_export(session, settings, job)
+    except Exception:
+        await session.rollback()
+        # The exception's text may hold SQL, parameters or paths: it goes to the log,
+        # and the user reads a reference to it.
+        logger.exception("job failed", extra=log_fields(job_id=str(job.id)))
+        await _fail(session, job, f"the job failed on an internal error (job {job.id})")
+        return
+    if job.kind == "import" and job.state == "succeeded":
+        await cache.invalidate(job.owner_id)
+    logger.info(
+        "job finished",
+        extra=log_fields(job_id=str(job.id), kind=job.kind, state=job.state, rows=job.total),
+    )
+
+
+def _stale_before(settings: Settings) -> datetime:
+    # A live run beats every interval: 1.5 intervals without one, and it is gone.
+    return utcnow() - timedelta(seconds=1.5 * settings.job_heartbeat_seconds)
+
+
+def _stalled(job: Job, settings: Settings) -> bool:
+    return job.heartbeat_at is None or job.heartbeat_at < _stale_before(settings)
+
+
+async def _claim(session: AsyncSession, job: Job) -> bool:
+    """Mark the job running for this delivery, unless another claimed it meanwhile (the
+    delivery count is the version: of two claims, one matches it)."""
+    now = utcnow()
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.deliveries == job.deliveries, Job.state.not_in(FINISHED))
+        .values(state="running", deliveries=Job.deliveries + 1, heartbeat_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    if _rowcount(result) != 1:
+        return False
+    await session.refresh(job)
+    return True
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+def _lost_message(deliveries: int) -> str:
+    return f"the worker was lost {deliveries} times while running this job; it is not retried again"
+
+
+async def _give_up(session: AsyncSession, job: Job) -> None:
+    # Every earlier start ended without an outcome: the worker died running it.
+    await _fail(session, job, _lost_message(job.deliveries))
+    logger.error("job given up", extra=log_fields(job_id=str(job.id), deliveries=job.deliveries))
+
+
+async def _heartbeat(db: Database, job_id: uuid.UUID, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with db.session() as session:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "running")
+                    .values(heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                await session.commit()
+        except Exception as exc:  # the next beat may get through; the reaper is the net
+            logger.warning(
+                "job heartbeat failed",
+                extra=log_fields(job_id=str(job_id), error=describe_error(exc)),
+            )
+
+
+async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid.UUID], int]:
+    """Jobs whose run stopped beating (its worker died): put back to `queued`, or failed
+    after JOB_MAX_DELIVERIES starts. Returns the re-queued ids (to send to the broker) and
+    the number failed. Safe to run from several workers at once."""
+    cutoff = _stale_before(settings)
+    stalled = (Job.state == "running") & ((Job.heartbeat_at < cutoff) | Job.heartbeat_at.is_(None))
+    requeued: list[uuid.UUID] = []
+    failed = 0
+    async with db.session() as session:
+        found = (await session.execute(select(Job.id, Job.deliveries).where(stalled))).all()
+        for job_id, deliveries in found:
+            values: dict[str, Any] = {"state": "queued", "updated_at": utcnow()}
+            if deliveries >= settings.job_max_deliveries:
+                values.update(state="failed", error=_lost_message(deliveries))
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.deliveries == deliveries, stalled)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) == 1:
+                if values["state"] == "queued":
+                    requeued.append(job_id)
+                else:
+                    failed += 1
+        await session.commit()
+    if requeued or failed:
+        logger.warning(
+            "stalled jobs reaped",
+            extra=log_fields(requeued=[str(i) for i in requeued], failed=failed),
         )
+    return requeued, failed
+
+
+class JobAction(StrEnum):
+    FAIL = "fail"  # end it now, as failed
+    RETRY = "retry"  # start it afresh: queued, no deliveries counted
+
+
+async def set_job_state(session: AsyncSession, job_id: uuid.UUID, action: JobAction) -> Job:
+    """An operator's hand on a job: `fail` ends it now, `retry` starts it afresh."""
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job not found")
+    if action is JobAction.FAIL:
+        if job.state in FINISHED:
+            raise Conflict(f"the job is already {job.state}")
+        await _fail(session, job, "failed by an operator")
+    else:
+        if job.state == "succeeded":
+            raise Conflict("the job has succeeded; it is not run again")
+        job.state, job.error, job.deliveries, job.heartbeat_at = "queued", None, 0, None
+        job.done, job.updated_at = 0, utcnow()
+        await session.commit()
+    return job
 
 
 async def _progress(session: AsyncSession, job: Job, done: int) -> None:

@@ -14,11 +14,12 @@ from fastapi import BackgroundTasks
 
 from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
+from app.db.models import Job
 from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ReadCache
 from app.services.errors import Unavailable
-from app.services.jobs import attempt_webhook, run_job
+from app.services.jobs import JobAction, attempt_webhook, run_job, set_job_state
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,22 @@ async def run_in_process(
         if not await attempt_webhook(db, settings, job_id, attempt):
             return
         await asyncio.sleep(webhooks.backoff_seconds(settings, attempt))  # retry backoff
+
+
+async def operate(
+    background: BackgroundTasks,
+    db: Database,
+    settings: Settings,
+    cache: ReadCache,
+    job_id: uuid.UUID,
+    action: JobAction,
+) -> Job:
+    """An operator's `fail` or `retry` of a job; a retried job is queued again."""
+    async with db.session() as session:
+        job = await set_job_state(session, job_id, action)
+    if action is JobAction.RETRY:
+        await enqueue(background, db, settings, cache, job_id)
+    return job
 
 
 async def enqueue(

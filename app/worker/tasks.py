@@ -3,37 +3,84 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 import uuid
+from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_ready
 from redis.asyncio import Redis
 
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
+from app.core.logging import describe_error, log_fields
 from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ReadCache
-from app.services.jobs import attempt_webhook, run_job, webhook_event
+from app.services.jobs import (
+    Outcome,
+    attempt_webhook,
+    reap_stalled_jobs,
+    run_job,
+    webhook_event,
+)
+
+logger = logging.getLogger(__name__)
 
 
-async def _run(job_id: uuid.UUID) -> bool:
+async def _run(job_id: uuid.UUID) -> tuple[Outcome, bool]:
     settings = get_settings()
     db = Database(settings)
     url = settings.resolved_redis_url
     redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
     try:
-        await run_job(db, settings, ReadCache(redis, settings.cache_ttl_seconds), job_id)
+        outcome = await run_job(db, settings, ReadCache(redis, settings.cache_ttl_seconds), job_id)
         callback, _ = await webhook_event(db, job_id)
-        return callback is not None
+        return outcome, callback is not None
     finally:
         if redis is not None:
             await redis.aclose()
         await db.dispose()
 
 
-@shared_task(name="shipshape.run_job")
-def run_job_task(job_id: str) -> None:
-    if asyncio.run(_run(uuid.UUID(job_id))):
+@shared_task(name="shipshape.run_job", bind=True, max_retries=None)
+def run_job_task(self: Task, job_id: str) -> None:
+    outcome, webhook = asyncio.run(_run(uuid.UUID(job_id)))
+    if outcome is Outcome.HELD:
+        # Another run holds the job. If its worker died (this may be the redelivery of the
+        # job it was running), its heartbeat goes stale: look again once it would be.
+        raise self.retry(countdown=2 * get_settings().job_heartbeat_seconds)
+    if webhook:
         deliver_webhook_task.delay(job_id)
+
+
+async def _reap(settings: Settings) -> list[uuid.UUID]:
+    db = Database(settings)
+    try:
+        requeued, _ = await reap_stalled_jobs(db, settings)
+        return requeued
+    finally:
+        await db.dispose()
+
+
+def _reap_forever(settings: Settings) -> None:
+    """In the worker's main process: every half heartbeat interval, hand on the jobs of
+    workers that died (their heartbeat stopped), so a job ends within two intervals."""
+    while True:
+        time.sleep(settings.job_heartbeat_seconds / 2)  # the reaper's period, not a wait
+        try:
+            for job_id in asyncio.run(_reap(settings)):
+                run_job_task.apply_async(args=[str(job_id)], ignore_result=True)
+        except Exception as exc:  # the database or broker is down: try again next period
+            logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
+
+
+@worker_ready.connect
+def _start_reaper(**_: Any) -> None:
+    threading.Thread(
+        target=_reap_forever, args=(get_settings(),), name="job-reaper", daemon=True
+    ).start()
 
 
 async def _deliver(job_id: uuid.UUID, attempt: int) -> bool:

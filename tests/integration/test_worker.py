@@ -261,7 +261,8 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(
     """The fault: with reject_on_worker_lost, a job that got its worker OOM-killed was
     delivered again and again, for ever. With JOB_MAX_DELIVERIES=1 one lost worker ends it."""
     content = csv_bytes([[f"row {n}", "x"] for n in range(60_000)])
-    with worker_process(worker_settings, tmp_path, JOB_MAX_DELIVERIES="1") as process:
+    fast = {"JOB_MAX_DELIVERIES": "1", "JOB_HEARTBEAT_SECONDS": "1"}
+    with worker_process(worker_settings, tmp_path, **fast) as process:
         job_id = api.post(
             "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")},
             headers=alice,
@@ -276,3 +277,39 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(
     assert done["state"] == "failed", done
     assert done["error"].startswith("the worker was lost 1 times")
     assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == 0
+
+
+def test_a_job_of_a_dead_worker_ends_within_two_heartbeats_of_a_worker_returning(
+    api: TestClient, alice: Headers, worker_settings: Settings, tmp_path: Path
+) -> None:
+    """The fault: `docker kill` of the worker during an import left the job `running` for
+    an hour (its message waits in Redis for VISIBILITY_TIMEOUT). The next worker's reaper
+    finds the stopped heartbeat and hands the job on."""
+    rows = 60_000
+    content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
+    fast = {"JOB_HEARTBEAT_SECONDS": "1"}
+    with worker_process(worker_settings, tmp_path, **fast) as first:
+        job_id = api.post(
+            "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")},
+            headers=alice,
+        ).json()["id"]  # fmt: skip
+        wait_until(
+            lambda: _job(api, alice, job_id)["state"] == "running", 60, "the import to start",
+            interval=0.05,
+        )  # fmt: skip
+        for pid in [*_children(first.pid), first.pid]:  # the whole worker, at once
+            os.kill(pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    assert _job(api, alice, job_id)["state"] == "running"
+    with worker_process(worker_settings, tmp_path, **fast):
+        returned = time.monotonic()
+        wait_until(
+            lambda: _job(api, alice, job_id)["state"] != "running", 10, "the job to be handed on",
+            interval=0.05,
+        )  # fmt: skip
+        handed_on = time.monotonic() - returned
+        done = _finished(api, alice, job_id, timeout=120)
+    print(f"\nhanded on {handed_on:.1f} s after a worker returned (heartbeat 1 s)")
+    assert handed_on <= 2 * 1 + 1  # two heartbeats, and a second of slack for the polling
+    assert done["state"] == "succeeded", done
+    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == rows

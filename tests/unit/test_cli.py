@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 COMMANDS = [
-    "serve", "migrate", "downgrade", "create-superuser", "check-config", "shell",
+    "serve", "migrate", "downgrade", "create-superuser", "check-config", "shell", "jobs",
     "wait-for-db", "prepare", "worker", "worker-ping",
 ]  # fmt: skip
 

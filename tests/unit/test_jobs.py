@@ -384,7 +384,8 @@ def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
         assert connection.execute("SELECT deliveries FROM jobs").fetchone() == (1,)
         # As a worker that died mid-job leaves it, on its last allowed start.
         connection.execute(
-            "UPDATE jobs SET state = 'running', deliveries = ?", (settings.job_max_deliveries,)
+            "UPDATE jobs SET state = 'running', deliveries = ?, heartbeat_at = NULL",
+            (settings.job_max_deliveries,),
         )
 
     async def redeliver() -> None:
@@ -401,3 +402,95 @@ def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
         f"the worker was lost {settings.job_max_deliveries} times while running this job; "
         "it is not retried again"
     )
+
+
+def _set_job(settings: Settings, job_id: str, **columns: object) -> None:
+    import sqlite3
+
+    database = settings.sqlalchemy_url.removeprefix("sqlite+aiosqlite:///")
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    with sqlite3.connect(database) as connection:
+        connection.execute(f"UPDATE jobs SET {assignments} WHERE id = ?",
+                           (*columns.values(), uuid.UUID(job_id).hex))  # fmt: skip
+
+
+def _delete_items(settings: Settings) -> None:
+    import sqlite3
+
+    with sqlite3.connect(settings.sqlalchemy_url.removeprefix("sqlite+aiosqlite:///")) as db:
+        db.execute("DELETE FROM items")
+
+
+def test_the_reaper_hands_on_jobs_whose_heartbeat_stopped(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+    """The fault: a worker killed mid-job left the job `running` for an hour."""
+    import asyncio
+
+    from app.db.session import Database
+    from app.services.jobs import reap_stalled_jobs
+
+    alice = make_user("alice")
+    lost, twice_lost, alive = (upload(client, alice, csv_bytes([[n, ""]]))["id"]
+                               for n in ("lost", "twice", "alive"))  # fmt: skip
+    _set_job(settings, lost, state="running", deliveries=1, heartbeat_at="2020-01-01 00:00:00")
+    _set_job(settings, twice_lost, state="running", deliveries=settings.job_max_deliveries,
+             heartbeat_at="2020-01-01 00:00:00")  # fmt: skip
+    _set_job(settings, alive, state="running", deliveries=1, heartbeat_at=None)
+
+    async def reap() -> tuple[list[uuid.UUID], int]:
+        db = Database(settings)
+        try:
+            return await reap_stalled_jobs(db, settings)
+        finally:
+            await db.dispose()
+
+    requeued, failed = asyncio.run(reap())
+    assert sorted(requeued) == sorted([uuid.UUID(lost), uuid.UUID(alive)])
+    assert failed == 1
+    assert job(client, alice, lost)["state"] == "queued"
+    assert job(client, alice, twice_lost)["error"].startswith("the worker was lost 3 times")
+    assert job(client, alice, alive)["state"] == "queued"  # never beat: treated as lost too
+
+
+def test_superusers_fail_or_retry_a_job_by_hand(
+    client: TestClient, make_user, admin_headers, settings: Settings
+) -> None:
+    alice = make_user("alice")
+    stuck = upload(client, alice, csv_bytes([["stuck", ""]]))["id"]
+    # As a worker that died mid-import leaves it: running, its rows rolled back.
+    _set_job(settings, stuck, state="running", deliveries=1)
+    _delete_items(settings)
+    assert client.post(f"/api/v1/jobs/{stuck}/fail", headers=alice).status_code == 403
+    failed = client.post(f"/api/v1/jobs/{stuck}/fail", headers=admin_headers)
+    assert failed.status_code == 200, failed.text
+    assert (failed.json()["state"], failed.json()["error"]) == ("failed", "failed by an operator")
+    assert client.post(f"/api/v1/jobs/{stuck}/fail", headers=admin_headers).status_code == 409
+
+    retried = client.post(f"/api/v1/jobs/{stuck}/retry", headers=admin_headers)
+    assert retried.status_code == 200, retried.text
+    assert job(client, alice, stuck)["state"] == "succeeded"  # run again, in-process here
+    assert client.post(f"/api/v1/jobs/{stuck}/retry", headers=admin_headers).status_code == 409
+    assert client.post(f"/api/v1/jobs/{stuck}/explode", headers=admin_headers).status_code == 422
+    unknown = client.post(f"/api/v1/jobs/{uuid.uuid4()}/fail", headers=admin_headers)
+    assert unknown.status_code == 404
+
+
+def test_the_jobs_command_fails_a_job(client: TestClient, make_user, settings: Settings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    alice = make_user("alice")
+    stuck = upload(client, alice, csv_bytes([["stuck", ""]]))["id"]
+    _set_job(settings, stuck, state="running")
+    env = {**os.environ, "ENVIRONMENT": "test", "DATABASE_URL": settings.sqlalchemy_url}
+    run = subprocess.run([sys.executable, "-m", "app", "jobs", "fail", stuck], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"job {stuck}: failed"
+    assert job(client, alice, stuck)["error"] == "failed by an operator"
+    again = subprocess.run([sys.executable, "-m", "app", "jobs", "fail", stuck], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"job {stuck}: the job is already failed"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile,
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.api.deps import CurrentPrincipal, CurrentSuperuser, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
 from app.db.models import Job
@@ -17,8 +17,9 @@ from app.schemas.common import CALLBACK_URL_PATTERN
 from app.schemas.jobs import ExportRequest, JobPublic
 from app.services import jobs as service
 from app.services.errors import Unavailable
+from app.services.jobs import JobAction
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
-from app.worker.dispatch import enqueue
+from app.worker.dispatch import enqueue, operate
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
 router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(401, 403, 503))
@@ -111,6 +112,26 @@ async def export_items(
 async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentPrincipal) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
     return JobPublic.of(await service.get_job(session, user, job_id))
+
+
+@router.post(
+    "/jobs/{job_id:uuid}/{action}",
+    response_model=JobPublic,
+    responses=error_responses(404, 409),
+)
+async def operate_job(
+    request: Request,
+    background: BackgroundTasks,
+    job_id: uuid.UUID,
+    action: JobAction,
+    settings: SettingsDep,
+    _admin: CurrentSuperuser,
+) -> JobPublic:
+    """Superusers: `fail` a job now, or `retry` it from the start (queued again)."""
+    job = await operate(
+        background, request.app.state.db, settings, request.app.state.cache, job_id, action
+    )
+    return JobPublic.of(job)
 
 
 @router.get(
