@@ -143,20 +143,24 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _start_import(api: TestClient, headers: Headers, content: bytes) -> str:
+    """Upload `content`; its job's id once a worker is running it."""
+    job_id: str = api.post(
+        "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")}, headers=headers
+    ).json()["id"]
+    wait_until(
+        lambda: _job(api, headers, job_id)["state"] == "running", 60, "the import to start",
+        interval=0.05,
+    )  # fmt: skip
+    return job_id
+
+
 def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
     api: TestClient, alice: Headers, worker
 ) -> None:  # type: ignore[no-untyped-def]
     rows = 60_000
     content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
-    job_id = api.post(
-        "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")}, headers=alice
-    ).json()["id"]
-    wait_until(
-        lambda: _job(api, alice, job_id)["state"] == "running",
-        60,
-        "the import to start",
-        interval=0.05,
-    )
+    job_id = _start_import(api, alice, content)
     [child] = _children(worker.pid)  # the pool process running the job (concurrency 1)
     os.kill(child, signal.SIGKILL)
     started = time.monotonic()
@@ -263,14 +267,7 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(
     content = csv_bytes([[f"row {n}", "x"] for n in range(60_000)])
     fast = {"JOB_MAX_DELIVERIES": "1", "JOB_HEARTBEAT_SECONDS": "1"}
     with worker_process(worker_settings, tmp_path, **fast) as process:
-        job_id = api.post(
-            "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")},
-            headers=alice,
-        ).json()["id"]  # fmt: skip
-        wait_until(
-            lambda: _job(api, alice, job_id)["state"] == "running", 60, "the import to start",
-            interval=0.05,
-        )  # fmt: skip
+        job_id = _start_import(api, alice, content)
         [child] = _children(process.pid)
         os.kill(child, signal.SIGKILL)
         done = _finished(api, alice, job_id, timeout=120)
@@ -289,14 +286,7 @@ def test_a_job_of_a_dead_worker_ends_within_two_heartbeats_of_a_worker_returning
     content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
     fast = {"JOB_HEARTBEAT_SECONDS": "1"}
     with worker_process(worker_settings, tmp_path, **fast) as first:
-        job_id = api.post(
-            "/api/v1/items/import", files={"file": ("big.csv", content, "text/csv")},
-            headers=alice,
-        ).json()["id"]  # fmt: skip
-        wait_until(
-            lambda: _job(api, alice, job_id)["state"] == "running", 60, "the import to start",
-            interval=0.05,
-        )  # fmt: skip
+        job_id = _start_import(api, alice, content)
         for pid in [*_children(first.pid), first.pid]:  # the whole worker, at once
             os.kill(pid, signal.SIGKILL)
         first.wait(timeout=10)

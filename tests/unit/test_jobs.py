@@ -168,26 +168,32 @@ def test_an_unfinished_export_cannot_be_downloaded(settings: Settings) -> None:
         export_file(settings, Job(id=uuid.uuid4(), kind="export", state="running"))
 
 
-def test_a_finished_job_delivered_again_changes_nothing(
-    client: TestClient, make_user, settings: Settings
-) -> None:
+def redeliver(settings: Settings, job_id: str) -> None:
+    """What a worker does with a job the broker delivers (again)."""
     import asyncio
 
     from app.db.session import Database
     from app.services.cache import ReadCache
     from app.services.jobs import run_job
 
-    alice = make_user("alice")
-    accepted = upload(client, alice, csv_bytes([["once", ""]]))
-
-    async def redeliver() -> None:
+    async def run() -> None:
         db = Database(settings)
         try:
-            await run_job(db, settings, ReadCache(None, 0), uuid.UUID(accepted["id"]))
+            await run_job(db, settings, ReadCache(None, 0), uuid.UUID(job_id))
         finally:
             await db.dispose()
 
-    asyncio.run(redeliver())
+    asyncio.run(run())
+
+
+def test_a_finished_job_delivered_again_changes_nothing(
+    client: TestClient, make_user, settings: Settings
+) -> None:
+
+    alice = make_user("alice")
+    accepted = upload(client, alice, csv_bytes([["once", ""]]))
+
+    redeliver(settings, accepted["id"])
     assert titles(client, alice) == ["once"]
 
 
@@ -370,12 +376,7 @@ def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
 ) -> None:
     """The fault: a job that got its worker OOM-killed was redelivered for ever (15 kills in
     3.5 min). Each start counts; past JOB_MAX_DELIVERIES the job fails with the reason."""
-    import asyncio
     import sqlite3
-
-    from app.db.session import Database
-    from app.services.cache import ReadCache
-    from app.services.jobs import run_job
 
     alice = make_user("alice")
     accepted = upload(client, alice, csv_bytes([["fine", ""]]))
@@ -388,14 +389,7 @@ def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
             (settings.job_max_deliveries,),
         )
 
-    async def redeliver() -> None:
-        db = Database(settings)
-        try:
-            await run_job(db, settings, ReadCache(None, 0), uuid.UUID(accepted["id"]))
-        finally:
-            await db.dispose()
-
-    asyncio.run(redeliver())
+    redeliver(settings, accepted["id"])
     done = job(client, alice, accepted["id"])
     assert done["state"] == "failed"
     assert done["error"] == (
