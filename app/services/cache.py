@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 LOCAL_PRINCIPAL_SECONDS = 1.0
 LOCAL_PRINCIPALS_MAX = 10_000
+# After a failed call, reads and fills skip Redis for this long: during an outage each
+# request would otherwise wait for Redis' timeout, twice, before going to the database.
+# Invalidations are always tried: a skipped one could leave a stale page once Redis is back.
+SKIP_AFTER_FAILURE_SECONDS = 5.0
+_ALWAYS_TRIED = frozenset({"delete"})
 
 
 class ReadCache:
@@ -37,13 +42,17 @@ class ReadCache:
         self.redis = redis if ttl_seconds > 0 else None
         self.ttl = ttl_seconds
         self._local: dict[uuid.UUID, tuple[float, Principal]] = {}
+        self._skip_until = 0.0
 
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.redis is None:
             return None
+        if operation not in _ALWAYS_TRIED and time.monotonic() < self._skip_until:
+            return None
         try:
             return await getattr(self.redis, operation)(*args, **kwargs)
         except Exception as exc:  # the database answers instead; the cache is an optimisation
+            self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
             logger.warning(
                 "cache unavailable", extra=log_fields(operation=operation, error=str(exc)[:200])
             )

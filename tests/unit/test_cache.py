@@ -113,10 +113,14 @@ def test_superuser_pages_are_invalidated_by_any_owner(
 
 
 class BrokenRedis:
-    """Every command fails, as when Redis is down or unreachable."""
+    """Every command fails, as when Redis is down or unreachable; `calls` records them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         async def fail(*_: Any, **__: Any) -> Any:
+            self.calls.append(name)
             raise ConnectionError("Redis is down")
 
         return fail
@@ -164,3 +168,23 @@ def test_principal_is_shared_in_redis_and_kept_a_second_in_process(
     assert after is not None
     assert after.is_active is False
     assert without_redis is None
+
+
+def test_after_a_failure_reads_skip_redis_for_a_while_but_invalidations_do_not() -> None:
+    """During an outage each request waited for Redis' timeout, twice, before the database
+    answered; now only the first does, for SKIP_AFTER_FAILURE_SECONDS."""
+    from app.services.cache import ReadCache
+
+    down = BrokenRedis()
+    cache = ReadCache(down, ttl_seconds=60)  # type: ignore[arg-type]
+
+    async def use() -> None:
+        assert await cache.get_item(uuid.uuid4()) is None
+        assert await cache.get_principal(uuid.uuid4()) is None
+        await cache.set_item(uuid.uuid4(), {"x": 1})
+        await cache.invalidate(uuid.uuid4())
+        cache._skip_until = 0.0  # the skip is over: Redis is tried again
+        assert await cache.get_item(uuid.uuid4()) is None
+
+    asyncio.run(use())
+    assert down.calls == ["get", "delete", "get"]
