@@ -306,12 +306,12 @@ class Settings(BaseSettings):
         "1 to 4).",
     )
     login_failures_per_account: str = Field(
-        "5/minute;20/hour;100/day",
+        "5/minute,20/hour,100/day",
         description="Failed logins allowed per account and client address before 429 "
         "(`limits` notation); the real user elsewhere is not locked out.",
     )
     login_failures_per_client: str = Field(
-        "30/minute;300/hour",
+        "30/minute,300/hour",
         description="Failed logins allowed per client address, over all accounts, before 429.",
     )
 
@@ -422,7 +422,7 @@ class Settings(BaseSettings):
             parse_many(value)
         except ValueError:
             raise ValueError(
-                "must be rate limits like `5/minute;20/hour` (limits notation)"
+                "must be rate limits like `5/minute,20/hour` (limits notation)"
             ) from None
         return value
 

@@ -102,3 +102,16 @@ def test_env_files_are_ignored_by_git_and_examples_are_not() -> None:
                             capture_output=True, text=True, check=False)  # fmt: skip
     ignored = set(result.stdout.split())
     assert ignored == {".env", ".env.dev", ".env.staging", ".env.prod"}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_example_can_be_sourced_by_a_shell(name: str) -> None:
+    """`make deploy` and `make secrets` read the env file with `.`: a `;` or an unquoted
+    space in a value would run as a command there."""
+    import subprocess
+
+    result = subprocess.run(
+        ["sh", "-c", f"set -a && . ./{name} && set +a && echo sourced"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "sourced\n")
