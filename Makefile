@@ -233,7 +233,8 @@ STACK_NAME ?= shipshape
 SECRETS_DIR ?= secrets
 SWARM_SECRETS = secret_key jwt_secret_key db_password redis_password admin_password
 # docker stack deploy reads ${...} from its environment: export the env file into it.
-STACK_ENV = set -a && . $(abspath $(ENV_FILE)) && set +a && STACK_NAME=$(STACK_NAME) APP_TAG=$(TAG)
+STACK_ENV = set -a && . $(abspath $(ENV_FILE)) && set +a && STACK_NAME=$(STACK_NAME) APP_TAG=$(TAG) \
+            APP_IMAGE="$${APP_IMAGE:-$(IMAGE)}"
 
 .PHONY: tag
 tag: ## Tag the production image by version and git sha: $(IMAGE):$(VERSION), $(IMAGE):$(GIT_COMMIT)
@@ -259,12 +260,20 @@ secrets: env-file ## Create the Swarm secrets from $(SECRETS_DIR)/<name> files, 
 deploy: ENV = prod
 deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image tag TAG
 	$(STACK_ENV) $(DOCKER) stack deploy --prune --with-registry-auth -c docker-stack.yml $(STACK_NAME)
-	@echo "deploying $(IMAGE):$(TAG); watch it with: docker service ps $(STACK_NAME)_app"
+	@$(STACK_ENV) sh -c 'echo "deploying $$APP_IMAGE:$$APP_TAG; watch it with: docker service ps $${STACK_NAME}_app"'
 
 .PHONY: rollback
-rollback: ## Roll the app and worker back to their previous image
-	$(DOCKER) service rollback $(STACK_NAME)_app
-	$(DOCKER) service rollback $(STACK_NAME)_worker
+rollback: ## Roll the app and worker back to their previous image (each that has one)
+	@# After Swarm's own automatic rollback the app has no previous spec any more: that is
+	@# reported, not an error, and the worker is still rolled back (no mixed versions).
+	@status=0; for service in app worker; do \
+	    if out=$$($(DOCKER) service rollback $(STACK_NAME)_$$service 2>&1); then \
+	        echo "$(STACK_NAME)_$$service: rolled back"; continue; fi; \
+	    case "$$out" in \
+	        *"does not have a previous spec"*) echo "$(STACK_NAME)_$$service: no previous version to roll back to";; \
+	        *) echo "$(STACK_NAME)_$$service: $$out" >&2; status=1;; \
+	    esac; \
+	done; exit $$status
 
 # --- images ----------------------------------------------------------------------------
 

@@ -64,3 +64,44 @@ def test_prod_builds_with_the_version_and_commit_of_this_checkout(tmp_path: Path
                             capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     assert version is not None
     assert f"BUILD_VERSION={version.group(1)} GIT_COMMIT={commit or 'unknown'} " in result.stdout
+
+
+def fake_docker(tmp_path: Path, script: str) -> Path:
+    path = tmp_path / "docker"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_deploy_names_the_image_the_stack_runs(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    text = (ROOT / ".env.prod.example").read_text()
+    env_file.write_text(re.sub(r"^APP_IMAGE=.*$", "APP_IMAGE=registry.example/shipshape", text,
+                               flags=re.M))  # fmt: skip
+    docker = fake_docker(tmp_path, 'echo "APP_IMAGE=$APP_IMAGE APP_TAG=$APP_TAG $*"')
+    result = make("deploy", f"ENV_FILE={env_file}", "TAG=1.2.3", f"DOCKER={docker}")
+    assert result.returncode == 0, result.stderr
+    assert "APP_IMAGE=registry.example/shipshape APP_TAG=1.2.3 stack deploy" in result.stdout
+    assert "deploying registry.example/shipshape:1.2.3;" in result.stdout
+
+
+def test_rollback_after_an_automatic_rollback_still_rolls_back_the_worker(tmp_path: Path) -> None:
+    """The fault: after Swarm's own rollback of the app, `make rollback` failed on the app
+    ("does not have a previous spec", exit 2) and never reached the worker."""
+    docker = fake_docker(
+        tmp_path,
+        """case "$*" in
+  *rollback\\ shipshape_app*) echo "service app does not have a previous spec" >&2; exit 1;;
+  *rollback\\ shipshape_worker*) echo shipshape_worker; exit 0;;
+esac""",
+    )
+    result = make("rollback", f"DOCKER={docker}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "shipshape_app: no previous version to roll back to",
+        "shipshape_worker: rolled back",
+    ]
+    broken = fake_docker(tmp_path, 'echo "Cannot connect to the Docker daemon" >&2; exit 1')
+    failed = make("rollback", f"DOCKER={broken}")
+    assert failed.returncode != 0
+    assert "Cannot connect to the Docker daemon" in failed.stderr
