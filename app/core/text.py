@@ -14,21 +14,19 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-# C0 controls, DEL, C1 controls, lone surrogates.
-_SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-# The same, but tab and line breaks are part of free text.
-_MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def find_forbidden(value: str, *, multi_line: bool = False) -> int | None:
-    """Index of the first character the rule refuses, or None."""
-    pattern = _MULTI_LINE_FORBIDDEN if multi_line else _SINGLE_LINE_FORBIDDEN
-    found = pattern.search(value)
-    return None if found is None else found.start()
+# C0 controls, DEL, C1 controls; in free text, tab and line breaks are allowed. One
+# spelling for both Python's regular expressions and the API document's JSON Schema.
+_CONTROLS = r"\u0000-\u001f\u007f-\u009f"
+_TEXT_CONTROLS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
+# Lone surrogates have no UTF-8 form (JSON text cannot carry them, so the schema omits them).
+_SURROGATES = r"\ud800-\udfff"
+_SINGLE_LINE_FORBIDDEN = re.compile(f"[{_CONTROLS}{_SURROGATES}]")
+_MULTI_LINE_FORBIDDEN = re.compile(f"[{_TEXT_CONTROLS}{_SURROGATES}]")
 
 
 def is_clean(value: str, *, multi_line: bool = False) -> bool:
-    return find_forbidden(value, multi_line=multi_line) is None
+    pattern = _MULTI_LINE_FORBIDDEN if multi_line else _SINGLE_LINE_FORBIDDEN
+    return pattern.search(value) is None
 
 
 def single_line(value: str) -> str:
@@ -46,11 +44,6 @@ def multi_line(value: str) -> str:
     return value
 
 
-def printable(value: str) -> str:
-    """`value` with refused characters replaced by U+FFFD: for echoing input in messages."""
-    return _SINGLE_LINE_FORBIDDEN.sub("\ufffd", value)
-
-
 # A pragmatic address check (one @, a dotted domain, no spaces); deliverability is for the
 # mail server to judge. The domain part is case-insensitive, so it is stored lower-cased.
 _EMAIL = re.compile(
@@ -66,8 +59,8 @@ def _email(value: str) -> str:
 
 
 # The rules as JSON Schema patterns, so that the API document says what is refused.
-SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
-MULTI_LINE_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+SINGLE_LINE_PATTERN = f"^[^{_CONTROLS}]*$"
+MULTI_LINE_PATTERN = f"^[^{_TEXT_CONTROLS}]*$"
 SINGLE_LINE_SCHEMA = Field(json_schema_extra={"pattern": SINGLE_LINE_PATTERN})
 MULTI_LINE_SCHEMA = Field(json_schema_extra={"pattern": MULTI_LINE_PATTERN})
 
