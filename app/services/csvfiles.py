@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from app.core.text import is_clean, printable
+from app.core.text import is_clean
 
 COLUMNS = ("title", "description")
 # An export's other columns: accepted and ignored, so an export re-imports as it is.
@@ -60,7 +60,11 @@ class ItemCsvReader:
         self.rows_read = 0
         self._handle: IO[str] = path.open(encoding="utf-8-sig", newline="")
         self._reader = csv.reader(self._handle)
-        self.columns = self._header()
+        try:
+            self.columns = self._header()
+        except BaseException:
+            self._handle.close()  # no `with` was entered to close it
+            raise
 
     def __enter__(self) -> ItemCsvReader:
         return self
@@ -103,13 +107,24 @@ class ItemCsvReader:
             if record:  # blank lines are skipped
                 yield record
 
-    def chunk(self, size: int) -> list[Row]:
-        """Up to `size` more rows; an empty list at the end of the file."""
-        rows: list[Row] = []
+    def _counted(self) -> Iterator[list[str]]:
+        """The data records, refused past `max_rows`."""
         for record in self._records():
             self.rows_read += 1
             if self.rows_read > self.max_rows:
                 raise CsvProblem(f"the file has more than IMPORT_MAX_ROWS ({self.max_rows}) rows")
+            yield record
+
+    def count(self) -> int:
+        """The number of rows left in the file, read without building them."""
+        for _ in self._counted():
+            pass
+        return self.rows_read
+
+    def chunk(self, size: int) -> list[Row]:
+        """Up to `size` more rows; an empty list at the end of the file."""
+        rows: list[Row] = []
+        for record in self._counted():
             line = self._reader.line_num
             if len(record) != len(self.columns):
                 error = f"has {len(record)} fields, the header has {len(self.columns)}"
@@ -124,7 +139,8 @@ class ItemCsvReader:
 
 
 def _names(names: list[str]) -> str:
-    shown = ", ".join(printable(name)[:40] for name in names[:10])
+    # The header passed the text rule before any name is shown.
+    shown = ", ".join(name[:40] for name in names[:10])
     return shown + (", ..." if len(names) > 10 else "")
 
 

@@ -351,9 +351,7 @@ async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> No
 
 def _count_rows(path: Path, max_rows: int) -> int:
     with csvfiles.ItemCsvReader(path, max_rows) as reader:
-        while reader.chunk(CHUNK_ROWS):
-            pass
-        return reader.rows_read
+        return reader.count()
 
 
 @dataclass
