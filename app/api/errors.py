@@ -101,8 +101,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it only
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed_methods(request))}
-    if isinstance(exc.detail, list):  # validation_error(): make the echoed input safe
-        exc.detail = encodable(exc.detail)
     return await http_exception_handler(request, exc)
 
 

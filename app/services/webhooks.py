@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.config import Settings
-from app.core.egress import RefusedAddress, checked_addresses
+from app.core.egress import RefusedAddress, is_public
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -93,10 +93,8 @@ def _check_host(host: str, settings: Settings) -> None:
     if settings.webhook_allow_private_targets:
         return
     if ip is not None:
-        try:
-            checked_addresses(host, 0, allow_private=False)
-        except RefusedAddress:
-            raise InvalidCallbackUrl(_NOT_PUBLIC) from None
+        if not is_public(ip):
+            raise InvalidCallbackUrl(_NOT_PUBLIC)
     elif host in _LOCAL_NAMES or host.endswith(".localhost") or "." not in host.rstrip("."):
         raise InvalidCallbackUrl(_NOT_PUBLIC)
 
