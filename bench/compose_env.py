@@ -21,18 +21,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SECRET_FILES = (
+    "secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
+    "webhook_secret", "metrics_token",
+)  # fmt: skip
+
+
 def prod_env_file(path: Path, overrides: dict[str, str]) -> dict[str, str]:
-    """.env.prod.example with a fresh random value for every CHANGE_ME_PROD_* secret and
-    `overrides` applied (each must be a variable of the example); written to `path`.
-    Returns every variable of the file."""
+    """.env.prod.example with `overrides` applied (each must be a variable of the example),
+    written to `path`, and a fresh random file for every secret in a `secrets` folder beside
+    it (an override of a secret goes into its file). Returns every variable of the file and
+    every secret's value."""
     text = (ROOT / ".env.prod.example").read_text()
-    text = re.sub(r"=CHANGE_ME_PROD_[A-Z_]+", lambda _: "=" + secrets.token_urlsafe(32), text)
-    for key, value in overrides.items():
+    folder = path.parent / f"{path.name}.secrets"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    values = {name.upper(): secrets.token_urlsafe(32) for name in SECRET_FILES}
+    for key, value in {**overrides, "SECRETS_DIR": str(folder)}.items():
+        if key in values:
+            values[key] = value
+            continue
         text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
         if count != 1:
             raise ValueError(f"{key} is not a variable of .env.prod.example")
+    for key, value in values.items():
+        secret = folder / key.lower()
+        secret.write_text(value)
+        secret.chmod(0o644)  # read by the containers' own users
     path.write_text(text)
-    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+    return {**dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M)), **values}
 
 
 def compose_environment(env_file: Path) -> dict[str, str]:

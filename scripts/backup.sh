@@ -7,6 +7,7 @@
 #
 # Environment:
 #   PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE   the database (libpq variables)
+#   DB_PASSWORD_FILE            a file holding the password (a secret), instead of PGPASSWORD
 #   BACKUP_DIR=/backups         daily/ and weekly/ go below it
 #   BACKUP_SCHEDULE=02:30       daily at HH:MM (UTC), or an interval: 900s, 30m, 6h
 #   BACKUP_KEEP_DAILY=7         newest daily backups kept
@@ -18,6 +19,12 @@
 # succeeded, so a half-written dump never looks like a backup. POSIX sh (runs in the
 # postgres image, Debian or Alpine). Exits non-zero when a backup fails.
 set -o errexit -o nounset
+
+# The password from a secret file goes to libpq in this process's environment only.
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${DB_PASSWORD_FILE:-}" ]; then
+    PGPASSWORD=$(cat "$DB_PASSWORD_FILE")
+    export PGPASSWORD
+fi
 
 dir="${BACKUP_DIR:-/backups}"
 keep_daily="${BACKUP_KEEP_DAILY:-7}"

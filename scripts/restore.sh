@@ -3,6 +3,7 @@
 #
 # Usage: restore.sh FILE.dump
 #   PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE   the database to restore into
+#   DB_PASSWORD_FILE            a file holding the password (a secret), instead of PGPASSWORD
 #
 # Steps, each of which stops the restore when it fails, before anything is dropped:
 #   1. FILE.sha256 exists and matches FILE
@@ -14,6 +15,12 @@
 # Run the migrations afterwards (`make restore` does): a backup from an older release is
 # brought up to the running code's schema. POSIX sh.
 set -o errexit -o nounset
+
+# The password from a secret file goes to libpq in this process's environment only.
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${DB_PASSWORD_FILE:-}" ]; then
+    PGPASSWORD=$(cat "$DB_PASSWORD_FILE")
+    export PGPASSWORD
+fi
 
 file="${1:-}"
 database="${PGDATABASE:?PGDATABASE is required}"

@@ -395,7 +395,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         assert isinstance(env_settings, EnvSettingsSource)  # noqa: S101 - a typing guard
-        return (init_settings, env_settings, FileSecretsSource(settings_cls))
+        # X_FILE before X: an env file that lists X empty (the production examples do, the
+        # value being a file) must not hide the file. Both set is refused by the source.
+        return (init_settings, FileSecretsSource(settings_cls), env_settings)
 
     @field_validator("log_level")
     @classmethod

@@ -72,7 +72,6 @@ def test_every_overlay_renders_with_its_example(overlay: str, env_name: str, pro
         ("dev", "DB_PASSWORD"),
         ("dev", "SECRET_KEY"),
         ("dev", "REDIS_PASSWORD"),
-        ("prod", "JWT_SECRET_KEY"),
         ("prod", "BASE_URL"),
         ("prod", "DOMAIN"),
         ("prod", "SSL_EMAIL"),
@@ -164,10 +163,49 @@ def test_prod_app_is_read_only_and_outlives_gunicorn_graceful_timeout() -> None:
 
 
 def test_redis_has_a_password_persistence_and_an_eviction_policy() -> None:
-    command = rendered("prod", "prod")["services"]["redis"]["command"]
+    redis = rendered("prod", "prod")["services"]["redis"]
+    command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert command[command.index("--requirepass") + 1] == "CHANGE_ME_PROD_REDIS_PASSWORD"
     assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    # The password is a file that the entrypoint turns into `requirepass` in a config file.
+    assert redis["entrypoint"][-1] == "/opt/shipshape/redis-entrypoint.sh"
+    assert redis["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+
+
+# The secrets each production service is given, and nothing more.
+PROD_SECRETS = {
+    "app": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
+            "webhook_secret", "metrics_token"},
+    "worker": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "webhook_secret"},
+    "db": {"db_password"},
+    "redis": {"redis_password"},
+    "backup": {"db_password"},
+    "nginx": set(),
+    "certbot": set(),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("env_name", ["prod", "staging"])
+def test_prod_services_get_only_their_secrets_and_only_as_files(env_name: str) -> None:
+    config = rendered("prod", env_name, "certbot")
+    folder = ROOT / "secrets" / env_name
+    for name, expected in PROD_SECRETS.items():
+        service = config["services"][name]
+        mounted = {secret["source"] for secret in service.get("secrets", [])}
+        assert mounted == expected, name
+        environment = service.get("environment") or {}
+        for secret in expected:
+            variable = {"db": "POSTGRES_PASSWORD"}.get(name, secret.upper())
+            if name == "backup":
+                variable = "DB_PASSWORD"
+            assert environment.get(f"{variable}_FILE") == f"/run/secrets/{secret}", (name, secret)
+        # No secret value travels as a variable: each one is empty or absent.
+        for variable in (*(s.upper() for s in PROD_SECRETS["app"]), "POSTGRES_PASSWORD",
+                         "PGPASSWORD", "REDISCLI_AUTH"):  # fmt: skip
+            assert not environment.get(variable), (name, variable)
+        assert "requirepass" not in json.dumps(service.get("command")), name
+    for secret in PROD_SECRETS["app"]:
+        assert config["secrets"][secret]["file"] == str(folder / secret)
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,11 @@ import secrets
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from bench.compose_env import compose_environment
+from bench.compose_env import SECRET_FILES, compose_environment
 from tests.docker_utils import ROOT, docker, wait_until
 from tests.stack.conftest import DOMAIN, Stack
 
@@ -225,7 +226,7 @@ def test_missing_required_value_stops_compose_before_any_container_starts(
     env_file = tmp_path / "env"
     lines = stack.env_file.read_text().splitlines()
     env_file.write_text(
-        "\n".join(line for line in lines if not line.startswith("SECRET_KEY=")) + "\n"
+        "\n".join(line for line in lines if not line.startswith("BASE_URL=")) + "\n"
     )
     project = f"shipshape-missing-{secrets.token_hex(3)}"
     compose = ["docker", "compose", "--project-name", project, "--env-file", str(env_file)]
@@ -242,7 +243,7 @@ def test_missing_required_value_stops_compose_before_any_container_starts(
     )
     try:
         assert result.returncode != 0
-        assert "required variable SECRET_KEY is missing a value" in result.stderr
+        assert "required variable BASE_URL is missing a value" in result.stderr
         containers = docker(
             "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}"
         ).stdout
@@ -308,3 +309,48 @@ def test_only_mozilla_intermediate_key_exchange_groups(
         input="", capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert (result.returncode == 0) is accepted, result.stderr[-500:]
+
+
+# The secrets each service gets (compose secrets, mounted under /run/secrets).
+SERVICE_SECRETS = {
+    "app": set(SECRET_FILES),
+    "worker": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "webhook_secret"},
+    "db": {"db_password"},
+    "redis": {"redis_password"},
+    "backup": {"db_password"},
+    "nginx": set(),
+    "certbot": set(),
+    "pebble": set(),  # the test ACME server (tests/stack/docker-compose.acme.yml)
+}
+
+
+def test_no_secret_in_any_container_environment_or_command_line(stack: Stack) -> None:
+    values = {name: stack.values[name.upper()] for name in SECRET_FILES}
+    assert all(len(value) >= 16 for value in values.values())
+    ids = stack.compose("ps", "--quiet").stdout.split()
+    assert len(ids) >= len(SERVICE_SECRETS)
+    for info in json.loads(docker("inspect", *ids).stdout):
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        exposed = json.dumps(
+            [info["Config"]["Env"], info["Config"]["Cmd"], info["Config"]["Entrypoint"],
+             info["Path"], info["Args"], info["Config"].get("Healthcheck")]
+        )  # fmt: skip
+        leaked = [name for name, value in values.items() if value in exposed]
+        assert leaked == [], f"{service} shows {leaked} in its Env, Cmd or Args"
+        mounted = {
+            mount["Destination"].removeprefix("/run/secrets/")
+            for mount in info["Mounts"]
+            if mount["Destination"].startswith("/run/secrets/")
+        }
+        assert mounted == SERVICE_SECRETS[service], service
+    # Nor in any process's command line on this host (what `ps` shows), containers included.
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        assert [name for name, value in values.items() if value in text] == [], cmdline
+    # The secrets work: Redis asks for its password, the admin logs in with the file's.
+    redis = stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
+    assert "NOAUTH" in redis.stdout + redis.stderr
+    assert stack.login()

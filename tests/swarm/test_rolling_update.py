@@ -22,7 +22,10 @@ pytestmark = pytest.mark.stack
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
 IMAGE = "shipshape-swarm"
-SECRET_NAMES = ("secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password")
+SECRET_NAMES = (
+    "secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
+    "webhook_secret", "metrics_token",
+)  # fmt: skip
 
 
 def free_port() -> int:
