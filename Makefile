@@ -166,6 +166,13 @@ prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn
 	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) up --detach --build --wait
 	@echo "up: https://$$(sed -n 's/^DOMAIN=//p' $(ENV_FILE))  (make certbot for a real certificate)"
 
+.PHONY: rollout
+rollout: ENV = prod
+rollout: env-file secret-files ## Update a running production stack with no failed request: app replicas one by one, then the worker
+	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) build app
+	ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) sh scripts/rollout.sh app $(COMPOSE_CMD)
+	$(COMPOSE) up --detach --no-deps --wait worker
+
 .PHONY: staging
 staging: ## The production stack with .env.staging
 	$(MAKE) prod ENV=staging ENV_FILE=.env.staging

@@ -7,6 +7,8 @@ import json
 import secrets
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,24 +50,29 @@ class Stack:
     def compose(
         self, *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        command = [
-            "docker", "compose", "--project-name", self.project, "--env-file", str(self.env_file),
-            "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", "-f", str(ACME_OVERLAY),
-            *args,
-        ]  # fmt: skip
         result = subprocess.run(
-            command, cwd=ROOT, env=self.environment(), capture_output=True,
+            [*self.compose_command(), *args], cwd=ROOT, env=self.environment(), capture_output=True,
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
+    def compose_command(self) -> list[str]:
+        return [
+            "docker", "compose", "--project-name", self.project, "--env-file", str(self.env_file),
+            "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", "-f", str(ACME_OVERLAY),
+        ]  # fmt: skip
+
     def environment(self) -> dict[str, str]:
         return {**compose_environment(self.env_file), "PEBBLE_CA_DIR": str(self.pebble_ca_dir)}
 
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "--all", "--quiet", service).stdout.split()
+
     def container(self, service: str) -> str:
-        return self.compose("ps", "--all", "--quiet", service).stdout.strip()
+        [container] = self.containers(service)
+        return container
 
     def tls_context(self, **versions: ssl.TLSVersion) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -173,3 +180,69 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.compose("--profile", "certbot", "down", "--volumes", "--remove-orphans", check=False)
+
+
+@dataclass
+class Load:
+    """Clients sending requests through nginx until stopped; every answer is counted."""
+
+    stack: Stack
+    requests: list[tuple[str, str]]  # (method, path), sent in turn by every client
+    headers: dict[str, str]
+    clients: int = 8
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def _client(self) -> None:
+        connection: http.client.HTTPSConnection | None = None
+        turn = 0
+        while not self._stop.is_set():
+            method, path = self.requests[turn % len(self.requests)]
+            turn += 1
+            if connection is None:  # one keep-alive connection per client, as browsers do
+                connection = http.client.HTTPSConnection(
+                    "127.0.0.1", self.stack.https_port, context=self.stack.tls_context(), timeout=30
+                )
+            body = json.dumps({"title": f"load {turn}"}).encode() if method == "POST" else None
+            headers = {"Host": DOMAIN, "Content-Type": "application/json", **self.headers}
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                reply = connection.getresponse()
+                reply.read()
+                outcome = str(reply.status)
+                if reply.status >= 400:
+                    self._record_failure(f"{method} {path}: {reply.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+                self._record_failure(f"{method} {path}: {exc!r}")
+                connection.close()
+                connection = None
+            with self._lock:
+                self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if connection is not None:
+            connection.close()
+
+    def _record_failure(self, what: str) -> None:
+        with self._lock:
+            self.failures.append(f"{time.strftime('%H:%M:%S')} {what}")

@@ -17,7 +17,7 @@ import pytest
 
 from bench.compose_env import SECRET_FILES, compose_environment
 from tests.docker_utils import ROOT, docker, wait_until
-from tests.stack.conftest import DOMAIN, Stack
+from tests.stack.conftest import DOMAIN, Load, Stack
 
 pytestmark = pytest.mark.stack
 
@@ -131,8 +131,8 @@ def test_gzip_body_limit_and_private_metrics(stack: Stack) -> None:
 def test_database_outage_turns_ready_503_and_recovers_without_restarting_the_app(
     stack: Stack,
 ) -> None:
-    app = stack.container("app")
-    started_at = docker("inspect", "--format", "{{.State.StartedAt}}", app).stdout
+    apps = stack.containers("app")
+    started_at = docker("inspect", "--format", "{{.State.StartedAt}}", *apps).stdout
     stack.compose("stop", "db")
     try:
         began = time.monotonic()
@@ -152,8 +152,8 @@ def test_database_outage_turns_ready_503_and_recovers_without_restarting_the_app
         90,
         "/ready 200 after the database is back",
     )
-    assert docker("inspect", "--format", "{{.State.StartedAt}}", app).stdout == started_at
-    assert docker("inspect", "--format", "{{.RestartCount}}", app).stdout.strip() == "0"
+    assert docker("inspect", "--format", "{{.State.StartedAt}}", *apps).stdout == started_at
+    assert set(docker("inspect", "--format", "{{.RestartCount}}", *apps).stdout.split()) == {"0"}
 
 
 def _served_certificate(stack: Stack) -> str:
@@ -205,6 +205,91 @@ def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stac
     assert served == leaf.strip()
     # A graceful reload: the app behind it was never interrupted.
     assert stack.https("GET", "/ready").status == 200
+
+
+def _healthy(container: str) -> bool:
+    return (
+        docker("inspect", "--format", "{{.State.Health.Status}}", container).stdout.strip()
+        == "healthy"
+    )
+
+
+def _serving_after_start(container: str) -> float:
+    """Seconds from the container's start to its app's first "starting" log line (a worker
+    whose lifespan began: gunicorn is listening)."""
+    started = docker("inspect", "--format", "{{.State.StartedAt}}", container).stdout.strip()
+    logs = docker("logs", "--timestamps", "--since", started, container).stdout.splitlines()
+    first = next(line for line in logs if '"logger":"app","message":"starting"' in line)
+
+    def seconds(stamp: str) -> float:  # RFC 3339 with nanoseconds
+        clock = stamp.split("T")[1].rstrip("Z")
+        hours, minutes, rest = clock.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(rest[:9])
+
+    return seconds(first.split()[0]) - seconds(started)
+
+
+def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -> None:
+    """`docker restart` of every app replica in turn while 8 clients read and write through
+    nginx: nginx sends each request to a replica that takes it (proxy_next_upstream)."""
+    apps = stack.containers("app")
+    assert len(apps) >= 2, "the production stack runs two app replicas"
+    load = Load(
+        stack,
+        [("GET", "/api/v1/items?limit=20"), ("GET", "/ready"), ("POST", "/api/v1/items"),
+         ("GET", "/api/v1/items?limit=5")],
+        stack.login(),
+    )  # fmt: skip
+    timings = []
+    with load:
+        wait_until(lambda: load.total > 50, 30, "the load to get going")
+        for app in apps:
+            began = time.monotonic()
+            docker("restart", app)
+            stopped = time.monotonic()
+            wait_until(lambda a=app: _healthy(a), 120, f"{app[:12]} healthy after its restart")
+            timings.append((stopped - began, _serving_after_start(app), time.monotonic() - stopped))
+        before = load.total
+        wait_until(lambda: load.total > before + 50, 30, "requests after the last restart")
+    print(
+        f"\n{load.total} requests by {load.clients} clients during {len(apps)} restarts "
+        f"(stop s, start to serving s, start to healthy s: "
+        f"{[tuple(round(t, 1) for t in timing) for timing in timings]}); "
+        f"outcomes {load.counts}; failures {len(load.failures)}"
+    )
+    assert load.failures == []
+
+
+def test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request(
+    stack: Stack,
+) -> None:
+    """scripts/rollout.sh (`make rollout`): new replicas first, then the old ones stopped one
+    by one; `docker compose up` would recreate them all at once."""
+    old = set(stack.containers("app"))
+    load = Load(
+        stack, [("GET", "/api/v1/items?limit=20"), ("POST", "/api/v1/items"), ("GET", "/ready")],
+        stack.login(),
+    )  # fmt: skip
+    with load:
+        wait_until(lambda: load.total > 50, 30, "the load to get going")
+        began = time.monotonic()
+        result = subprocess.run(
+            ["sh", "scripts/rollout.sh", "app", *stack.compose_command()], cwd=ROOT,
+            env=stack.environment(), capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        took = time.monotonic() - began
+        before = load.total
+        wait_until(lambda: load.total > before + 50, 30, "requests after the rollout")
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = set(stack.containers("app"))
+    print(
+        f"\nrollout of {len(old)} replicas in {took:.1f}s: {load.total} requests by "
+        f"{load.clients} clients, outcomes {load.counts}, failures {len(load.failures)}"
+    )
+    assert len(new) == len(old)
+    assert new.isdisjoint(old)
+    assert all(_healthy(app) for app in new)
+    assert load.failures == []
 
 
 def test_data_survives_a_stack_restart(stack: Stack) -> None:
