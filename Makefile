@@ -279,9 +279,8 @@ secret-files:
 
 .PHONY: deploy
 deploy: ENV = prod
-deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image tag TAG
-	$(STACK_ENV) $(DOCKER) stack deploy --prune --with-registry-auth -c docker-stack.yml $(STACK_NAME)
-	@$(STACK_ENV) sh -c 'echo "deploying $$APP_IMAGE:$$APP_TAG; watch it with: docker service ps $${STACK_NAME}_app"'
+deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image tag TAG; waits, rolls back as a whole
+	$(STACK_ENV) DOCKER=$(DOCKER) sh scripts/deploy-swarm.sh $(STACK_NAME) docker-stack.yml
 
 .PHONY: rollback
 rollback: ## Roll the app and worker back to their previous image (each that has one)

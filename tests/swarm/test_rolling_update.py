@@ -1,9 +1,13 @@
 """Docker Swarm: the stack file deployed on a single-node swarm, a rolling update under load
-with zero failed requests, and an automatic rollback from an image that never gets healthy."""
+with zero failed requests on real endpoints, and a deploy of an image that never gets healthy
+rolled back as a whole (app and worker). nginx publishes no port here: Swarm would bind it on
+every address of the machine; the tests reach it on its docker_gwbridge address."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import ssl
 import subprocess
@@ -13,41 +17,36 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from bench.compose_env import SECRET_FILES
 from tests.docker_utils import ROOT, docker, wait_until
 
 pytestmark = pytest.mark.stack
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
 IMAGE = "shipshape-swarm"
-SECRET_NAMES = (
-    "secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
-    "webhook_secret", "metrics_token",
-)  # fmt: skip
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
 class Swarm:
-    https_port: int
+    stack_file: Path
     env: dict[str, str]
+    admin_password: str = ""
     created_secrets: list[str] = field(default_factory=list)
+    _address: str = ""
 
-    def deploy(self, tag: str) -> None:
+    def deploy(self, tag: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`make deploy`'s script: deploys and waits for the app's update to end."""
         result = subprocess.run(
-            ["docker", "stack", "deploy", "--prune", "-c", "docker-stack.yml", STACK],
-            cwd=ROOT, env={**self.env, "APP_TAG": tag}, capture_output=True, text=True, timeout=300, check=False,
+            ["sh", "scripts/deploy-swarm.sh", STACK, str(self.stack_file)],
+            cwd=ROOT, env={**self.env, "APP_TAG": tag}, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
 
     def service(self, name: str, template: str) -> str:
         return docker("service", "inspect", "--format", template, f"{STACK}_{name}").stdout.strip()
@@ -64,18 +63,63 @@ class Swarm:
         ).stdout
         return [line for line in out.splitlines() if line.startswith("Running")]
 
-    def get(self, path: str) -> int:
+    def address(self) -> str:
+        """nginx on this host without a published port: its address on docker_gwbridge, the
+        bridge that gives Swarm containers their way out (Swarm cannot publish on 127.0.0.1)."""
+        if not self._address:
+            [nginx] = docker(
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                f"label=com.docker.swarm.service.name={STACK}_nginx",
+            ).stdout.split()
+            containers = json.loads(
+                docker(
+                    "network", "inspect", "docker_gwbridge", "--format", "{{json .Containers}}"
+                ).stdout
+            )
+            self._address = containers[nginx]["IPv4Address"].split("/")[0]
+        return self._address
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:  # fmt: skip
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         request = urllib.request.Request(
-            f"https://127.0.0.1:{self.https_port}{path}", headers={"Host": "example.test"}
-        )
+            f"https://{self.address()}{path}", data=body, method=method,
+            headers={"Host": "example.test", **(headers or {})},
+        )  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310
-                return int(response.status)
+                return int(response.status), response.read()
         except urllib.error.HTTPError as exc:
-            return int(exc.code)
+            return int(exc.code), exc.read()
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> int:
+        return self.request("GET", path, headers=headers)[0]
+
+    def login(self) -> dict[str, str]:
+        status, body = self.request(
+            "POST", "/api/v1/auth/token", f"username=admin&password={self.admin_password}".encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        assert status == 200, body
+        return {"Authorization": f"Bearer {json.loads(body)['access_token']}"}
+
+
+def stack_file_without_published_ports(folder: Path) -> Path:
+    """docker-stack.yml as it is, except that nginx publishes no port: Swarm would bind it on
+    every address of this machine. Config files keep pointing into the project."""
+    text = (ROOT / "docker-stack.yml").read_text()
+    # nginx's block: `ports:` and its indented lines (comments and entries).
+    text, removed = re.subn(r"^    ports:\n(?:      .*\n)+", "", text, flags=re.M)
+    assert removed == 1, "nginx's ports block not found in docker-stack.yml"
+    text = text.replace("file: ./", f"file: {ROOT}/")
+    path = folder / "docker-stack.yml"
+    path.write_text(text)
+    return path
 
 
 def build_variant(tag: str, extra: str) -> None:
@@ -91,7 +135,7 @@ def build_variant(tag: str, extra: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def swarm(prod_image: str) -> Iterator[Swarm]:
+def swarm(prod_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     initialised_here = state != "active"
     if initialised_here:
@@ -103,29 +147,30 @@ def swarm(prod_image: str) -> Iterator[Swarm]:
         "broken",
         'USER 0\nRUN printf "import sys\\nsys.exit(1)\\n" > /app/scripts/healthcheck.py\nUSER 10001:10001',
     )
-    https_port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DOMAIN", "BASE_URL")},
+        **{k: v for k, v in os.environ.items() if k not in ("DOMAIN", "BASE_URL", "PUBLISH_IP")},
         "STACK_NAME": STACK,
         "APP_IMAGE": IMAGE,
         "DOMAIN": "example.test",
-        "BASE_URL": f"https://example.test:{https_port}",
-        "HTTP_PORT": str(free_port()),
-        "HTTPS_PORT": str(https_port),
+        "BASE_URL": "https://example.test",
         "CREATE_SUPERUSER": "true",
+        "DEPLOY_TIMEOUT": "600",
     }
-    swarm = Swarm(https_port, env)
+    swarm = Swarm(stack_file_without_published_ports(tmp_path_factory.mktemp("swarm")), env)
     try:
-        for name in SECRET_NAMES:
+        for name in SECRET_FILES:
             full = f"{STACK}_{name}"
+            value = secrets.token_urlsafe(32)
             subprocess.run(
                 ["docker", "secret", "create", full, "-"],
-                input=secrets.token_urlsafe(32),
+                input=value,
                 text=True,
                 capture_output=True,
                 check=True,
             )
             swarm.created_secrets.append(full)
+            if name == "admin_password":
+                swarm.admin_password = value
         swarm.deploy("v1")
         wait_until(lambda: len(swarm.running_tasks("app")) == 2, 180, "two app replicas running")
         wait_until(lambda: swarm.get("/ready") == 200, 180, "/ready 200 through nginx on the swarm")
@@ -189,50 +234,56 @@ def _tear_down(swarm: Swarm | None, leave: bool) -> None:
 
 
 def test_rolling_update_under_load_fails_no_request(swarm: Swarm) -> None:
-    results: list[int] = []
+    """`make deploy` of a new image while clients read /ready and an authenticated list: the
+    old replicas drain (503 on /ready after SIGTERM is tried on another replica by nginx)."""
+    auth = swarm.login()
+    results: list[tuple[str, int]] = []
     stop = threading.Event()
 
-    def load() -> None:
-        deadline = time.monotonic() + 240
-        while not stop.is_set() and time.monotonic() < deadline and len(results) < 20_000:
+    def load(path: str, headers: dict[str, str]) -> None:
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline and len(results) < 40_000:
             try:
-                results.append(swarm.get("/api/v1/openapi.json"))
+                results.append((path, swarm.get(path, headers)))
             except OSError:
-                results.append(0)
+                results.append((path, 0))
 
-    workers = [threading.Thread(target=load) for _ in range(4)]
+    paths = [("/ready", {}), ("/api/v1/items?limit=10", auth)] * 3
+    workers = [threading.Thread(target=load, args=path) for path in paths]
     for worker in workers:
         worker.start()
     try:
-        docker("service", "update", "--detach", "--image", f"{IMAGE}:v2", f"{STACK}_app")
-        wait_until(
-            lambda: (
-                swarm.service("app", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}")
-                == "completed"
-            ),
-            240,
-            "the rolling update to complete",
-            interval=1,
-        )
+        swarm.deploy("v2")
     finally:
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
-    failures = [status for status in results if status != 200]
-    print(f"\nrolling update: {len(results)} requests during the update, {len(failures)} failed")
+    failures = [(path, status) for path, status in results if status != 200]
+    print(
+        f"\nrolling update: {len(results)} requests during the update ({len(workers)} clients), "
+        f"{len(failures)} failed, {sum(1 for _, s in failures if s == 503)} of them 503"
+    )
     assert len(results) > 50
     assert failures == []
     assert all(task.endswith(f"{IMAGE}:v2") for task in swarm.running_tasks("app"))
+    assert all(task.endswith(f"{IMAGE}:v2") for task in swarm.running_tasks("worker"))
 
 
-def test_an_update_that_never_gets_healthy_rolls_back_by_itself(swarm: Swarm) -> None:
+def test_a_deploy_that_never_gets_healthy_rolls_the_whole_stack_back(swarm: Swarm) -> None:
+    """The broken image passes the worker's own check: Swarm rolls back the app only, and the
+    deploy script rolls the worker back too and fails."""
     image = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
-    before = swarm.service("app", image)
-    docker("service", "update", "--detach", "--image", f"{IMAGE}:broken", f"{STACK}_app")
+    before = {name: swarm.service(name, image) for name in ("app", "worker")}
+    result = swarm.deploy("broken", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rolling the worker back too" in result.stderr
+    assert swarm.service("app", "{{.UpdateStatus.State}}") == "rollback_completed"
     wait_until(
-        lambda: swarm.service("app", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}") == "rollback_completed",
-        300, "the automatic rollback", interval=1,
+        lambda: {name: swarm.service(name, image) for name in ("app", "worker")} == before,
+        120, "app and worker on their previous image", interval=1,
     )  # fmt: skip
-    assert swarm.service("app", image) == before
-    assert not any("broken" in task for task in swarm.running_tasks("app"))
+    wait_until(
+        lambda: not any("broken" in t for n in ("app", "worker") for t in swarm.running_tasks(n)),
+        180, "no task left on the broken image", interval=1,
+    )  # fmt: skip
     assert swarm.get("/ready") == 200

@@ -82,7 +82,34 @@ def test_deploy_names_the_image_the_stack_runs(tmp_path: Path) -> None:
     result = make("deploy", f"ENV_FILE={env_file}", "TAG=1.2.3", f"DOCKER={docker}")
     assert result.returncode == 0, result.stderr
     assert "APP_IMAGE=registry.example/shipshape APP_TAG=1.2.3 stack deploy" in result.stdout
-    assert "deploying registry.example/shipshape:1.2.3;" in result.stdout
+    assert "deploying registry.example/shipshape:1.2.3 to shipshape" in result.stdout
+    assert "PUBLISH_IP=0.0.0.0" not in result.stderr
+
+
+def test_deploy_rolls_the_worker_back_when_swarm_rolled_the_app_back(tmp_path: Path) -> None:
+    """The fault: a broken image that passed the worker's check left the worker on it while
+    Swarm rolled the app back. A fake client plays a Swarm whose app update is rolled back."""
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        re.sub(r"^PUBLISH_IP=.*$", "PUBLISH_IP=127.0.0.1",
+               (ROOT / ".env.prod.example").read_text(), flags=re.M)
+    )  # fmt: skip
+    calls = tmp_path / "calls"
+    docker = fake_docker(
+        tmp_path,
+        f"""echo "$*" >> {calls}
+deployed=$(grep -c "stack deploy" {calls})
+case "$*" in
+  *Version.Index*) echo $((7 + deployed));;
+  *UpdateStatus.StartedAt*) [ "$deployed" = 1 ] && echo 2026-11-25T10:00:00Z || echo 2026-11-20T10:00:00Z;;
+  *UpdateStatus.State*) echo rollback_completed;;
+esac""",
+    )
+    result = make("deploy", f"ENV_FILE={env_file}", "TAG=9.9.9", f"DOCKER={docker}")
+    assert result.returncode != 0
+    assert "rolled it back (rollback_completed): rolling the worker back too" in result.stderr
+    assert "PUBLISH_IP=127.0.0.1 is not applied" in result.stderr
+    assert "service rollback --detach shipshape_worker" in calls.read_text()
 
 
 def test_rollback_after_an_automatic_rollback_still_rolls_back_the_worker(tmp_path: Path) -> None:
