@@ -7,9 +7,11 @@ after the plain request tests, and the rate-limit test comes last.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +54,24 @@ def test_tls_1_2_and_1_3_only(stack: Stack) -> None:
     )  # the client would offer TLS 1.0/1.1: the server must refuse
     with pytest.raises(ssl.SSLError):
         stack.https("GET", "/live", context=old)
+
+
+def test_sslyze_finds_nginx_compliant_with_mozilla_intermediate(stack: Stack) -> None:
+    """sslyze's own check of Mozilla's "intermediate" profile, on the bootstrap certificate
+    (before the ACME test: pebble's test certificates live 5 years). The one thing it may
+    find is that the certificate is not publicly trusted."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sslyze", "--mozilla_config=intermediate",
+         f"{DOMAIN}:{stack.https_port}{{127.0.0.1}}"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    report = result.stdout
+    assert "COMPLIANCE AGAINST TLS CONFIGURATION" in report, report[-2000:] + result.stderr
+    problems = re.findall(
+        r"^\s+\* (\w+):", report.split("COMPLIANCE AGAINST TLS CONFIGURATION")[1], re.M
+    )
+    assert set(problems) <= {"certificate_path_validation"}, report[-2000:]
+    assert re.search(r"Supported curves:\s+X25519, secp256r1, secp384r1\s*$", report, re.M)
 
 
 def test_security_headers_and_no_version_banner(stack: Stack) -> None:
