@@ -111,7 +111,7 @@ format: venv ## Format the code and apply safe lint fixes
 .PHONY: lock-deps
 lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what images install)
 	$(UV) lock
-	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header \
+	$(UV) export --frozen --no-dev --no-emit-project --no-header \
 	    --output-file requirements.lock.txt >/dev/null
 	@sed -i '1i # Exported from uv.lock by `make lock-deps`: do not edit by hand.' requirements.lock.txt
 	@echo "requirements.lock.txt: $$(grep -c '==' requirements.lock.txt) pinned packages"
@@ -320,7 +320,7 @@ wheelhouse-build: .tools/bin/pip ## Download the image's wheels into ./wheels (f
 	@echo "wheelhouse: Python $(WHEEL_PYTHON), $(WHEEL_ARCH), from requirements.lock.txt"
 	@# Markers are dropped: the image's interpreter, not the host's, decides what applies
 	@# (e.g. async-timeout is needed below Python 3.11.3), so every pin gets its wheel.
-	sed -e 's/ *;.*//' requirements.lock.txt | grep -E '^[A-Za-z0-9_.-]+==' > wheels.requirements.txt
+	sed -e 's/ *\\$$//' -e 's/ *;.*//' requirements.lock.txt | grep -E '^[A-Za-z0-9_.-]+==' > wheels.requirements.txt
 	.tools/bin/pip download --quiet --no-deps $(PIP_TARGET_FLAGS) \
 	    --dest wheels -r wheels.requirements.txt
 	rm -f wheels.requirements.txt

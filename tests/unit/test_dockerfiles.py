@@ -75,7 +75,9 @@ def test_production_dockerfile_follows_the_conventions() -> None:
     assert PROD.index("WORKDIR /app") < PROD.index("COPY ")
     assert "--mount=type=cache,target=/root/.cache/pip" in PROD
     assert "--mount=type=cache,target=/var/cache/apt" in PROD
-    assert "pip wheel --no-deps --wheel-dir /wheels -r requirements.lock.txt" in PROD
+    assert (
+        "pip wheel --no-deps --require-hashes --wheel-dir /wheels -r requirements.lock.txt" in PROD
+    )
     assert "--no-index --find-links /wheels" in PROD
     runtime = PROD.split("AS runtime", 1)[1]
     assert runtime.index("pip install") < runtime.index("COPY app/"), "source after dependencies"

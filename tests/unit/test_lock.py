@@ -23,7 +23,7 @@ def test_requirements_lock_matches_uv_lock() -> None:
     if uv is None:
         pytest.skip("uv is not available to export the lock file")
     exported = subprocess.run(
-        [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--no-header"],
+        [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-header"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,3 +34,14 @@ def test_requirements_lock_matches_uv_lock() -> None:
         "requirements.lock.txt is stale: run `make lock-deps`"
     )
     assert _pins(committed), "no pinned packages"
+
+
+def test_every_pin_carries_its_hashes() -> None:
+    """The image's builder downloads with --require-hashes (CIS Docker 4.11)."""
+    text = (ROOT / "requirements.lock.txt").read_text(encoding="utf-8")
+    blocks = [block for block in text.split("\n") if "==" in block and not block.startswith("#")]
+    assert blocks
+    for pin in blocks:
+        following = text.split(pin, 1)[1].lstrip("\n").split("\n", 1)[0]
+        assert pin.endswith(" \\"), pin
+        assert following.strip().startswith("--hash=sha256:"), pin
