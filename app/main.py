@@ -17,6 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.api.errors import install_error_handlers
 from app.api.router import all_routes
@@ -83,6 +86,10 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 redis_url,
                 socket_connect_timeout=settings.ready_timeout_seconds,
                 socket_timeout=settings.ready_timeout_seconds,
+                # A pooled connection that Redis closed (it restarted) fails once, and the
+                # command goes again at once on a new connection instead of failing the
+                # request. A timeout is not repeated: it has already cost its full wait.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
             if redis_url
             else None

@@ -46,6 +46,22 @@ def test_redis_outage_is_503_then_recovers(redis_settings: Settings, services: S
         assert client.get("/ready").status_code == 200
 
 
+def test_ready_is_not_503_when_redis_dropped_the_pooled_connections(
+    redis_settings: Settings, services: Services
+) -> None:
+    """The fault: right after a Redis restart, the first /ready of every process answered 503
+    from its pooled connection, dead since the restart, although Redis was back."""
+    with TestClient(create_app(redis_settings)) as client:
+        assert client.get("/ready").status_code == 200  # a pooled connection now exists
+        killed = subprocess.run(
+            ["docker", "exec", services.redis.id, "redis-cli", "CLIENT", "KILL", "TYPE", "normal"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        assert int(killed.stdout.strip() or 0) >= 1, killed.stdout + killed.stderr
+        response = client.get("/ready")
+        assert response.status_code == 200, response.json()
+
+
 def test_postgres_outage_is_503_then_recovers_without_a_restart(
     settings: Settings, services: Services
 ) -> None:
