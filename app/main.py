@@ -26,7 +26,12 @@ from app.api.router import all_routes
 from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
-from app.core.middleware import PROBE_PATHS, BodySizeLimits, RequestContextMiddleware
+from app.core.middleware import (
+    PROBE_PATHS,
+    BodySizeLimits,
+    RequestContextMiddleware,
+    RetryReadsOnLostConnection,
+)
 from app.core.security import configure_password_hashing
 from app.db.session import Database
 from app.services.cache import ReadCache
@@ -123,6 +128,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.router.routes.extend(all_routes())
     _document_settings_in_openapi(app, settings)
     install_error_handlers(app)
+    app.add_middleware(RetryReadsOnLostConnection)  # innermost: right around the routes
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -19,12 +19,13 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.core.logging import describe_error, log_fields
+from app.core.middleware import CONNECTION_LOST
 from app.services.errors import ServiceError
 
 logger = logging.getLogger("app.error")
@@ -120,6 +121,9 @@ _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, 
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        # A pooled connection the database had closed: a read is run again (middleware).
+        setattr(request.state, CONNECTION_LOST, True)
     # One line per request, without the stack: an outage must not flood the log.
     logger.warning(
         "database unavailable",
@@ -132,9 +136,18 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Any other database error counts as "unavailable" only when it broke the connection;
+    # the rest are bugs: raised on, to the 500 handler and its log line with the stack.
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return await _unavailable(request, exc)
+    raise exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in _UNAVAILABLE:
         app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

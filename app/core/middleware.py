@@ -146,6 +146,57 @@ class BodySizeLimits:
 
 
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Set in the request's state by the API's error handler when the database closed the
+# connection a request was using (after a database restart or restore).
+CONNECTION_LOST = "db_connection_lost"
+
+
+class RetryReadsOnLostConnection:
+    """Runs a GET or HEAD once more when the database connection it used was dead.
+
+    After a database restart every pooled connection is closed, and the pool learns it only
+    when a request uses one (it then replaces them all). That request would get 503; a read
+    has changed nothing yet, so it is run again, on a fresh connection, and its caller never
+    sees the restart. A write is never repeated: it gets the 503 and its Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        discarded = False
+
+        async def first(message: Message) -> None:
+            nonlocal discarded
+            if message["type"] == "http.response.start":
+                discarded = message["status"] == 503 and bool(
+                    scope.get("state", {}).pop(CONNECTION_LOST, False)
+                )
+            if not discarded:
+                await send(message)
+
+        await self.app(scope, receive, first)
+        if not discarded:
+            return
+        error_logger.info(
+            "retried on a fresh database connection", extra=log_fields(path=scope["path"])
+        )
+        body_sent = False
+
+        async def bodyless() -> Message:  # a GET's (empty) body, then the client's own events
+            nonlocal body_sent
+            if body_sent:
+                return await receive()
+            body_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await self.app(scope, bodyless, send)
+
+
 _TOO_LARGE = b'{"detail":"Content Too Large"}'
 
 

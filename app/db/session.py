@@ -72,7 +72,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
         _ping_after_idle(engine)
+        event.listen(engine.sync_engine, "handle_error", _client_state_error_is_a_disconnect)
     return engine
+
+
+def _client_state_error_is_a_disconnect(context: Any) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state 15; another operation is in
+    progress") comes from a connection the server closed under it (a restart, a restore,
+    pg_terminate_backend): that connection can never be used again. SQLAlchemy does not count
+    it as a disconnect, so the pool kept handing it out; now it is replaced like any other
+    broken connection, and the request gets 503 (a read is run again) instead of 500."""
+    client_error = getattr(context.dialect.dbapi, "InternalClientError", None)
+    if client_error is not None and isinstance(context.original_exception, client_error):
+        context.is_disconnect = True
 
 
 class FairQueuePool(AsyncAdaptedQueuePool):

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.db.migrate import head_revision
@@ -142,3 +143,35 @@ def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
             30,
             "requests to succeed again",
         )
+
+
+def test_a_read_on_a_connection_the_database_closed_is_answered_from_a_fresh_one(
+    settings: Settings, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fault: after a database restart or restore, the pooled connections are dead and
+    the requests that found them failed (500, then 503). A read (GET) is run once more on a
+    fresh connection; a write is not repeated and gets its 503."""
+    from tests.conftest import login
+
+    database = make_url(settings.database_url).database
+
+    def drop_the_app_connections() -> None:
+        services.admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+
+    with TestClient(create_app(settings)) as client:
+        asyncio.run(ensure_superuser_once(settings))
+        admin = login(client, settings.admin_username, settings.admin_password)
+        assert client.get("/api/v1/items", headers=admin).status_code == 200
+        drop_the_app_connections()
+        response = client.get("/api/v1/items", headers=admin)
+        assert response.status_code == 200, response.text
+        assert "retried on a fresh database connection" in [r.getMessage() for r in caplog.records]
+
+        drop_the_app_connections()
+        created = client.post("/api/v1/items", json={"title": "once"}, headers=admin)
+        assert created.status_code in (201, 503), created.text  # never 500
+        print(f"\na write on a closed connection: {created.status_code}")
+        assert client.get("/api/v1/items", headers=admin).status_code == 200
