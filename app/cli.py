@@ -10,6 +10,7 @@ import asyncio
 import code
 import functools
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,8 @@ cli = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Where a command's result lines go: the terminal (typer.echo), or a log inside a server.
+Say = Callable[..., None]
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -99,11 +102,11 @@ def migrate(
     _migrate(_settings(), revision)
 
 
-def _migrate(settings: Settings, revision: str = "head") -> None:
+def _migrate(settings: Settings, revision: str = "head", say: Say = typer.echo) -> None:
     from app.db import migrate as migrations
 
     migrations.upgrade(settings, revision)
-    typer.echo(f"database at {migrations.head_revision() if revision == 'head' else revision}")
+    say(f"database at {migrations.head_revision() if revision == 'head' else revision}")
 
 
 @cli.command()
@@ -169,7 +172,7 @@ def create_superuser() -> None:
     _create_superuser(_settings())
 
 
-def _create_superuser(settings: Settings) -> None:
+def _create_superuser(settings: Settings, say: Say = typer.echo) -> None:
     from app.services.users import ensure_superuser_once
 
     if not settings.admin_password:
@@ -182,7 +185,7 @@ def _create_superuser(settings: Settings) -> None:
 
     created = asyncio.run(ensure_superuser_once(settings)).created
     state = "created" if created else "already exists"
-    typer.echo(f"superuser {settings.admin_username}: {state}")
+    say(f"superuser {settings.admin_username}: {state}")
 
 
 WaitTimeout = Annotated[
@@ -197,13 +200,13 @@ def wait_for_db(timeout: WaitTimeout = None) -> None:
     _wait_for_database(_settings(), timeout)
 
 
-def _wait_for_database(settings: Settings, timeout: int | None) -> None:
+def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer.echo) -> None:
     from app.db.session import Database, wait_until_reachable
 
     budget = settings.db_wait_timeout if timeout is None else timeout
 
     def progress(remaining: float, error: str) -> None:
-        typer.echo(f"waiting for the database ({remaining:.0f}s left): {error}", err=True)
+        say(f"waiting for the database ({remaining:.0f}s left): {error}", err=True)
 
     async def run() -> tuple[bool, float, str]:
         db = Database(settings)
@@ -217,7 +220,7 @@ def _wait_for_database(settings: Settings, timeout: int | None) -> None:
         raise _fail(
             f"database not reachable after {waited:.0f}s (DB_WAIT_TIMEOUT): {error}", EXIT_RUNTIME
         )
-    typer.echo(f"database reachable after {waited:.1f}s")
+    say(f"database reachable after {waited:.1f}s")
 
 
 @cli.command()
@@ -225,13 +228,32 @@ def _wait_for_database(settings: Settings, timeout: int | None) -> None:
 def prepare(timeout: WaitTimeout = None) -> None:
     """Before serving, in one process: check the configuration, wait for the database, then
     migrate to head if RUN_MIGRATIONS and create the superuser if CREATE_SUPERUSER."""
+    _prepare(timeout, typer.echo)
+
+
+def _prepare(timeout: int | None, say: Say) -> None:
     settings = _settings()
-    _wait_for_database(settings, timeout)
+    _wait_for_database(settings, timeout, say)
     if settings.run_migrations:
-        typer.echo("running migrations")
-        _migrate(settings)
+        say("running migrations")
+        _migrate(settings, say=say)
     if settings.create_superuser:
-        _create_superuser(settings)
+        _create_superuser(settings, say)
+
+
+def prepare_or_exit() -> None:
+    """`prepare` inside a server's master process (gunicorn_config.py): the same steps and
+    exit statuses, its lines logged as JSON like the server's, without starting a second
+    Python and importing the app twice."""
+    log = logging.getLogger("app.prepare")
+
+    def say(message: str, err: bool = False) -> None:
+        log.log(logging.WARNING if err else logging.INFO, message)
+
+    try:
+        friendly_errors(_prepare)(None, say)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 @cli.command()

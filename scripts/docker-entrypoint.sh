@@ -2,14 +2,16 @@
 # Container entrypoint: one image, many roles. Compose (or `docker run`) picks the mode.
 #
 # Usage: docker-entrypoint.sh MODE [ARGS...]
-#   prod      wait for the database, prepare, serve with gunicorn (the image's default)
+#   prod      serve with gunicorn, whose master first waits for the database and prepares
+#             (the image's default)
 #   dev       wait for the database, prepare, serve with uvicorn --reload
 #   worker    wait for the database, run the background worker (ARGS go to the worker)
 #   migrate   wait for the database, upgrade the schema to head, exit
 #   shell     Python shell with the app loaded; `shell -c CODE` runs CODE and exits
 #   *         anything else runs as given, e.g. `docker run IMAGE python -V`
 #
-# "Prepare" (`python -m app prepare`, one process) is driven by the environment
+# "Prepare" (`python -m app prepare`; in prod mode the same steps inside gunicorn's master)
+# is driven by the environment
 # (documented in .env.*.example), checked before anything runs:
 #   RUN_MIGRATIONS=true    migrate to head first; on Postgres an advisory lock makes
 #                          parallel replicas migrate one at a time, never twice
@@ -49,7 +51,7 @@ mode="${1:-prod}"
 
 case "$mode" in
     prod)
-        prepare
+        # gunicorn's master prepares (gunicorn_config.py): one Python start, not two.
         log info "starting gunicorn"
         exec gunicorn --config /app/gunicorn_config.py "$@" "app.main:create_app()"
         ;;
