@@ -15,6 +15,7 @@
 #   BACKUP_COPY_COMMAND=        run with the new file as $1 and its checksum as $2, e.g.
 #                               'aws s3 cp "$1" s3://bucket/ && aws s3 cp "$2" s3://bucket/'
 #
+# Started as root, it hands the backup folders to the postgres user and runs as that user.
 # A backup is written to a temporary name and renamed only when pg_dump and the checksum
 # succeeded, so a half-written dump never looks like a backup. POSIX sh (runs in the
 # postgres image, Debian or Alpine). Exits non-zero when a backup fails.
@@ -27,6 +28,20 @@ if [ -z "${PGPASSWORD:-}" ] && [ -n "${DB_PASSWORD_FILE:-}" ]; then
 fi
 
 dir="${BACKUP_DIR:-/backups}"
+
+# Started as root (Docker creates the backups volume owned by root): give the folders to the
+# image's postgres user and go on as that user. Deleting old dumps needs only the folders.
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
+    mkdir -p "$dir/daily" "$dir/weekly"
+    chown postgres:postgres "$dir" "$dir/daily" "$dir/weekly"
+    for tool in gosu su-exec; do  # the official images carry one of these
+        if command -v "$tool" >/dev/null 2>&1; then
+            exec "$tool" postgres /bin/sh "$0" "$@"
+        fi
+    done
+    exec setpriv --reuid=postgres --regid=postgres --init-groups /bin/sh "$0" "$@"
+fi
+
 keep_daily="${BACKUP_KEEP_DAILY:-7}"
 keep_weekly="${BACKUP_KEEP_WEEKLY:-4}"
 database="${PGDATABASE:?PGDATABASE is required}"

@@ -312,6 +312,23 @@ def test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request(
     assert load.failures == []
 
 
+def test_backups_run_as_the_postgres_user(stack: Stack) -> None:
+    """The fault: the backup service ran as root. Now only its first step is root's."""
+    container = stack.container("backup")
+    processes = docker("top", container, "-eo", "pid,uid,args").stdout.splitlines()[1:]
+    # tini (docker-init), PID 1 of every container here, stays root to pass on signals.
+    scheduler = [line for line in processes if "backup.sh" in line and "docker-init" not in line]
+    assert scheduler, processes
+    assert all(line.split()[1] != "0" for line in scheduler), scheduler
+    made = stack.compose(
+        "run", "--rm", "--no-deps", "--entrypoint", "/bin/sh", "backup",
+        "-c", "/bin/sh /opt/shipshape/backup.sh --once && stat -c '%u %n' /backups/daily/*.dump",
+    )  # fmt: skip
+    owners = {line.split()[0] for line in made.stdout.splitlines() if line.endswith(".dump")}
+    assert owners, made.stdout + made.stderr
+    assert "0" not in owners, made.stdout
+
+
 def test_data_survives_a_stack_restart(stack: Stack) -> None:
     auth = stack.login()
     title = f"durable {secrets.token_hex(4)}"
