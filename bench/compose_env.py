@@ -26,6 +26,17 @@ SECRET_FILES = (
     "webhook_secret", "metrics_token",
 )  # fmt: skip
 
+# The secrets each service of the production compose stack mounts, and nothing more.
+SERVICE_SECRETS: dict[str, set[str]] = {
+    "app": set(SECRET_FILES),
+    "worker": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "webhook_secret"},
+    "db": {"db_password"},
+    "redis": {"redis_password"},
+    "backup": {"db_password"},
+    "nginx": set(),
+    "certbot": set(),
+}
+
 
 def prod_env_file(path: Path, overrides: dict[str, str]) -> dict[str, str]:
     """.env.prod.example with `overrides` applied (each must be a variable of the example),

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.compose_env import SERVICE_SECRETS
+
 pytestmark = pytest.mark.config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,24 +174,11 @@ def test_redis_has_a_password_persistence_and_an_eviction_policy() -> None:
     assert redis["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
 
 
-# The secrets each production service is given, and nothing more.
-PROD_SECRETS = {
-    "app": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
-            "webhook_secret", "metrics_token"},
-    "worker": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "webhook_secret"},
-    "db": {"db_password"},
-    "redis": {"redis_password"},
-    "backup": {"db_password"},
-    "nginx": set(),
-    "certbot": set(),
-}  # fmt: skip
-
-
 @pytest.mark.parametrize("env_name", ["prod", "staging"])
 def test_prod_services_get_only_their_secrets_and_only_as_files(env_name: str) -> None:
     config = rendered("prod", env_name, "certbot")
     folder = ROOT / "secrets" / env_name
-    for name, expected in PROD_SECRETS.items():
+    for name, expected in SERVICE_SECRETS.items():
         service = config["services"][name]
         mounted = {secret["source"] for secret in service.get("secrets", [])}
         assert mounted == expected, name
@@ -200,11 +189,11 @@ def test_prod_services_get_only_their_secrets_and_only_as_files(env_name: str) -
                 variable = "DB_PASSWORD"
             assert environment.get(f"{variable}_FILE") == f"/run/secrets/{secret}", (name, secret)
         # No secret value travels as a variable: each one is empty or absent.
-        for variable in (*(s.upper() for s in PROD_SECRETS["app"]), "POSTGRES_PASSWORD",
+        for variable in (*(s.upper() for s in SERVICE_SECRETS["app"]), "POSTGRES_PASSWORD",
                          "PGPASSWORD", "REDISCLI_AUTH"):  # fmt: skip
             assert not environment.get(variable), (name, variable)
         assert "requirepass" not in json.dumps(service.get("command")), name
-    for secret in PROD_SECRETS["app"]:
+    for secret in SERVICE_SECRETS["app"]:
         assert config["secrets"][secret]["file"] == str(folder / secret)
 
 
