@@ -186,7 +186,9 @@ def test_restore_while_the_app_holds_connections(pg: BackupHost) -> None:
 
 
 def test_retention_keeps_n_daily_and_a_weekly_and_copies_off_host(pg: BackupHost) -> None:
-    (pg.backups / "offsite").mkdir()
+    # A copy destination the postgres user may write to, as a mounted one must be.
+    (pg.backups / "offsite").mkdir(mode=0o777)
+    (pg.backups / "offsite").chmod(0o777)  # whatever the umask
     env = (
         "-e",
         "BACKUP_KEEP_DAILY=2",
