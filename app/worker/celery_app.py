@@ -56,6 +56,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    from app.worker.tasks import JobReaper
+
+    app.steps["consumer"].add(JobReaper)
     return app
 
 

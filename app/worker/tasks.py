@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 import uuid
 from typing import Any
 
-from celery import Task, shared_task
-from celery.signals import worker_ready
+from celery import Task, bootsteps, shared_task
 from redis.asyncio import Redis
 
 from app.core.config import Settings, get_settings
@@ -64,23 +61,38 @@ async def _reap(settings: Settings) -> list[uuid.UUID]:
         await db.dispose()
 
 
-def _reap_forever(settings: Settings) -> None:
-    """In the worker's main process: every half heartbeat interval, hand on the jobs of
-    workers that died (their heartbeat stopped), so a job ends within two intervals."""
-    while True:
-        time.sleep(settings.job_heartbeat_seconds / 2)  # the reaper's period, not a wait
-        try:
-            for job_id in asyncio.run(_reap(settings)):
-                run_job_task.apply_async(args=[str(job_id)], ignore_result=True)
-        except Exception as exc:  # the database or broker is down: try again next period
-            logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
+def _reap_once(settings: Settings) -> None:
+    try:
+        for job_id in asyncio.run(_reap(settings)):
+            run_job_task.apply_async(args=[str(job_id)], ignore_result=True)
+    except Exception as exc:  # the database or broker is down: try again next period
+        logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
 
 
-@worker_ready.connect
-def _start_reaper(**_: Any) -> None:
-    threading.Thread(
-        target=_reap_forever, args=(get_settings(),), name="job-reaper", daemon=True
-    ).start()
+class JobReaper(bootsteps.StartStopStep):  # type: ignore[misc]  # celery has no types
+    """Every half heartbeat interval, hand on the jobs of workers that died (their heartbeat
+    stopped), so that a job ends within two intervals.
+
+    It runs on the timer of the worker's main process, in that process's only thread. As a
+    thread of its own it made the pool hang: the pool forks its processes from the main
+    process, and a fork while the reaper held a lock (logging's, the database driver's)
+    left the new process waiting on that lock forever, with the job it had been handed.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, parent: Any) -> None:
+        settings = get_settings()
+        self.tref = parent.timer.call_repeatedly(
+            settings.job_heartbeat_seconds / 2, _reap_once, (settings,)
+        )
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
 
 
 async def _deliver(job_id: uuid.UUID, attempt: int) -> bool:

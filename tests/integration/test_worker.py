@@ -65,6 +65,10 @@ def worker_process(
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+        # Shown by pytest only when the test failed: what the worker did.
+        print(
+            f"--- {path.name} (last lines) ---\n" + "\n".join(path.read_text().splitlines()[-80:])
+        )
 
 
 @pytest.fixture
