@@ -120,8 +120,13 @@ def _allowed_methods(request: Request) -> list[str]:
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError)
 
 
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    broken = isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not (broken or isinstance(exc, _UNAVAILABLE)):
+        # Any other database error is a bug: raised on, to the 500 handler and its log
+        # line with the stack.
+        raise exc
+    if broken:
         # A pooled connection the database had closed: a read is run again (middleware).
         setattr(request.state, CONNECTION_LOST, True)
     # One line per request, without the stack: an outage must not flood the log.
@@ -136,18 +141,10 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    # Any other database error counts as "unavailable" only when it broke the connection;
-    # the rest are bugs: raised on, to the 500 handler and its log line with the stack.
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return await _unavailable(request, exc)
-    raise exc
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    for error in _UNAVAILABLE:
-        app.add_exception_handler(error, _unavailable)
-    app.add_exception_handler(DBAPIError, _database_error)
+    # DBAPIError covers OperationalError and InterfaceError; the others are not DBAPIErrors.
+    for error in (DBAPIError, PoolTimeout, ConnectionError, TimeoutError):
+        app.add_exception_handler(error, _database_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
