@@ -58,7 +58,8 @@ def available_cpus() -> int:
 bind = f"{settings.host}:{settings.port}"
 cpus = available_cpus()
 workers = settings.web_concurrency or min(2 * cpus + 1, settings.max_workers)
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker, with a shutdown that drops no request it was sent (see the module).
+worker_class = "app.core.server.DrainingUvicornWorker"
 timeout = settings.worker_timeout
 graceful_timeout = settings.graceful_timeout
 keepalive = settings.keepalive

@@ -1,0 +1,127 @@
+"""gunicorn with the production worker class, stopped with SIGTERM while clients post on
+fresh connections (what nginx does): no request that reached the process is dropped.
+
+A dropped request (sent, then the connection closed or reset without an answer) is one a
+proxy may not retry when it is a POST: nginx answers 502. A refused connection is fine: the
+proxy tries another replica. With uvicorn's own worker, 5 restarts dropped about 40.
+
+One can still slip through: a connection the kernel queues in the microseconds between the
+worker's last accept and its close of the socket is reset (measured: 1 in 100 restarts at
+about 1,500 connections a second). No server can close that window while clients keep
+connecting; the proxy has to stop sending first."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.compose_env import free_port
+from tests.docker_utils import ROOT, wait_until
+
+WORKER = "app.core.server.DrainingUvicornWorker"
+REQUEST = b"POST /items HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+async def created(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+) -> None:
+    """The smallest ASGI app that answers a POST: the server's behaviour is under test."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send(
+        {"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _gunicorn(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", WORKER,
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+         "tests.unit.test_graceful_shutdown:created"],
+        cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+
+
+def _post(port: int) -> str:
+    """One POST on a fresh connection: refused, answered or dropped."""
+    with socket.socket() as sock:
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            return "refused"
+        try:
+            sock.sendall(REQUEST)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except OSError:
+            return "dropped"
+        return "answered" if answer.startswith(b"HTTP/1.1 201") else "dropped"
+
+
+def test_sigterm_drops_no_request_that_reached_the_server() -> None:
+    port = free_port()
+    outcomes: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            outcome = _post(port)
+            outcomes[outcome] += 1
+            if outcome == "refused":
+                time.sleep(0.001)
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    for thread in clients:
+        thread.start()
+    try:
+        for _ in range(5):
+            server = _gunicorn(port)
+            answered = outcomes["answered"]
+            wait_until(lambda a=answered: outcomes["answered"] > a + 200, 30, "gunicorn to serve")
+            server.send_signal(signal.SIGTERM)
+            _, errors = server.communicate(timeout=30)
+            assert server.returncode == 0, errors.decode()
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+    print(f"\n8 clients, 5 restarts: {dict(outcomes)}")
+    assert outcomes["dropped"] <= 1, dict(outcomes)  # the kernel's window: see the docstring
+
+
+def test_a_connection_that_sends_nothing_holds_the_shutdown_up_only_briefly() -> None:
+    port = free_port()
+    server = _gunicorn(port)
+    try:
+        wait_until(lambda: _post(port) == "answered", 30, "gunicorn to serve")
+        with socket.socket() as silent, socket.socket() as idle:
+            silent.connect(("127.0.0.1", port))
+            idle.connect(("127.0.0.1", port))
+            idle.sendall(REQUEST.replace(b"Connection: close", b"Connection: keep-alive"))
+            answer = b""
+            while not answer.endswith(b"{}"):
+                answer += idle.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 201")
+            began = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            assert idle.recv(4096) == b""  # an idle keep-alive connection is closed at once
+            server.communicate(timeout=30)
+            # REQUEST_WAIT (2 s) for the silent one, not gunicorn's graceful timeout (30 s).
+            assert time.monotonic() - began < 10
+            assert silent.recv(4096) == b""
+    finally:
+        if server.poll() is None:  # the master and its workers
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate()
