@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.api.errors import install_error_handlers
 from app.api.router import all_routes
 from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
+from app.api.routes.root import OPENAPI_PATH
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import (
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         title=settings.app_name,
         version=settings.version,
         lifespan=lifespan,
-        openapi_url="/api/v1/openapi.json",
+        openapi_url=OPENAPI_PATH,
         docs_url="/docs",
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False}

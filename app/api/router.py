@@ -8,7 +8,7 @@ one more matching layer on every request (FastAPI's own, about 10 % of a /live r
 
 from starlette.routing import BaseRoute
 
-from app.api.routes import auth, health, items, jobs, metrics, users
+from app.api.routes import auth, health, items, jobs, metrics, root, users
 
 ROUTERS = (
     health.router,  # first: the probes are the most frequent requests
@@ -17,6 +17,7 @@ ROUTERS = (
     users.router,
     jobs.router,  # before items: /items/import, /items/export
     items.router,
+    root.router,
 )
 
 

@@ -127,3 +127,18 @@ def test_health_details_and_metrics_are_for_operators_only(db_path: Path) -> Non
         assert "version" in outsider.get("/health", headers=token).json()
         assert scraper.get("/metrics").status_code == 200  # from an allowed network
         assert "version" in scraper.get("/health").json()
+
+
+def test_the_root_page_says_where_the_api_and_its_documentation_are(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["docs"] == "/docs"
+    assert body["api"] == "/api/v1"
+    assert client.get(body["openapi"]).json()["info"]["title"] == body["name"]
+    assert client.get(body["docs"]).status_code == 200
+    assert client.get(body["ready"]).status_code == 200
+
+
+def test_openapi_json_at_the_root_redirects_to_the_api_schema(client: TestClient) -> None:
+    response = client.get("/openapi.json", follow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["location"] == "/api/v1/openapi.json"

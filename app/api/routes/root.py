@@ -1,0 +1,31 @@
+"""The root page: where the API, its documentation and the probes are."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+
+router = APIRouter(tags=["meta"])
+
+API_PREFIX = "/api/v1"
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+
+
+@router.get("/")
+async def index(request: Request) -> dict[str, str]:
+    """The service's name and version, and the paths a newcomer looks for first."""
+    settings = request.app.state.settings
+    return {
+        "name": settings.app_name,
+        "version": settings.version,
+        "api": API_PREFIX,
+        "docs": "/docs",
+        "openapi": OPENAPI_PATH,
+        "ready": "/ready",
+    }
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_document() -> RedirectResponse:
+    """The usual place of the schema, for tools that look there: it lives under the API."""
+    return RedirectResponse(OPENAPI_PATH, status_code=308)
