@@ -1,5 +1,6 @@
 #!/bin/sh
-# Deploy (or update) the Swarm stack and wait until the app's rolling update has ended.
+# Deploy (or update) the Swarm stack and wait until the rolling updates of the services that
+# run the app image (app and worker) have ended.
 #
 # Usage: deploy-swarm.sh STACK_NAME [STACK_FILE]     (`make deploy`; STACK_FILE: docker-stack.yml)
 #
@@ -8,7 +9,7 @@
 #
 # Swarm rolls a service back by itself when its new tasks do not get healthy, but only that
 # service: a broken image that passes the worker's own check would leave the worker on it
-# while the app is back on the old one. So when the app was rolled back, the worker is
+# while the app is back on the old one. So when one of the two was rolled back, the other is
 # rolled back too, and this exits 1: the stack is never half old, half new. POSIX sh.
 set -o errexit -o nounset
 
@@ -21,13 +22,33 @@ file=${2:-docker-stack.yml}
 timeout=${DEPLOY_TIMEOUT:-900}
 docker=${DOCKER:-docker}
 app="${stack}_app"
+worker="${stack}_worker"
 
-inspect() {
-    "$docker" service inspect --format "$1" "$app" 2>/dev/null || true
+inspect() {  # SERVICE TEMPLATE
+    "$docker" service inspect --format "$2" "$1" 2>/dev/null || true
+}
+version() { inspect "$1" '{{.Version.Index}}'; }
+started() { inspect "$1" '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}'; }
+
+# update_state SERVICE STARTED_BEFORE: updating, completed or rolled_back (the update that
+# began after STARTED_BEFORE; until Swarm has begun it, updating).
+update_state() {
+    state=$(inspect "$1" '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}')
+    if [ -z "$state" ] || [ "$(started "$1")" = "$2" ]; then
+        echo updating
+        return
+    fi
+    case "$state" in
+        completed) echo completed ;;
+        rollback_completed|rollback_paused|paused) echo rolled_back ;;
+        *) echo updating ;;
+    esac
 }
 
-version_before=$(inspect '{{.Version.Index}}')
-update_before=$(inspect '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}')
+app_version=$(version "$app")
+app_started=$(started "$app")
+worker_version=$(version "$worker")
+worker_started=$(started "$worker")
 
 case "${PUBLISH_IP:-0.0.0.0}" in
     0.0.0.0|"") ;;
@@ -44,38 +65,44 @@ export CONFIGS_VERSION
 "$docker" stack deploy --prune --with-registry-auth -c "$file" "$stack"
 echo "deploying ${APP_IMAGE:-shipshape}:${APP_TAG:-?} to $stack"
 
-if [ -z "$version_before" ]; then
-    echo "new stack: follow it with: docker service ps $app"
+if [ -z "$app_version" ]; then
+    echo "new stack: follow it with: docker service ps $app $worker"
     exit 0
 fi
-if [ "$(inspect '{{.Version.Index}}')" = "$version_before" ]; then
-    echo "$app unchanged"
+# A service whose spec the deploy left as it was has no update to wait for.
+[ "$(version "$app")" != "$app_version" ] || app_started=unchanged
+[ "$(version "$worker")" != "$worker_version" ] || worker_started=unchanged
+if [ "$app_started" = unchanged ] && [ "$worker_started" = unchanged ]; then
+    echo "$app and $worker unchanged"
     exit 0
 fi
 
+# rollback_other FAILED OTHER: report FAILED's rollback, roll OTHER back too and fail.
+rollback_other() {
+    echo "$1: the update failed and Swarm rolled it back: rolling the ${2#"${stack}"_} back too" >&2
+    "$docker" service rollback --detach "$2" >/dev/null 2>&1 \
+        || echo "$2: no previous version to roll back to" >&2
+    exit 1
+}
+
 deadline=$(( $(date +%s) + timeout ))
 while :; do
-    state=$(inspect '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}')
-    started=$(inspect '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}')
-    if [ -n "$state" ] && [ "$started" != "$update_before" ]; then
-        case "$state" in
-            completed)
-                echo "$app: updated"
-                # Configs of earlier deploys: Swarm refuses to remove one a service still uses.
-                "$docker" config ls --quiet --filter "label=com.docker.stack.namespace=$stack" \
-                    | xargs "$docker" config rm >/dev/null 2>&1 || true
-                exit 0
-                ;;
-            rollback_completed|rollback_paused|paused)
-                echo "$app: the update failed and Swarm rolled it back ($state): rolling the worker back too" >&2
-                "$docker" service rollback --detach "${stack}_worker" >/dev/null 2>&1 \
-                    || echo "${stack}_worker: no previous version to roll back to" >&2
-                exit 1
-                ;;
-        esac
+    app_state=completed
+    worker_state=completed
+    [ "$app_started" = unchanged ] || app_state=$(update_state "$app" "$app_started")
+    [ "$worker_started" = unchanged ] || worker_state=$(update_state "$worker" "$worker_started")
+    [ "$app_state" != rolled_back ] || rollback_other "$app" "$worker"
+    [ "$worker_state" != rolled_back ] || rollback_other "$worker" "$app"
+    if [ "$app_state" = completed ] && [ "$worker_state" = completed ]; then
+        echo "$app and $worker: updated"
+        # Configs of earlier deploys: Swarm refuses to remove one a service still uses.
+        "$docker" config ls --quiet --filter "label=com.docker.stack.namespace=$stack" \
+            | xargs "$docker" config rm >/dev/null 2>&1 || true
+        exit 0
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
-        echo "$app: update not finished after ${timeout}s (state: ${state:-none}); see docker service ps $app" >&2
+        echo "update not finished after ${timeout}s ($app: $app_state, $worker: $worker_state);" \
+             "see docker service ps $app $worker" >&2
         exit 1
     fi
     sleep 2  # polling interval, bounded by the deadline

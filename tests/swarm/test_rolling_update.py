@@ -39,7 +39,7 @@ class Swarm:
     _address: str = ""
 
     def deploy(self, tag: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`make deploy`'s script: deploys and waits for the app's update to end."""
+        """`make deploy`'s script: deploys and waits for the app's and the worker's updates to end."""
         result = subprocess.run(
             ["sh", "scripts/deploy-swarm.sh", STACK, str(self.stack_file)],
             cwd=ROOT, env={**self.env, "APP_TAG": tag}, capture_output=True, text=True, timeout=900, check=False,

@@ -107,9 +107,36 @@ esac""",
     )
     result = make("deploy", f"ENV_FILE={env_file}", "TAG=9.9.9", f"DOCKER={docker}")
     assert result.returncode != 0
-    assert "rolled it back (rollback_completed): rolling the worker back too" in result.stderr
+    assert (
+        "shipshape_app: the update failed and Swarm rolled it back: rolling the worker back too"
+        in (result.stderr)
+    )
     assert "PUBLISH_IP=127.0.0.1 is not applied" in result.stderr
     assert "service rollback --detach shipshape_worker" in calls.read_text()
+
+
+def test_deploy_waits_for_the_worker_update_as_well_as_the_app(tmp_path: Path) -> None:
+    """The fault: `make deploy` returned once the app was updated while the worker still ran
+    the old image (the Swarm tier saw it). A fake Swarm ends the worker's update later."""
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    calls = tmp_path / "calls"
+    docker = fake_docker(
+        tmp_path,
+        f"""echo "$*" >> {calls}
+deployed=$(grep -c "stack deploy" {calls})
+polls=$(grep -c "State.*shipshape_worker" {calls})
+case "$*" in
+  *Version.Index*) echo $((7 + deployed));;
+  *UpdateStatus.StartedAt*) [ "$deployed" = 1 ] && echo 2026-11-25T10:00:00Z || echo 2026-11-20T10:00:00Z;;
+  *State*shipshape_app) echo completed;;
+  *State*shipshape_worker) [ "$polls" -ge 2 ] && echo completed || echo updating;;
+esac""",
+    )
+    result = make("deploy", f"ENV_FILE={env_file}", "TAG=9.9.9", f"DOCKER={docker}")
+    assert result.returncode == 0, result.stderr
+    assert "shipshape_app and shipshape_worker: updated" in result.stdout
+    assert calls.read_text().count("State}}{{end}} shipshape_worker") >= 2
 
 
 def test_rollback_after_an_automatic_rollback_still_rolls_back_the_worker(tmp_path: Path) -> None:
