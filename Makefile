@@ -29,7 +29,13 @@ BUILD_ARGS = --build-arg BUILD_VERSION=$(VERSION) --build-arg BUILD_DATE=$(BUILD
 ENV ?= dev
 ENV_FILE ?= .env.$(ENV)
 OVERLAY = docker-compose.$(if $(filter dev,$(ENV)),dev,prod).yml
-COMPOSE_CMD = $(DOCKER) compose --env-file $(ENV_FILE) -f docker-compose.yml -f $(OVERLAY)
+# One compose project per environment (its containers, networks and volumes carry the name),
+# so dev and prod run side by side and `make down ENV=dev` leaves prod alone:
+# COMPOSE_PROJECT_NAME from the env file, else shipshape-$(ENV). prod keeps `shipshape`, the
+# name it had before there was one per environment: its volumes hold the data.
+PROJECT_NAME ?= $(or $(shell sed -n 's/^COMPOSE_PROJECT_NAME=//p' $(ENV_FILE) 2>/dev/null),$(if $(filter prod,$(ENV)),shipshape,shipshape-$(ENV)))
+COMPOSE_CMD = $(DOCKER) compose --project-name $(PROJECT_NAME) --env-file $(ENV_FILE) \
+              -f docker-compose.yml -f $(OVERLAY)
 COMPOSE = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE_CMD)
 SERVICE ?=
 # Production secrets are files, one per secret: SECRETS_DIR from the env file, else secrets/$(ENV).

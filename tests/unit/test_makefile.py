@@ -159,3 +159,22 @@ esac""",
     failed = make("rollback", f"DOCKER={broken}")
     assert failed.returncode != 0
     assert "Cannot connect to the Docker daemon" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "example", "project"),
+    [("dev", "dev", "shipshape-dev"), ("prod", "prod", "shipshape"),
+     ("staging", "staging", "shipshape-staging"), ("staging", None, "shipshape-staging"),
+     ("prod", None, "shipshape")],
+)  # fmt: skip
+def test_each_environment_is_its_own_compose_project(
+    env: str, example: str | None, project: str, tmp_path: Path
+) -> None:
+    """The fault: dev and prod shared the project `shipshape`, so `make down` (dev) stopped
+    the prod stack. Without COMPOSE_PROJECT_NAME in the env file the name follows ENV."""
+    env_file = tmp_path / "env"
+    text = (ROOT / f".env.{example}.example").read_text() if example else "DOMAIN=example.com\n"
+    env_file.write_text(text)
+    result = make("-n", "down", f"ENV={env}", f"ENV_FILE={env_file}")
+    assert result.returncode == 0, result.stderr
+    assert f"compose --project-name {project} --env-file {env_file}" in result.stdout
