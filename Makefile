@@ -208,6 +208,30 @@ ps: env-file ## The stack's containers and their health
 down: env-file ## Stop and remove the stack's containers (volumes are kept)
 	$(COMPOSE) down --remove-orphans
 
+.PHONY: destroy
+destroy: env-file ## Remove the stack with its volumes: the database and all files (asks first; CONFIRM=1 does not)
+	@volumes=$$($(DOCKER) volume ls --quiet --filter label=com.docker.compose.project=$(PROJECT_NAME)); \
+	echo "this removes the containers and volumes of project $(PROJECT_NAME), with all their data:"; \
+	for volume in $$volumes; do echo "  volume $$volume"; done; \
+	if [ "$(CONFIRM)" != 1 ]; then \
+	    printf 'type the project name (%s) to go on: ' "$(PROJECT_NAME)"; read -r answer || true; \
+	    [ "$$answer" = "$(PROJECT_NAME)" ] || { echo "nothing removed" >&2; exit 1; }; \
+	fi; \
+	$(COMPOSE) down --volumes --remove-orphans; \
+	for volume in $$volumes; do $(DOCKER) volume rm --force $$volume >/dev/null; done; \
+	echo "removed project $(PROJECT_NAME) and its volumes"
+
+.PHONY: create-superuser
+create-superuser: env-file ## Create the first admin in the running stack: ADMIN_USERNAME/ADMIN_EMAIL, password from the admin_password secret
+	$(COMPOSE) exec -T app python -m app create-superuser
+	@echo "log in as $$(sed -n 's/^ADMIN_USERNAME=//p' $(ENV_FILE)) with the password in $(SECRETS_DIR)/admin_password"
+
+.PHONY: db-password
+db-password: env-file ## Set the database role's password to the db_password secret (after rotating it, or for a volume made with another)
+	@$(COMPOSE) exec -T db sh -c 'psql -v ON_ERROR_STOP=1 --quiet --username "$$POSTGRES_USER" \
+	    --dbname postgres --set role="$$POSTGRES_USER"' < scripts/db-password.sql
+	@echo "the database role's password is now the one in $(SECRETS_DIR)/db_password: make prod ENV=$(ENV) (or make rollout) to use it"
+
 .PHONY: config
 config: ## Render and validate every overlay and profile with the example env files
 	@set -e; for combo in "dev:.env.dev.example:tools" "prod:.env.prod.example:certbot" \

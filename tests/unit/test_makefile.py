@@ -178,3 +178,39 @@ def test_each_environment_is_its_own_compose_project(
     result = make("-n", "down", f"ENV={env}", f"ENV_FILE={env_file}")
     assert result.returncode == 0, result.stderr
     assert f"compose --project-name {project} --env-file {env_file}" in result.stdout
+
+
+def _destroy(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    calls = tmp_path / "calls"
+    calls.touch()
+    docker = fake_docker(
+        tmp_path,
+        f"""echo "$*" >> {calls}
+case "$*" in *"volume ls"*) echo shipshape_postgres_data; echo shipshape_uploads;; esac""",
+    )
+    result = subprocess.run(
+        ["make", "--no-print-directory", "destroy", "ENV=prod", f"ENV_FILE={env_file}",
+         f"DOCKER={docker}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, input="",
+    )  # fmt: skip
+    return result, calls.read_text()
+
+
+def test_destroy_lists_what_it_removes_and_removes_nothing_unconfirmed(tmp_path: Path) -> None:
+    result, calls = _destroy(tmp_path)
+    assert result.returncode != 0
+    assert "volume shipshape_postgres_data" in result.stdout
+    assert "nothing removed" in result.stderr
+    assert "down" not in calls
+    assert "volume rm" not in calls
+
+
+def test_destroy_with_confirm_removes_the_containers_and_every_volume(tmp_path: Path) -> None:
+    result, calls = _destroy(tmp_path, "CONFIRM=1")
+    assert result.returncode == 0, result.stderr
+    assert "--project-name shipshape " in calls
+    assert "down --volumes --remove-orphans" in calls
+    assert "volume rm --force shipshape_postgres_data" in calls
+    assert "removed project shipshape and its volumes" in result.stdout
