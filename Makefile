@@ -152,13 +152,18 @@ bench: venv ## Benchmarks against same-run baselines: table + bench/results/late
 env-file:
 	@if [ ! -f "$(ENV_FILE)" ]; then \
 	    if [ "$(ENV)" = dev ]; then $(MAKE) .env.dev; \
-	    else echo "$(ENV_FILE) is missing: run 'make env' and replace every CHANGE_ME value" >&2; exit 2; fi; \
+	    else echo "$(ENV_FILE) is missing: run 'make env' (it writes the env files and random secrets)" >&2; exit 2; fi; \
 	fi
+
+# Build, check the configuration in a one-off container, then start and wait for health;
+# on failure it shows the failing containers' logs (scripts/stack-up.sh).
+STACK_UP = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) STACK_ENV=$(ENV) DOCKER=$(DOCKER) \
+           sh scripts/stack-up.sh app $(COMPOSE_CMD)
 
 .PHONY: dev
 dev: ENV = dev
 dev: env-file ## Start the dev stack: app with live reload, Postgres, Redis (127.0.0.1 only)
-	$(COMPOSE) up --detach --build --wait
+	$(STACK_UP)
 	@echo "app: http://127.0.0.1:$$(sed -n 's/^API_PORT=//p' $(ENV_FILE) | grep . || echo 8000)  (make logs, make shell, make down)"
 
 .PHONY: dev-tools
@@ -169,8 +174,17 @@ dev-tools: env-file ## The dev stack plus pgAdmin and the mail catcher (profile 
 .PHONY: prod
 prod: ENV = prod
 prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
-	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) up --detach --build --wait
-	@echo "up: https://$$(sed -n 's/^DOMAIN=//p' $(ENV_FILE))  (make certbot for a real certificate)"
+	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(STACK_UP)
+	@$(MAKE) stack-urls ENV=$(ENV) ENV_FILE=$(ENV_FILE)
+
+# Where the stack answers, from the env file.
+.PHONY: stack-urls
+stack-urls:
+	@set -a && . $(abspath $(ENV_FILE)) && set +a; \
+	port=$${HTTPS_PORT:-443}; url="https://$$DOMAIN$$([ "$$port" = 443 ] || echo ":$$port")"; \
+	echo "up: $$url/ (API docs: $$url/docs), published on $${PUBLISH_IP:-127.0.0.1} by project $(PROJECT_NAME)"; \
+	echo "    the certificate is self-signed for $$DOMAIN until 'make certbot ENV=$(ENV)' obtains one"; \
+	echo "    first admin: make create-superuser ENV=$(ENV); stop: make down ENV=$(ENV)"
 
 .PHONY: rollout
 rollout: ENV = prod

@@ -39,8 +39,9 @@ def test_help_lists_every_convention_target_with_a_description() -> None:
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("dev", "-f docker-compose.yml -f docker-compose.dev.yml up"),
-        ("prod", "-f docker-compose.yml -f docker-compose.prod.yml up --detach --build --wait"),
+        ("dev", "scripts/stack-up.sh app docker compose --project-name shipshape-dev"),
+        ("dev", "-f docker-compose.yml -f docker-compose.dev.yml"),
+        ("prod", "-f docker-compose.yml -f docker-compose.prod.yml"),
         ("logs", "logs --follow"),
         ("shell", "exec app python -m app shell"),
         ("migrate", "run --rm --no-deps app migrate"),
@@ -214,3 +215,55 @@ def test_destroy_with_confirm_removes_the_containers_and_every_volume(tmp_path: 
     assert "down --volumes --remove-orphans" in calls
     assert "volume rm --force shipshape_postgres_data" in calls
     assert "removed project shipshape and its volumes" in result.stdout
+
+
+def _stack_up(
+    tmp_path: Path, check: int, up: int, log: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    calls = tmp_path / "calls"
+    calls.touch()
+    docker = fake_docker(
+        tmp_path,
+        f"""echo "$*" >> {calls}
+case "$*" in
+  *" run "*check-config*) [ {check} = 0 ] || echo "config error: DOMAIN is required" >&2; exit {check};;
+  *"ps --all --quiet"*) [ -e {calls}.up ] && echo c1 c2 || echo c0 c2;;
+  *" up "*) touch {calls}.up; exit {up};;
+  "inspect"*c0) echo "/shipshape-app-1 running unhealthy";;
+  "inspect"*c1) echo "/shipshape-app-1 restarting ";;
+  "inspect"*c2) echo "/shipshape-db-1 running healthy";;
+  "logs"*) echo '{log}';;
+esac""",
+    )
+    result = subprocess.run(
+        ["sh", "scripts/stack-up.sh", "app", str(docker), "compose", "--project-name", "shipshape"],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin", "DOCKER": str(docker), "STACK_ENV": "prod"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return result, calls.read_text()
+
+
+def test_an_invalid_configuration_stops_before_the_stack_starts(tmp_path: Path) -> None:
+    """The fault: `make prod` with a placeholder secret started the stack, which then
+    restarted for ever; the reason was only in `docker logs`."""
+    result, calls = _stack_up(tmp_path, check=2, up=0, log="")
+    assert result.returncode == 2
+    assert "config error: DOMAIN is required" in result.stderr
+    assert "nothing was started" in result.stderr
+    assert " up " not in calls
+
+
+def test_a_stack_that_does_not_get_healthy_shows_why_and_the_way_out(tmp_path: Path) -> None:
+    """The fault: "container shipshape-app-1 is unhealthy" and nothing else; after a first
+    start with another password the database volume refused the new one, unexplained."""
+    log = 'database error: FATAL: password authentication failed for user "shipshape"'
+    result, calls = _stack_up(tmp_path, check=0, up=1, log=log)
+    assert result.returncode == 1
+    assert "--- shipshape-app-1 restarting" in result.stderr
+    assert log in result.stderr
+    assert "shipshape-db-1" not in result.stderr  # healthy: not reported
+    assert calls.index("rm --force c0") < calls.index(" up ")  # a failed start is replaced
+    assert "this volume was initialised with another password" in result.stderr
+    assert "make db-password ENV=prod" in result.stderr
+    assert "make destroy ENV=prod" in result.stderr
+    assert "make down ENV=prod" in result.stderr
