@@ -131,11 +131,14 @@ check-config: venv ## Validate the environment and print the resolved (redacted)
 	$(RUN) python -m app check-config
 
 .PHONY: env
-env: ## Create .env.dev, .env.staging and .env.prod from the examples (never overwrites)
+env: ## Create .env.dev, .env.staging, .env.prod from the examples and random secret files (never overwrites)
 	@for name in dev staging prod; do \
 	    if [ -e .env.$$name ]; then echo ".env.$$name exists: kept"; \
-	    else cp .env.$$name.example .env.$$name && echo ".env.$$name created: edit it"; fi; \
+	    else cp .env.$$name.example .env.$$name && echo ".env.$$name created"; fi; \
 	done
+	@$(MAKE) secret-files ENV=staging
+	@$(MAKE) secret-files ENV=prod
+	@echo "before a real server: set DOMAIN, SSL_EMAIL and PUBLISH_IP=0.0.0.0 in .env.prod (docs/deployment.md)"
 
 .PHONY: bench
 bench: venv ## Benchmarks against same-run baselines: table + bench/results/latest.md (wrk if installed)

@@ -267,3 +267,38 @@ def test_a_stack_that_does_not_get_healthy_shows_why_and_the_way_out(tmp_path: P
     assert "make db-password ENV=prod" in result.stderr
     assert "make destroy ENV=prod" in result.stderr
     assert "make down ENV=prod" in result.stderr
+
+
+def _make_env(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`make env` in a folder holding what it reads: the Makefile and the examples."""
+    folder.mkdir(exist_ok=True)
+    for name in [
+        "Makefile",
+        "pyproject.toml",
+        *(f".env.{e}.example" for e in ("dev", "staging", "prod")),
+    ]:
+        (folder / name).write_text((ROOT / name).read_text())
+    return subprocess.run(["make", "--no-print-directory", "env"], cwd=folder, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_make_env_writes_random_secrets_and_keeps_what_exists(tmp_path: Path) -> None:
+    """The fault: `make env` copied files full of CHANGE_ME and left every secret to invent."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert _make_env(first).returncode == 0
+    assert _make_env(second).returncode == 0
+    for env in ("staging", "prod"):
+        assert "CHANGE_ME" not in (first / f".env.{env}").read_text()
+        names = {p.name for p in (first / "secrets" / env).iterdir()}
+        assert {"secret_key", "jwt_secret_key", "db_password", "admin_password"} <= names
+        for name in names:
+            value = (first / "secrets" / env / name).read_text()
+            assert len(value) == 64  # 256 bits, hex
+            assert value != (second / "secrets" / env / name).read_text()
+    # A second run keeps every file and every value.
+    (first / ".env.prod").write_text("DOMAIN=mine.example\n")
+    kept = (first / "secrets" / "prod" / "db_password").read_text()
+    again = _make_env(first)
+    assert ".env.prod exists: kept" in again.stdout
+    assert (first / ".env.prod").read_text() == "DOMAIN=mine.example\n"
+    assert (first / "secrets" / "prod" / "db_password").read_text() == kept
