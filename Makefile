@@ -189,6 +189,40 @@ stack-urls:
 	echo "    the certificate is self-signed for $$DOMAIN until 'make certbot ENV=$(ENV)' obtains one"; \
 	echo "    first admin: make create-superuser ENV=$(ENV); stop: make down ENV=$(ENV)"
 
+# The production stack on this machine only: https://localhost:8443, a self-signed certificate
+# for localhost, the first admin created from secrets/local/admin_password. .env.local is
+# written once from .env.prod.example (edit it freely afterwards).
+LOCAL_HTTPS_PORT ?= 8443
+LOCAL_HTTP_PORT ?= 8080
+LOCAL_ENV_FILE ?= .env.local
+
+$(LOCAL_ENV_FILE):
+	sed -e 's|^DOMAIN=.*|DOMAIN=localhost|' \
+	    -e 's|^BASE_URL=.*|BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)|' \
+	    -e 's|^API_BASE_URL=.*|API_BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)/api/v1|' \
+	    -e 's|^WEBUI_BASE_URL=.*|WEBUI_BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)|' \
+	    -e 's|^CORS_ORIGINS=.*|CORS_ORIGINS=https://localhost:$(LOCAL_HTTPS_PORT)|' \
+	    -e 's|^HTTPS_PORT=.*|HTTPS_PORT=$(LOCAL_HTTPS_PORT)|' -e 's|^HTTP_PORT=.*|HTTP_PORT=$(LOCAL_HTTP_PORT)|' \
+	    -e 's|^PUBLISH_IP=.*|PUBLISH_IP=127.0.0.1|' -e 's|^SECRETS_DIR=.*|SECRETS_DIR=$(SECRETS_DIR)|' \
+	    -e 's|^COMPOSE_PROJECT_NAME=.*|COMPOSE_PROJECT_NAME=$(PROJECT_NAME)|' \
+	    -e 's|^CREATE_SUPERUSER=.*|CREATE_SUPERUSER=true|' .env.prod.example > $@.tmp
+	mv $@.tmp $@
+	@echo "$@ created from .env.prod.example for the stack on https://localhost:$(LOCAL_HTTPS_PORT)"
+
+.PHONY: prod-local
+prod-local: ENV = local
+prod-local: ENV_FILE = $(LOCAL_ENV_FILE)
+prod-local: $(LOCAL_ENV_FILE) secret-files ## The production stack on https://localhost:8443 only, with its first admin; `make down ENV=local`
+	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(STACK_UP)
+	@$(COMPOSE) exec -T nginx cat /etc/nginx/certs/current/fullchain.pem > $(SECRETS_DIR)/localhost.pem
+	@set -a && . $(abspath $(ENV_FILE)) && set +a; url="https://localhost:$${HTTPS_PORT}"; \
+	echo "up: $$url/ (API docs: $$url/docs), on 127.0.0.1 only, project $(PROJECT_NAME)"; \
+	echo "    certificate (self-signed for localhost): $(SECRETS_DIR)/localhost.pem"; \
+	echo "    log in as $$ADMIN_USERNAME with the password in $(SECRETS_DIR)/admin_password:"; \
+	echo "      curl --cacert $(SECRETS_DIR)/localhost.pem -d username=$$ADMIN_USERNAME \\"; \
+	echo "        --data-urlencode password@$(SECRETS_DIR)/admin_password $$url/api/v1/auth/token"; \
+	echo "    stop: make down ENV=local (keeps the data; make destroy ENV=local removes it)"
+
 .PHONY: rollout
 rollout: ENV = prod
 rollout: env-file secret-files ## Update a running production stack with no failed request: app replicas one by one, then the worker

@@ -1,0 +1,85 @@
+"""`make prod-local`: the production stack on this machine, from the Makefile alone, as the
+README tells a newcomer to try it. Then the failure a first production run met: a database
+volume initialised with another password, explained and repaired with `make db-password`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.compose_env import free_port
+from tests.docker_utils import ROOT, docker
+
+pytestmark = pytest.mark.stack
+
+
+class Local:
+    def __init__(self, folder: Path) -> None:
+        self.secrets = folder / "secrets"
+        self.env_file = folder / "env.local"
+        self.project = f"shipshape-local-{secrets.token_hex(3)}"
+        self.https_port = free_port()
+        self.variables = [
+            f"LOCAL_ENV_FILE={self.env_file}", f"SECRETS_DIR={self.secrets}",
+            f"PROJECT_NAME={self.project}", f"LOCAL_HTTPS_PORT={self.https_port}",
+            f"LOCAL_HTTP_PORT={free_port()}",
+        ]  # fmt: skip
+
+    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", *args, *self.variables, f"ENV_FILE={self.env_file}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+
+    def request(self, path: str, data: bytes | None = None, token: str = "") -> tuple[int, Any]:
+        context = ssl.create_default_context(cafile=str(self.secrets / "localhost.pem"))
+        request = urllib.request.Request(
+            f"https://localhost:{self.https_port}{path}", data=data,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+
+
+def test_prod_local_serves_https_on_localhost_and_logs_the_first_admin_in(
+    tmp_path: Path,
+) -> None:
+    local = Local(tmp_path)
+    try:
+        up = local.make("prod-local")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"up: https://localhost:{local.https_port}/" in up.stdout
+        assert local.request("/ready")[0] == 200  # verified against the printed certificate
+        # The documented login: username and the password file, no password typed anywhere.
+        password = (local.secrets / "admin_password").read_text()
+        form = urllib.parse.urlencode({"username": "admin", "password": password}).encode()
+        _, token = local.request("/api/v1/auth/token", form)
+        assert local.request("/api/v1/users/me", token=token["access_token"])[1]["is_superuser"]
+
+        # The volume keeps the password it was created with; new containers get a new one.
+        assert local.make("down", "ENV=local").returncode == 0
+        (local.secrets / "db_password").write_text(secrets.token_hex(32))
+        stale = local.make("prod-local")
+        assert stale.returncode != 0
+        assert "this volume was initialised with another password" in stale.stderr
+        assert "password authentication failed" in stale.stderr  # the app's own log line
+        assert "make db-password ENV=local" in stale.stderr
+
+        repaired = local.make("db-password", "ENV=local")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        again = local.make("prod-local")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert local.request("/ready")[0] == 200
+    finally:
+        destroyed = local.make("destroy", "ENV=local", "CONFIRM=1")
+        label = f"label=com.docker.compose.project={local.project}"
+        assert docker("volume", "ls", "--quiet", "--filter", label).stdout.strip() == ""
+        assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
