@@ -123,7 +123,7 @@ lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what 
 	@echo "requirements.lock.txt: $$(grep -c '==' requirements.lock.txt) pinned packages"
 
 .PHONY: docs
-docs: venv ## Regenerate the README's configuration table from the settings class
+docs: venv ## Regenerate the configuration table of docs/configuration.md from the settings class
 	$(RUN) python -m app.core.config_docs --write
 
 .PHONY: check-config

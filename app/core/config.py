@@ -1,7 +1,7 @@
 """Service configuration: one settings class, read from the environment.
 
 Every variable is documented in the `.env.*.example` files (a test keeps the two in
-step) and in the README's configuration table (generated from this class).
+step) and in the configuration table of docs/configuration.md (generated from this class).
 
 Secrets can also be given as files: for every secret `X`, `X_FILE` names a file whose
 content is the value (Docker and Swarm secrets mount under /run/secrets/). Setting both

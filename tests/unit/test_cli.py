@@ -168,7 +168,7 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         text=True,
     )
     try:
-        deadline = started + 10  # the promise in the README
+        deadline = started + 10  # ready within 10 s of its start
         status = None
         while time.monotonic() < deadline:
             try:

@@ -1,17 +1,34 @@
-"""The README stays true: its configuration table is the one the Settings class generates."""
+"""The documentation stays true: the configuration table is the one the Settings class
+generates, every relative link and anchor leads somewhere, every `make` target it names
+exists, and the README stays a short front page."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from app.core.config_docs import render_block
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+MAKE_TARGET = re.compile(r"`make ([a-z][a-z0-9-]*)")
+# Targets the Makefile defines: `name:` at the start of a line (not variables, not files).
+TARGETS = set(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
 
 
-def test_readme_configuration_table_is_current() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert render_block() in readme, "README.md configuration table is stale: run `make docs`"
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    headings = re.findall(r"^#{1,6} (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_configuration_table_is_current() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert render_block() in text, "docs/configuration.md is stale: run `make docs`"
 
 
 def test_readme_quick_start_is_the_two_commands() -> None:
@@ -19,3 +36,31 @@ def test_readme_quick_start_is_the_two_commands() -> None:
     quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "make run" in quick_start
     assert "make test" in quick_start
+
+
+def test_readme_is_a_short_front_page() -> None:
+    """What it is, the two commands, production locally, the commands, links: topics live
+    in docs/ (the README was one 48 KB page)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode()) <= 6 * 1024
+    assert "make prod-local" in readme.split("## Try production locally", 1)[1]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_and_anchor_exists(doc: Path) -> None:
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (doc.parent / path).resolve() if path else doc
+        if not file.exists() or (file.suffix == ".md" and anchor not in {"", *_anchors(file)}):
+            broken.append(target)
+    assert broken == [], f"{doc.name}: links that lead nowhere"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_make_target_named_exists(doc: Path) -> None:
+    named = set(MAKE_TARGET.findall(doc.read_text(encoding="utf-8")))
+    assert named - TARGETS == set(), f"{doc.name} names targets the Makefile does not have"
