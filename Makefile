@@ -70,11 +70,15 @@ $(CURDIR)/.tools/bin/uv:
 .PHONY: venv
 venv: .venv/.synced ## Create .venv with the locked dependencies (uv sync)
 
+# The service's own dependencies only (plus watchfiles for RELOAD=1): linters, test and
+# benchmark tools come with the targets that use them.
+SERVE = $(UV) run --frozen --no-dev $(if $(RELOAD),--group reload,)
+
 .PHONY: run
-run: venv ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOAD=1 for live reload
-	$(RUN) python -m app migrate
-	$(RUN) python -m app create-superuser
-	$(RUN) python -m app serve --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
+run: | $(UV) ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOAD=1 for live reload
+	$(SERVE) python -m app migrate
+	$(SERVE) python -m app create-superuser
+	$(SERVE) python -m app serve --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
 
 .PHONY: test
 test: venv ## Run every test tier (Docker tiers skip with a reason when Docker is missing)
