@@ -329,23 +329,34 @@ def shell(
     from app.db.session import Database
 
     settings = _settings()
+    # An operator's prompt: warnings and errors only, whatever LOG_LEVEL says.
+    logging.disable(logging.INFO)
     db = Database(settings)
+    # One event loop for the whole session: the pool's connections belong to the loop that
+    # opened them, so a loop per `run` (asyncio.run) broke the second query on Postgres.
+    runner = asyncio.Runner()
     namespace: dict[str, Any] = {
         "settings": settings,
         "db": db,
         "models": models,
-        "run": asyncio.run,
+        "run": runner.run,
     }
-    if command is not None:
-        exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102 - the operator's own code
-        return
-    banner = "Shipshape shell: settings, db (db.session()), models, run(coro)"
     try:
-        from IPython import start_ipython  # type: ignore[import-not-found]
-    except ImportError:
-        code.interact(banner=banner, local=namespace)
-    else:
-        start_ipython(argv=[], user_ns=namespace, display_banner=False)
+        if command is not None:
+            exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102 - the operator's own code
+            return
+        banner = "Shipshape shell: settings, db (db.session()), models, run(coro)"
+        try:
+            from IPython import start_ipython  # type: ignore[import-not-found]
+        except ImportError:
+            start_ipython = None
+        if start_ipython is None:  # outside the handler: no chained ImportError in tracebacks
+            code.interact(banner=banner, local=namespace)
+        else:
+            start_ipython(argv=[], user_ns=namespace, display_banner=False)
+    finally:
+        runner.run(db.dispose())
+        runner.close()
 
 
 def main() -> None:

@@ -175,3 +175,17 @@ def test_a_read_on_a_connection_the_database_closed_is_answered_from_a_fresh_one
         assert created.status_code in (201, 503), created.text  # never 500
         print(f"\na write on a closed connection: {created.status_code}")
         assert client.get("/api/v1/items", headers=admin).status_code == 200
+
+
+def test_the_shell_runs_one_query_after_another_on_postgres(database: str) -> None:
+    """The fault (Postgres only): the second `run(...)` in `make shell` raised "Event loop is
+    closed": asyncio.run made a loop per call, and asyncpg's pooled connection kept the first."""
+    from tests.unit.test_cli import SHELL_QUERIES
+
+    env = {**os.environ, "DATABASE_URL": database, "ENVIRONMENT": "test"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "shell"], input=SHELL_QUERIES + "\n", env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "users: " in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

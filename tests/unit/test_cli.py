@@ -129,6 +129,46 @@ def test_shell_runs_a_command(tmp_path: Path) -> None:
     assert "Shipshape items" in result.output
 
 
+SHELL_QUERIES = """
+from sqlalchemy import text
+async def count():
+    async with db.session() as session:
+        return (await session.execute(text("SELECT count(*) FROM users"))).scalar_one()
+
+print("users:", run(count()), run(count()))
+"""
+
+
+def test_the_shell_runs_one_query_after_another_on_one_event_loop(tmp_path: Path) -> None:
+    """The fault: a second `run(...)` raised "Event loop is closed" (asyncio.run made and
+    closed a loop per call while the pool kept its connections)."""
+    env = {**sqlite_env(tmp_path / "app.db"), "LOG_LEVEL": "debug"}
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "shell"], input=SHELL_QUERIES + "\n",
+        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "users: 0 0" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    # Quiet: no debug or info log lines between the prompts, even at LOG_LEVEL=debug.
+    assert '"level":"debug"' not in result.stderr + result.stdout
+    assert '"level":"info"' not in result.stderr + result.stdout
+
+
+def test_an_error_in_the_shell_carries_no_unrelated_traceback(tmp_path: Path) -> None:
+    """The fault: every traceback in the shell ended in "No module named 'IPython'" (the
+    shell ran inside the handler of that ImportError)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "shell"], input="1/0\n",
+        env={**os.environ, **sqlite_env(tmp_path / "app.db")}, cwd=ROOT, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "ZeroDivisionError" in result.stderr
+    assert "IPython" not in result.stderr
+
+
 def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
     env = sqlite_env(tmp_path / "app.db")
     assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
