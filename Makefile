@@ -251,6 +251,17 @@ shell: env-file ## Python shell in the running app container (ENV=dev|prod|stagi
 migrate: env-file ## Run the migrations in a one-off app container (ENV=dev|prod|staging)
 	$(COMPOSE) run --rm --no-deps app migrate
 
+# Written by the dev stack's app container against its database, as your user (the source
+# tree is bind-mounted), so the file is yours to edit and commit.
+.PHONY: migration
+migration: env-file ## Write a migration from the model changes: NAME="add item rating" (dev stack running)
+	@test -n "$(NAME)" || { echo 'usage: make migration NAME="add item rating"' >&2; exit 2; }
+	$(COMPOSE) exec -T --user "$$(id -u):$$(id -g)" app python -m app migration "$(NAME)"
+
+.PHONY: downgrade
+downgrade: env-file ## Downgrade the schema by one revision, or to REVISION=<id>|base (ENV=dev|prod|staging)
+	$(COMPOSE) run --rm --no-deps app python -m app downgrade -- $(or $(REVISION),-1)
+
 .PHONY: logs
 logs: env-file ## Follow the stack's logs (SERVICE=app for one service)
 	$(COMPOSE) logs --follow --tail 200 $(SERVICE)

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -120,6 +121,24 @@ def downgrade(
     settings = _settings()
     migrations.downgrade(settings, revision)
     typer.echo(f"database downgraded to {revision}")
+
+
+@cli.command()
+@friendly_errors
+def migration(
+    message: Annotated[str, typer.Argument(help='What the migration does, e.g. "add item rating"')],
+) -> None:
+    """Write a new migration from the models' differences with the database (`make migration`)."""
+    from app.db import migrate as migrations
+
+    settings = _settings()
+    logging.disable(logging.INFO)  # Alembic's progress lines: the result is said below
+    path = migrations.new_revision(settings, message)
+    if path is None:
+        typer.echo("the models match the database: no migration written", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    typer.echo("review it, then apply it: make migrate (python -m app migrate)")
 
 
 class JobCommand(StrEnum):  # app.services.jobs.JobAction, without importing it at start

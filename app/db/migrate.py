@@ -32,6 +32,8 @@ def alembic_config(settings: Settings) -> Config:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # 20261125_0004_add_a_field.py: the date, the sequential id, the message.
+    config.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
     config.attributes["settings"] = settings
     return config
 
@@ -77,6 +79,39 @@ def downgrade(settings: Settings, revision: str) -> None:
     from alembic import command
 
     command.downgrade(alembic_config(settings), revision)
+
+
+def next_revision_id() -> str:
+    """Revisions are numbered 0001, 0002, ...: the order is readable in the file names."""
+    numbers = [
+        int(found["revision"])
+        for path in (MIGRATIONS_DIR / "versions").glob("*.py")
+        if str((found := _assignments(path, ("revision",))).get("revision", "")).isdigit()
+    ]
+    return f"{max(numbers, default=0) + 1:04d}"
+
+
+def new_revision(settings: Settings, message: str) -> Path | None:
+    """Write the migration from the models' differences with the database (upgraded to head
+    first: Alembic compares against a database at head), formatted with ruff when it is
+    installed. None when the models match the database: no empty migration is written."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    upgrade(settings)
+    config = alembic_config(settings)
+    config.attributes["skip_empty"] = True  # read by env.py
+    script = command.revision(config, message=message, autogenerate=True, rev_id=next_revision_id())
+    if script is None or isinstance(script, list):
+        return None
+    path = Path(script.path)
+    subprocess.run(  # noqa: S603 - this interpreter, a fixed argument list
+        [sys.executable, "-m", "ruff", "format", "--quiet", str(path)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    return path
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -62,7 +62,7 @@ def migrations_result(database: dict[str, Any]) -> dict[str, Any]:
         return {
             "status": "error",
             "error": f"database at {current or 'no revision'}, code expects {head}: "
-            "run `python -m app migrate`",
+            "run `make migrate` (`python -m app migrate`)",
             "revision": current,
             "head": head,
         }

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -66,7 +67,56 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
 
 
 def test_single_head() -> None:
-    assert head_revision() == "0003"
+    """One line of history; the head found without Alembic is Alembic's (next test)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.db.migrate import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def test_a_new_migration_is_numbered_formatted_and_never_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m app migration` (`make migration NAME=...`): the next sequential id after the
+    head, the message in the file name, formatted; nothing written when nothing changed.
+    The faults: random hex ids, an unformatted file that failed `make lint`, and
+    "Target database is not up to date" on a database behind head."""
+    import shutil
+
+    from sqlalchemy import Column, Integer, Table
+
+    from app.db import migrate
+
+    scratch = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scratch)
+    head = head_revision()
+    assert head is not None
+    settings = load_settings(
+        environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path}/app.db"
+    )  # a database never migrated: behind head
+    assert migrate.new_revision(settings, "nothing") is None
+    assert sorted(p.name for p in (scratch / "versions").glob("*nothing*")) == []
+
+    table = Table("ratings", Base.metadata, Column("id", Integer, primary_key=True))
+    try:
+        path = migrate.new_revision(settings, "add ratings")
+    finally:
+        Base.metadata.remove(table)
+    assert path is not None
+    expected = f"{int(head) + 1:04d}"
+    assert path.name.endswith(f"_{expected}_add_ratings.py")
+    text = path.read_text()
+    assert f'revision: str = "{expected}"' in text
+    assert f'down_revision: str | None = "{head}"' in text
+    assert 'op.create_table(\n        "ratings",' in text
+    check = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", str(path)],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_head_revision_matches_alembic() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy import text
@@ -18,6 +19,12 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _skip_empty(_context: object, _revision: object, directives: list[Any]) -> None:
+    """`python -m app migration` writes nothing when the models match the database."""
+    if directives and directives[0].upgrade_ops.is_empty():
+        directives[:] = []
+
+
 def _do_run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         # Held for the life of this connection: a second replica waits here, then finds
@@ -29,6 +36,7 @@ def _do_run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE on SQLite
         compare_type=True,
+        process_revision_directives=_skip_empty if config.attributes.get("skip_empty") else None,
     )
     with context.begin_transaction():
         context.run_migrations()
