@@ -4,6 +4,7 @@ always removed, poll with a deadline (never sleep to synchronise)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import subprocess
@@ -17,6 +18,10 @@ from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+# Images the tests build are named after this checkout: two checkouts (or CI and a developer
+# on one engine) never retag each other's images, and none is the `shipshape` of `make prod`.
+CHECKOUT = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+TEST_IMAGE = f"shipshape-test-{CHECKOUT}"
 
 # Secrets good enough for ENVIRONMENT=production (random per test run).
 PROD_SECRETS = {

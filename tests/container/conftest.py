@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docker_utils import ROOT, docker
+from tests.docker_utils import ROOT, TEST_IMAGE, docker
 
-PROD_IMAGE = "shipshape-test:prod"
-DEV_IMAGE = "shipshape-test:dev"
+PROD_IMAGE = f"{TEST_IMAGE}:prod"
+DEV_IMAGE = f"{TEST_IMAGE}:dev"
 BUILD_VERSION = "9.9.9-test"
 GIT_COMMIT = "c0ffee1"
 

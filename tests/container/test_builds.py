@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docker_utils import ROOT, docker, running
+from tests.docker_utils import ROOT, TEST_IMAGE, docker, running
 
 pytestmark = pytest.mark.container
 
@@ -32,13 +32,13 @@ def test_offline_build_from_a_prebuilt_wheelhouse() -> None:
         "build", "--network", "none",
         "--file", str(ROOT / "docker/Dockerfile.prod"),
         "--build-arg", "WHEELS_SOURCE=local",
-        "--tag", "shipshape-test:offline",
+        "--tag", f"{TEST_IMAGE}:offline",
         str(ROOT),
     )  # fmt: skip
     result = docker(
         "run",
         "--rm",
-        "shipshape-test:offline",
+        f"{TEST_IMAGE}:offline",
         "python",
         "-c",
         "import app.main, gunicorn, asyncpg; print('ok')",

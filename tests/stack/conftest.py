@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bench.compose_env import compose_environment, free_port, prod_env_file
-from tests.docker_utils import ROOT, wait_until
+from tests.docker_utils import ROOT, TEST_IMAGE, wait_until
 
 ACME_OVERLAY = Path(__file__).with_name("docker-compose.acme.yml")
 DOMAIN = "example.test"
@@ -152,7 +152,8 @@ def write_env_file(
             "CERT_WATCH_INTERVAL": "1",
             "CERTBOT_SERVER": "https://pebble:14000/dir",
             "CERTBOT_RENEW_INTERVAL": "3600",
-            "APP_TAG": "stack-test",
+            "APP_IMAGE": TEST_IMAGE,
+            "APP_TAG": "stack",
             "WEB_CONCURRENCY": "2",
         },
     )

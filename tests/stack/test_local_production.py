@@ -5,6 +5,7 @@ volume initialised with another password, explained and repaired with `make db-p
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from bench.compose_env import free_port
-from tests.docker_utils import ROOT, docker
+from tests.docker_utils import ROOT, TEST_IMAGE, docker
 
 pytestmark = pytest.mark.stack
 
@@ -34,9 +35,16 @@ class Local:
         ]  # fmt: skip
 
     def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # The image under this checkout's test name, not the `shipshape:local` of `make prod`
+        # (compose takes these from the environment before the env file).
+        # Nothing else from the test run's environment (ENVIRONMENT=test would win over the
+        # env file's value in compose), as in a user's shell.
+        keep = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env |= {"APP_IMAGE": TEST_IMAGE, "APP_TAG": "local"}
         return subprocess.run(
             ["make", "--no-print-directory", *args, *self.variables, f"ENV_FILE={self.env_file}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
 
     def request(self, path: str, data: bytes | None = None, token: str = "") -> tuple[int, Any]:

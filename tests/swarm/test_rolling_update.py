@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from bench.compose_env import SECRET_FILES
-from tests.docker_utils import ROOT, docker, wait_until
+from tests.docker_utils import ROOT, TEST_IMAGE, docker, wait_until
 
 pytestmark = pytest.mark.stack
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
-IMAGE = "shipshape-swarm"
+IMAGE = f"{TEST_IMAGE}-swarm"
 
 
 @dataclass
@@ -124,7 +124,7 @@ def stack_file_without_published_ports(folder: Path) -> Path:
 
 def build_variant(tag: str, extra: str) -> None:
     """Another image of the same app: a new id, so the update really replaces the tasks."""
-    dockerfile = f"FROM shipshape-test:prod\nLABEL variant={tag}\n{extra}\n"
+    dockerfile = f"FROM {TEST_IMAGE}:prod\nLABEL variant={tag}\n{extra}\n"
     subprocess.run(
         ["docker", "build", "-q", "-t", f"{IMAGE}:{tag}", "-"],
         input=dockerfile,
