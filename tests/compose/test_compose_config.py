@@ -305,3 +305,13 @@ def test_image_volumes_are_all_mounted_so_none_is_anonymous() -> None:
         mounted = {m["target"] for m in services[name].get("volumes", []) if m.get("source")}
         mounted |= {t.split(":")[0] for t in services[name].get("tmpfs", [])}
         assert set(paths) <= mounted, name
+
+
+def test_dev_worker_is_never_pulled_and_restarts_on_code_changes() -> None:
+    """The faults: the first `make dev` tried to pull the worker's image from a registry, and
+    the worker kept running old code after an edit."""
+    worker = rendered("dev", "dev")["services"]["worker"]
+    assert worker["pull_policy"] == "never"
+    assert worker["image"] == rendered("dev", "dev")["services"]["app"]["image"]
+    assert worker["command"][:2] == ["watchfiles", "--filter"]
+    assert "/app/scripts/docker-entrypoint.sh worker" in worker["command"]

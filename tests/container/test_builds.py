@@ -15,6 +15,13 @@ def test_dev_image_runs_with_reload_as_the_app_user(dev_image: str) -> None:
         "run", "--rm", dev_image, "sh", "-c", "pytest --version && ruff --version"
     ).stdout
     assert "pytest" in tools
+    # Dependencies precompiled: PYTHONDONTWRITEBYTECODE would make every reload compile them.
+    compiled = docker(
+        "run", "--rm", dev_image, "python", "-c",
+        "import pathlib, fastapi, sqlalchemy; print(all(any(pathlib.Path(m.__file__).parent"
+        ".glob('__pycache__/*.pyc')) for m in (fastapi, sqlalchemy)))",
+    ).stdout  # fmt: skip
+    assert compiled.strip() == "True"
     with running(dev_image, env={"RUN_MIGRATIONS": "true"}) as container:
         container.wait_ready()
         logs = container.logs()
