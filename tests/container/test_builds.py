@@ -22,6 +22,9 @@ def test_dev_image_runs_with_reload_as_the_app_user(dev_image: str) -> None:
         ".glob('__pycache__/*.pyc')) for m in (fastapi, sqlalchemy)))",
     ).stdout  # fmt: skip
     assert compiled.strip() == "True"
+    # The host's bytecode caches stay out of the build context (.dockerignore, **/), at any depth.
+    caches = docker("run", "--rm", dev_image, "find", "/app", "-name", "__pycache__").stdout
+    assert caches.strip() == ""
     with running(dev_image, env={"RUN_MIGRATIONS": "true"}) as container:
         container.wait_ready()
         logs = container.logs()

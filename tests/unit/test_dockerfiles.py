@@ -120,6 +120,8 @@ def test_dockerignore_covers_the_conventions_list() -> None:
     }  # fmt: skip
     assert required - patterns == set()
     assert "wheels/" not in patterns, "offline builds read ./wheels from the context"
+    # Anywhere in the tree, not only at its top; and the secret files never.
+    assert {"**/__pycache__/", "**/*.py[cod]", "secrets/"} <= patterns
 
 
 @pytest.mark.parametrize("dockerfile", ["docker/Dockerfile.prod", "docker/Dockerfile.dev"])
