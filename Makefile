@@ -165,7 +165,7 @@ env-file:
 # Build, check the configuration in a one-off container, then start and wait for health;
 # on failure it shows the failing containers' logs (scripts/stack-up.sh).
 STACK_UP = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) STACK_ENV=$(ENV) DOCKER=$(DOCKER) \
-           sh scripts/stack-up.sh app $(COMPOSE_CMD)
+           STACK_PROJECT=$(PROJECT_NAME) sh scripts/stack-up.sh app $(COMPOSE_CMD)
 
 .PHONY: dev
 dev: ENV = dev

@@ -6,13 +6,14 @@
 #            -f docker-compose.yml -f docker-compose.prod.yml
 #
 # 1. Builds the images and checks the configuration with SERVICE's own `check-config` in a
-#    one-off container, before any database volume exists: a wrong value ends here with one
-#    line naming the variable (exit 2), not in a restart loop.
+#    one-off container, before the database starts: a wrong value ends here with one line
+#    naming the variable (exit 2), not in a restart loop, and leaves no new volume behind.
 # 2. `up --detach --wait`. When a service does not get healthy, prints each failing
 #    container with the last lines of its log, explains a database volume initialised with
 #    another password, and says how to stop the restarting containers.
 #
-# Environment: DOCKER=docker (the client), STACK_ENV=prod (named in the hints). POSIX sh.
+# Environment: DOCKER=docker (the client), STACK_ENV=prod (named in the hints), STACK_PROJECT
+# (the compose project, whose volumes a refused first start removes again). POSIX sh.
 set -o errexit -o nounset
 
 if [ $# -lt 3 ]; then
@@ -23,9 +24,22 @@ service=$1
 shift
 docker=${DOCKER:-docker}
 env=${STACK_ENV:-prod}
+project=${STACK_PROJECT:-}
+
+volumes() {  # the stack's volumes (none listed without STACK_PROJECT)
+    [ -z "$project" ] || "$docker" volume ls --quiet --filter "label=com.docker.compose.project=$project"
+}
 
 "$@" build
+existing=$(volumes | tr '\n' ' ')
 if ! "$@" run --rm --no-deps --no-TTY "$service" python -m app check-config -q; then
+    # The one-off container made the stack's volumes: a first start leaves none behind.
+    for volume in $(volumes); do
+        case " $existing " in
+            *" $volume "*) ;;
+            *) "$docker" volume rm "$volume" >/dev/null 2>&1 || true ;;
+        esac
+    done
     echo "the configuration is not valid: nothing was started; fix the value named above" >&2
     exit 2
 fi

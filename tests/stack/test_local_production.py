@@ -1,6 +1,7 @@
 """`make prod-local`: the production stack on this machine, from the Makefile alone, as the
-README tells a newcomer to try it. Then the failure a first production run met: a database
-volume initialised with another password, explained and repaired with `make db-password`."""
+README tells a newcomer to try it. With the failures a first production run met: a
+placeholder secret (refused before anything starts), and a database volume initialised
+with another password (explained, and repaired with `make db-password`)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,19 @@ def test_prod_local_serves_https_on_localhost_and_logs_the_first_admin_in(
     tmp_path: Path,
 ) -> None:
     local = Local(tmp_path)
+    label = f"label=com.docker.compose.project={local.project}"
     try:
+        # A placeholder secret: refused by the image's own check before the database exists.
+        local.secrets.mkdir(mode=0o700)
+        (local.secrets / "db_password").write_text("CHANGE_ME")
+        refused = local.make("prod-local")
+        assert refused.returncode != 0
+        assert "DB_PASSWORD holds a placeholder value" in refused.stderr
+        assert "nothing was started" in refused.stderr
+        volumes = docker("volume", "ls", "--quiet", "--filter", label).stdout.split()
+        assert not [v for v in volumes if v.endswith("_postgres_data")], volumes
+        (local.secrets / "db_password").unlink()  # make writes a random one
+
         up = local.make("prod-local")
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"up: https://localhost:{local.https_port}/" in up.stdout
@@ -88,6 +101,5 @@ def test_prod_local_serves_https_on_localhost_and_logs_the_first_admin_in(
         assert local.request("/ready")[0] == 200
     finally:
         destroyed = local.make("destroy", "ENV=local", "CONFIRM=1")
-        label = f"label=com.docker.compose.project={local.project}"
         assert docker("volume", "ls", "--quiet", "--filter", label).stdout.strip() == ""
         assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
