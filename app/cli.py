@@ -210,13 +210,18 @@ def _create_superuser(settings: Settings, say: Say = typer.echo) -> None:
 WaitTimeout = Annotated[
     int | None, typer.Option(help="Seconds to keep trying [default: DB_WAIT_TIMEOUT]")
 ]
+JsonLines = Annotated[
+    bool,
+    typer.Option("--json", help="Progress as JSON log lines (what the image's entrypoint uses)"),
+]
 
 
 @cli.command("wait-for-db")
 @friendly_errors
-def wait_for_db(timeout: WaitTimeout = None) -> None:
+def wait_for_db(timeout: WaitTimeout = None, json_lines: JsonLines = False) -> None:
     """Wait until the database accepts a query (SELECT 1); exit 1 after the timeout."""
-    _wait_for_database(_settings(), timeout)
+    settings = _settings()
+    _wait_for_database(settings, timeout, _log_say("app.prepare") if json_lines else typer.echo)
 
 
 def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer.echo) -> None:
@@ -244,10 +249,10 @@ def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer
 
 @cli.command()
 @friendly_errors
-def prepare(timeout: WaitTimeout = None) -> None:
+def prepare(timeout: WaitTimeout = None, json_lines: JsonLines = False) -> None:
     """Before serving, in one process: check the configuration, wait for the database, then
     migrate to head if RUN_MIGRATIONS and create the superuser if CREATE_SUPERUSER."""
-    _prepare(timeout, typer.echo)
+    _prepare(timeout, _log_say("app.prepare") if json_lines else typer.echo)
 
 
 def _prepare(timeout: int | None, say: Say) -> None:
@@ -260,17 +265,22 @@ def _prepare(timeout: int | None, say: Say) -> None:
         _create_superuser(settings, say)
 
 
-def prepare_or_exit() -> None:
-    """`prepare` inside a server's master process (gunicorn_config.py): the same steps and
-    exit statuses, its lines logged as JSON like the server's, without starting a second
-    Python and importing the app twice."""
-    log = logging.getLogger("app.prepare")
+def _log_say(name: str) -> Say:
+    """Progress as log records (JSON lines, like the server's) instead of plain text."""
+    log = logging.getLogger(name)
 
     def say(message: str, err: bool = False) -> None:
         log.log(logging.WARNING if err else logging.INFO, message)
 
+    return say
+
+
+def prepare_or_exit() -> None:
+    """`prepare` inside a server's master process (gunicorn_config.py): the same steps and
+    exit statuses, its lines logged as JSON like the server's, without starting a second
+    Python and importing the app twice."""
     try:
-        friendly_errors(_prepare)(None, say)
+        friendly_errors(_prepare)(None, _log_say("app.prepare"))
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
 

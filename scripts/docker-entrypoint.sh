@@ -37,13 +37,13 @@ give_up() {
 }
 
 wait_for_database() {
-    python -m app wait-for-db || give_up "$?" "database not reachable: giving up"
+    python -m app wait-for-db --json || give_up "$?" "database not reachable: giving up"
 }
 
 prepare() {
     # The configuration is checked first: a bad value stops here, with one line, before
     # gunicorn starts workers.
-    python -m app prepare || give_up "$?" "preparation failed: not starting"
+    python -m app prepare --json || give_up "$?" "preparation failed: not starting"
 }
 
 mode="${1:-prod}"

@@ -67,6 +67,19 @@ def test_prepare_does_what_the_settings_ask(
     assert ("superuser admin: created" in result.output) is (superuser == "true")
 
 
+def test_prepare_and_wait_for_db_log_json_lines_for_the_entrypoint(tmp_path: Path) -> None:
+    """The fault: plain "database reachable after 0.0s" lines among the JSON logs of the
+    worker and the dev app, whose entrypoint runs these commands."""
+    env = {**os.environ, **sqlite_env(tmp_path / "app.db"), "RUN_MIGRATIONS": "true"}
+    for command in (["wait-for-db", "--json"], ["prepare", "--json"]):
+        result = subprocess.run([sys.executable, "-m", "app", *command], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = (result.stdout + result.stderr).splitlines()
+        records = [json.loads(line) for line in lines]  # every line, or this raises
+        assert any(r["message"].startswith("database reachable after") for r in records)
+
+
 def test_prepare_stops_at_a_config_error_before_touching_the_database(tmp_path: Path) -> None:
     env = {**sqlite_env(tmp_path / "app.db"), "ENVIRONMENT": "production", "RUN_MIGRATIONS": "yes"}
     result = runner.invoke(cli, ["prepare"], env=env)
