@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import code
+import contextlib
 import functools
 import json
 import logging
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -132,8 +133,8 @@ def migration(
     from app.db import migrate as migrations
 
     settings = _settings()
-    logging.disable(logging.INFO)  # Alembic's progress lines: the result is said below
-    path = migrations.new_revision(settings, message)
+    with _quiet_logs():  # Alembic's progress lines: the result is said below
+        path = migrations.new_revision(settings, message)
     if path is None:
         typer.echo("the models match the database: no migration written", err=True)
         raise typer.Exit(1)
@@ -358,8 +359,6 @@ def shell(
     from app.db.session import Database
 
     settings = _settings()
-    # An operator's prompt: warnings and errors only, whatever LOG_LEVEL says.
-    logging.disable(logging.INFO)
     db = Database(settings)
     # One event loop for the whole session: the pool's connections belong to the loop that
     # opened them, so a loop per `run` (asyncio.run) broke the second query on Postgres.
@@ -370,7 +369,10 @@ def shell(
         "models": models,
         "run": runner.run,
     }
-    try:
+    # An operator's prompt: warnings and errors only, whatever LOG_LEVEL says.
+    with _quiet_logs(), contextlib.ExitStack() as cleanup:
+        cleanup.callback(runner.close)
+        cleanup.callback(runner.run, db.dispose())
         if command is not None:
             exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102 - the operator's own code
             return
@@ -383,9 +385,17 @@ def shell(
             code.interact(banner=banner, local=namespace)
         else:
             start_ipython(argv=[], user_ns=namespace, display_banner=False)
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Records below WARNING are dropped while it lasts (the process-wide switch is put back:
+    tests run these commands in one process)."""
+    logging.disable(logging.INFO)
+    try:
+        yield
     finally:
-        runner.run(db.dispose())
-        runner.close()
+        logging.disable(logging.NOTSET)
 
 
 def main() -> None:

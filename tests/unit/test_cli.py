@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -140,6 +141,7 @@ def test_shell_runs_a_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Shipshape items" in result.output
+    assert logging.root.manager.disable == logging.NOTSET  # the shell's quiet ends with it
 
 
 SHELL_QUERIES = """
