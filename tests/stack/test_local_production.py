@@ -1,12 +1,14 @@
 """`make prod-local`: the production stack on this machine, from the Makefile alone, as the
 README tells a newcomer to try it. With the failures a first production run met: a
-placeholder secret (refused before anything starts), and a database volume initialised
-with another password (explained, and repaired with `make db-password`)."""
+placeholder secret (refused before anything starts), a dev stack beside it (`make down
+ENV=dev` leaves prod alone), and a database volume initialised with another password
+(explained, and repaired with `make db-password`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import ssl
 import subprocess
@@ -35,7 +37,7 @@ class Local:
             f"LOCAL_HTTP_PORT={free_port()}",
         ]  # fmt: skip
 
-    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def make(self, *args: str, local: bool = True) -> subprocess.CompletedProcess[str]:
         # The image under this checkout's test name, not the `shipshape:local` of `make prod`
         # (compose takes these from the environment before the env file).
         # Nothing else from the test run's environment (ENVIRONMENT=test would win over the
@@ -44,7 +46,8 @@ class Local:
         env = {k: v for k, v in os.environ.items() if k in keep}
         env |= {"APP_IMAGE": TEST_IMAGE, "APP_TAG": "local"}
         return subprocess.run(
-            ["make", "--no-print-directory", *args, *self.variables, f"ENV_FILE={self.env_file}"],
+            ["make", "--no-print-directory", *args,
+             *([*self.variables, f"ENV_FILE={self.env_file}"] if local else [])],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
 
@@ -84,6 +87,24 @@ def test_prod_local_serves_https_on_localhost_and_logs_the_first_admin_in(
         form = urllib.parse.urlencode({"username": "admin", "password": password}).encode()
         _, token = local.request("/api/v1/auth/token", form)
         assert local.request("/api/v1/users/me", token=token["access_token"])[1]["is_superuser"]
+
+        # The dev stack beside it, then `make down` for dev only: prod keeps serving.
+        dev_env = tmp_path / "env.dev"
+        text = (ROOT / ".env.dev.example").read_text()
+        for name in ("API_PORT", "DB_PUBLISH_PORT", "REDIS_PUBLISH_PORT"):
+            text = re.sub(rf"^{name}=.*$", f"{name}={free_port()}", text, flags=re.M)
+        dev_project = f"shipshape-dev-{secrets.token_hex(3)}"
+        dev_env.write_text(re.sub(r"^COMPOSE_PROJECT_NAME=.*$", f"COMPOSE_PROJECT_NAME={dev_project}",
+                                  text, flags=re.M))  # fmt: skip
+        try:
+            dev = local.make("dev", f"ENV_FILE={dev_env}", local=False)
+            assert dev.returncode == 0, dev.stdout + dev.stderr
+            down = local.make("down", "ENV=dev", f"ENV_FILE={dev_env}", local=False)
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert f"--project-name {dev_project}" in down.stdout
+            assert local.request("/ready")[0] == 200
+        finally:
+            local.make("destroy", "ENV=dev", f"ENV_FILE={dev_env}", "CONFIRM=1", local=False)
 
         # The volume keeps the password it was created with; new containers get a new one.
         assert local.make("down", "ENV=local").returncode == 0
