@@ -1,15 +1,30 @@
-"""Tables: users and their items."""
+"""Tables: users, their items, and the jobs that import and export items."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.core.states import JobKind, JobState, WebhookState
 from app.db.base import Base, UTCDateTime, utcnow
+
+
+def _enum(states: type[StrEnum]) -> Enum:
+    """A state column: VARCHAR(16) holding the member's value (no database enum type, so a
+    new member needs no ALTER TYPE), read back as the enum member."""
+    return Enum(
+        states,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
 
 
 class User(Base):
@@ -51,12 +66,11 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    kind: Mapped[str] = mapped_column(String(16))  # "import" | "export"
+    kind: Mapped[JobKind] = mapped_column(_enum(JobKind))
     owner_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    # queued -> running -> succeeded | failed
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
     done: Mapped[int] = mapped_column(Integer, default=0)
     # Times a worker started this job: more than one means a worker was lost running it.
     deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -68,8 +82,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
-    # none | pending | delivered | failed
-    webhook_state: Mapped[str] = mapped_column(String(16), default="none")
+    webhook_state: Mapped[WebhookState] = mapped_column(
+        _enum(WebhookState), default=WebhookState.NONE
+    )
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

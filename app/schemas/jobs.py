@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.states import JobKind, JobState, WebhookState
 from app.db.models import Job
 from app.schemas.common import CallbackUrl
 
@@ -26,15 +27,15 @@ class Progress(BaseModel):
 
 
 class WebhookStatus(BaseModel):
-    state: str
+    state: WebhookState
     attempts: int
     error: str | None
 
 
 class JobPublic(BaseModel):
     id: uuid.UUID
-    kind: str
-    state: str
+    kind: JobKind
+    state: JobState
     progress: Progress
     result: dict[str, Any] | None
     error: str | None

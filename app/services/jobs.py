@@ -1,7 +1,7 @@
 """CSV import and export jobs. Each run is idempotent: a redelivered job never writes twice.
 
 An import validates every row first and writes nothing unless all rows are valid; the
-rows and the job's "succeeded" state are committed in one transaction, so a worker
+rows and the job's succeeded state are committed in one transaction, so a worker
 killed mid-import leaves no rows behind, and a redelivered import after success is a
 no-op. An export writes to a temporary file and renames it into place.
 """
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
+from app.core.states import JobKind, JobState, WebhookState
 from app.db.base import utcnow
 from app.db.models import Item, Job, User
 from app.db.session import Database
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 _items = Item.__table__.c
 _EXPORTED = (_items.id, _items.title, _items.description, _items.created_at, _items.updated_at)
 
-FINISHED = ("succeeded", "failed")
+FINISHED = tuple(state for state in JobState if state.finished)
 UPLOAD_CHUNK_BYTES = 64 * 1024
 CHUNK_ROWS = 1000  # rows read, validated, inserted or exported at a time
 MAX_REPORTED_ROWS = 100  # a report of the first rejected rows; the count says how many
@@ -56,17 +57,17 @@ def export_path(settings: Settings, job_id: uuid.UUID) -> Path:
 
 
 async def create_job(
-    session: AsyncSession, user: Actor, kind: str, callback_url: str | None
+    session: AsyncSession, user: Actor, kind: JobKind, callback_url: str | None
 ) -> Job:
     job = Job(
         kind=kind,
         owner_id=user.id,
-        state="queued",
+        state=JobState.QUEUED,
         deliveries=0,
         done=0,
         total=0,
         callback_url=callback_url,
-        webhook_state="pending" if callback_url else "none",
+        webhook_state=WebhookState.PENDING if callback_url else WebhookState.NONE,
         webhook_attempts=0,
         created_at=utcnow(),
         updated_at=utcnow(),
@@ -86,7 +87,7 @@ async def create_import(
     """An import job for the uploaded file (413 above IMPORT_MAX_BYTES)."""
     staged = await asyncio.to_thread(_stage_upload, settings, upload)
     try:
-        job = await create_job(session, user, "import", callback_url)
+        job = await create_job(session, user, JobKind.IMPORT, callback_url)
         staged.rename(upload_path(settings, job.id))
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -127,9 +128,9 @@ async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
 
 
 def export_file(settings: Settings, job: Job) -> Path:
-    if job.kind != "export":
+    if job.kind != JobKind.EXPORT:
         raise NotFound("only export jobs have a download")
-    if job.state != "succeeded":
+    if job.state != JobState.SUCCEEDED:
         raise Conflict(f"the export is {job.state}, not finished")
     path = export_path(settings, job.id)
     if not path.exists():
@@ -150,7 +151,7 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
         job = await session.get(Job, job_id)
         if job is None or job.state in FINISHED:
             return Outcome.DONE  # unknown, or already done by an earlier delivery
-        if job.state == "running" and not _stalled(job, settings):
+        if job.state == JobState.RUNNING and not _stalled(job, settings):
             return Outcome.HELD
         if job.deliveries >= settings.job_max_deliveries:
             await _give_up(session, job)
@@ -171,7 +172,7 @@ async def _run_claimed(
     session: AsyncSession, settings: Settings, cache: ReadCache, job: Job
 ) -> None:
     try:
-        if job.kind == "import":
+        if job.kind == JobKind.IMPORT:
             await _run_import(session, settings, job)
         else:
             await _run_export(session, settings, job)
@@ -182,7 +183,7 @@ async def _run_claimed(
         logger.exception("job failed", extra=log_fields(job_id=str(job.id)))
         await _fail(session, job, f"the job failed on an internal error (job {job.id})")
         return
-    if job.kind == "import" and job.state == "succeeded":
+    if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
         await cache.invalidate(job.owner_id)
     logger.info(
         "job finished",
@@ -206,7 +207,9 @@ async def _claim(session: AsyncSession, job: Job) -> bool:
     result = await session.execute(
         update(Job)
         .where(Job.id == job.id, Job.deliveries == job.deliveries, Job.state.not_in(FINISHED))
-        .values(state="running", deliveries=Job.deliveries + 1, heartbeat_at=now, updated_at=now)
+        .values(
+            state=JobState.RUNNING, deliveries=Job.deliveries + 1, heartbeat_at=now, updated_at=now
+        )
         .execution_options(synchronize_session=False)
     )
     await session.commit()
@@ -237,7 +240,7 @@ async def _heartbeat(db: Database, job_id: uuid.UUID, interval: float) -> None:
             async with db.session() as session:
                 await session.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.state == "running")
+                    .where(Job.id == job_id, Job.state == JobState.RUNNING)
                     .values(heartbeat_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
@@ -254,15 +257,17 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
     after JOB_MAX_DELIVERIES starts. Returns the re-queued ids (to send to the broker) and
     the number failed. Safe to run from several workers at once."""
     cutoff = _stale_before(settings)
-    stalled = (Job.state == "running") & ((Job.heartbeat_at < cutoff) | Job.heartbeat_at.is_(None))
+    stalled = (Job.state == JobState.RUNNING) & (
+        (Job.heartbeat_at < cutoff) | Job.heartbeat_at.is_(None)
+    )
     requeued: list[uuid.UUID] = []
     failed = 0
     async with db.session() as session:
         found = (await session.execute(select(Job.id, Job.deliveries).where(stalled))).all()
         for job_id, deliveries in found:
-            values: dict[str, Any] = {"state": "queued", "updated_at": utcnow()}
+            values: dict[str, Any] = {"state": JobState.QUEUED, "updated_at": utcnow()}
             if deliveries >= settings.job_max_deliveries:
-                values.update(state="failed", error=_lost_message(deliveries))
+                values.update(state=JobState.FAILED, error=_lost_message(deliveries))
             result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.deliveries == deliveries, stalled)
@@ -270,7 +275,7 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
                 .execution_options(synchronize_session=False)
             )
             if _rowcount(result) == 1:
-                if values["state"] == "queued":
+                if values["state"] == JobState.QUEUED:
                     requeued.append(job_id)
                 else:
                     failed += 1
@@ -298,9 +303,9 @@ async def set_job_state(session: AsyncSession, job_id: uuid.UUID, action: JobAct
             raise Conflict(f"the job is already {job.state}")
         await _fail(session, job, "failed by an operator")
     else:
-        if job.state == "succeeded":
+        if job.state == JobState.SUCCEEDED:
             raise Conflict("the job has succeeded; it is not run again")
-        job.state, job.error, job.deliveries, job.heartbeat_at = "queued", None, 0, None
+        job.state, job.error, job.deliveries, job.heartbeat_at = JobState.QUEUED, None, 0, None
         job.done, job.updated_at = 0, utcnow()
         await session.commit()
     return job
@@ -312,7 +317,7 @@ async def _progress(session: AsyncSession, job: Job, done: int) -> None:
 
 
 async def _fail(session: AsyncSession, job: Job, error: str, **result: Any) -> None:
-    job.state, job.error, job.updated_at = "failed", error, utcnow()
+    job.state, job.error, job.updated_at = JobState.FAILED, error, utcnow()
     if result:
         job.result = result
     await session.commit()
@@ -344,7 +349,7 @@ async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> No
         await session.rollback()
         await _fail(session, job, str(problem))
         return
-    job.state, job.done, job.updated_at = "succeeded", job.total, utcnow()
+    job.state, job.done, job.updated_at = JobState.SUCCEEDED, job.total, utcnow()
     job.result = {"imported": job.total, "rejected": 0, "rows": []}
     await session.commit()  # the rows and the job's success, together or not at all
 
@@ -458,7 +463,7 @@ async def _run_export(session: AsyncSession, settings: Settings, job: Job) -> No
             last = rows[-1]
             query = base.where(tuple_(_items.created_at, _items.id) > (last.created_at, last.id))
     os.replace(partial, target)
-    job.state, job.done, job.updated_at = "succeeded", done, utcnow()
+    job.state, job.done, job.updated_at = JobState.SUCCEEDED, done, utcnow()
     job.result = {"file": target.name, "rows": done}
     await session.commit()
 
@@ -474,9 +479,9 @@ async def record_webhook(
         job.webhook_attempts += 1
         job.webhook_error = None if ok else detail
         if ok:
-            job.webhook_state = "delivered"
+            job.webhook_state = WebhookState.DELIVERED
         elif give_up:
-            job.webhook_state = "failed"
+            job.webhook_state = WebhookState.FAILED
         job.updated_at = utcnow()
         await session.commit()
         return job.webhook_attempts
@@ -488,7 +493,7 @@ async def webhook_event(db: Database, job_id: uuid.UUID) -> tuple[str | None, di
         job = await session.get(Job, job_id)
         if job is None or job.callback_url is None or job.state not in FINISHED:
             return None, {}
-        if job.webhook_state in ("delivered", "failed"):
+        if job.webhook_state.finished:
             return None, {}
         event = {
             "type": f"job.{job.state}",

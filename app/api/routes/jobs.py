@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import CurrentPrincipal, CurrentSuperuser, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
+from app.core.states import JobKind
 from app.db.models import Job
 from app.schemas.common import CALLBACK_URL_PATTERN
 from app.schemas.jobs import ExportRequest, JobPublic
@@ -103,7 +104,7 @@ async def export_items(
 ) -> JobPublic:
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
     callback = _callback(body.callback_url if body else None, settings)
-    job = await service.create_job(session, user, "export", callback)
+    job = await service.create_job(session, user, JobKind.EXPORT, callback)
     await _enqueue(request, background, session, settings, job)
     return JobPublic.of(job)
 

@@ -8,12 +8,11 @@ from sqlalchemy import func, select
 
 from app.api.deps import OperatorDep
 from app.core import metrics
+from app.core.states import JobState
 from app.db.models import Job
 from app.db.session import Database
 
 router = APIRouter(tags=["health"])
-
-JOB_STATES = ("queued", "running", "succeeded", "failed")
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -33,7 +32,7 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
     except Exception:  # metrics must answer even when the database does not
         counts = None
     if counts is not None:
-        for state in JOB_STATES:
+        for state in JobState:
             metrics.JOBS.labels(state).set(counts.get(state, 0))
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -1,0 +1,40 @@
+"""The states and kinds of the domain, one enum per concept, shared by every layer.
+
+StrEnum members are their values: they compare equal to the strings stored in the
+database and written in JSON, and the API schema lists them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    IMPORT = "import"  # CSV rows into items
+    EXPORT = "export"  # items into a CSV file
+
+
+class JobState(StrEnum):
+    """queued -> running -> succeeded | failed (running -> queued when a worker was lost)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class WebhookState(StrEnum):
+    """The delivery of a job's webhook: none (no callback URL) or pending -> delivered | failed."""
+
+    NONE = "none"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WebhookState.DELIVERED, WebhookState.FAILED)
