@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.states import JobKind, JobState, WebhookState
-from app.db.models import Job
 from app.schemas.common import CallbackUrl
+
+if TYPE_CHECKING:
+    from app.db.models import Job
 
 
 class ExportRequest(BaseModel):
