@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("core", "schemas", "db", "services", "worker", "api")
@@ -62,3 +63,33 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     )
     assert _runtime_imports(source) == [(1, "typing"), (2, "app.api.deps")]
     assert _layer("app.api.deps") == LAYERS.index("api")
+
+
+def _calls(dependant: Any) -> set[Any]:
+    found = set()
+    for sub in dependant.dependencies:
+        found.add(sub.call)
+        found |= _calls(sub)
+    return found
+
+
+def test_handlers_that_read_take_the_read_session_and_writers_the_other() -> None:
+    """The session was chosen by HTTP method, so a GET that wrote would have run in
+    AUTOCOMMIT without anyone seeing it in the handler. Now the signature says it."""
+    from fastapi.routing import APIRoute
+
+    from app.api.deps import get_read_session, get_session
+    from app.api.router import all_routes
+
+    wrong = []
+    for route in all_routes():
+        if not isinstance(route, APIRoute):
+            continue
+        calls = _calls(route.dependant)
+        reads_only = route.methods <= {"GET", "HEAD"}
+        if reads_only and get_session in calls:
+            wrong.append(f"{sorted(route.methods)} {route.path} takes the read-write session")
+        direct = {sub.call for sub in route.dependant.dependencies}
+        if not reads_only and get_read_session in direct:
+            wrong.append(f"{sorted(route.methods)} {route.path} writes through the read session")
+    assert wrong == []

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.api.deps import CacheDep, CurrentPrincipal, SessionDep, SettingsDep
+from app.api.deps import CacheDep, CurrentPrincipal, ReadSessionDep, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.db.models import Item
 from app.schemas.common import SearchText
@@ -23,7 +23,7 @@ MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every ba
 
 @router.get("", response_model=ItemPage)
 async def list_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
     cache: CacheDep,
     user: CurrentPrincipal,
@@ -76,7 +76,7 @@ async def create_item(
 
 @router.get("/{item_id:uuid}", response_model=ItemPublic, responses=error_responses(404))
 async def read_item(
-    item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
+    item_id: uuid.UUID, session: ReadSessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> ItemPublic:
     cached = await cache.get_item(item_id)
     if cached is not None:

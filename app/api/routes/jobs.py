@@ -9,7 +9,13 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile,
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import CurrentPrincipal, CurrentSuperuser, SessionDep, SettingsDep
+from app.api.deps import (
+    CurrentPrincipal,
+    CurrentSuperuser,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.errors import error_responses, validation_error
 from app.core.config import Settings
 from app.core.states import JobKind
@@ -110,7 +116,7 @@ async def export_items(
 
 
 @router.get("/jobs/{job_id:uuid}", response_model=JobPublic, responses=error_responses(404))
-async def read_job(job_id: uuid.UUID, session: SessionDep, user: CurrentPrincipal) -> JobPublic:
+async def read_job(job_id: uuid.UUID, session: ReadSessionDep, user: CurrentPrincipal) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
     return JobPublic.of(await service.get_job(session, user, job_id))
 
@@ -144,7 +150,7 @@ async def operate_job(
     },
 )
 async def download_export(
-    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: CurrentPrincipal
+    job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, user: CurrentPrincipal
 ) -> FileResponse:
     """The CSV of a finished export."""
     job = await service.get_job(session, user, job_id)
