@@ -193,7 +193,7 @@ def create_superuser() -> None:
 
 
 def _create_superuser(settings: Settings, say: Say = typer.echo) -> None:
-    from app.services.users import ensure_superuser_once
+    from app.services.users import ensure_superuser_standalone
 
     if not settings.admin_password:
         raise ConfigError(
@@ -203,7 +203,7 @@ def _create_superuser(settings: Settings, say: Say = typer.echo) -> None:
     if len(settings.admin_password) < 8:
         raise ConfigError("ADMIN_PASSWORD must be at least 8 characters")
 
-    created = asyncio.run(ensure_superuser_once(settings)).created
+    created = asyncio.run(ensure_superuser_standalone(settings))
     state = "created" if created else "already exists"
     say(f"superuser {settings.admin_username}: {state}")
 

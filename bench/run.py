@@ -207,8 +207,8 @@ def measure_items(report: Report, seconds: float, tmp: Path) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("Postgres did not come up for the items benchmark")
             time.sleep(0.5)  # retry pacing while the database starts, bounded by the deadline
-        seed = ("from app.services.users import ensure_superuser_once\n"
-                "run(ensure_superuser_once(settings))\n")  # fmt: skip
+        seed = ("from app.services.users import ensure_superuser_standalone\n"
+                "run(ensure_superuser_standalone(settings))\n")  # fmt: skip
         subprocess.run(
             [sys.executable, "-m", "app", "shell", "-c", seed],
             cwd=ROOT,

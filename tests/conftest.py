@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.services.users import ensure_superuser_once
+from app.services.users import ensure_superuser_standalone
 
 Headers = dict[str, str]
 
@@ -180,7 +180,7 @@ def login(client: TestClient, username: str, password: str) -> Headers:
 
 @pytest.fixture
 def admin_headers(client: TestClient, settings: Settings) -> Headers:
-    asyncio.run(ensure_superuser_once(settings))
+    asyncio.run(ensure_superuser_standalone(settings))
     return login(client, settings.admin_username, settings.admin_password)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -128,14 +127,9 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     return user
 
 
-@dataclass(frozen=True)
-class SuperuserResult:
-    created: bool
-    username: str
-
-
-async def ensure_superuser(session: AsyncSession, settings: Settings) -> SuperuserResult:
-    """Create the ADMIN_* superuser unless a user with that name or e-mail exists.
+async def ensure_superuser(session: AsyncSession, settings: Settings) -> bool:
+    """Create the ADMIN_* superuser unless a user with that name or e-mail exists; True when
+    it was created now.
 
     Safe to run on every start and from parallel replicas: a concurrent insert loses
     on the unique constraint and is reported as "exists". The password is never logged.
@@ -146,19 +140,19 @@ async def ensure_superuser(session: AsyncSession, settings: Settings) -> Superus
         select(User).where(or_(User.username == username, User.email == email))
     )
     if existing is not None:
-        return SuperuserResult(created=False, username=existing.username)
+        return False
     data = UserCreate(
         username=username, email=email, password=settings.admin_password, is_superuser=True
     )
     try:
         await create_user(session, data)
     except Conflict:
-        return SuperuserResult(created=False, username=username)
+        return False
     logger.info("superuser created", extra=log_fields(username=username, email=email))
-    return SuperuserResult(created=True, username=username)
+    return True
 
 
-async def ensure_superuser_once(settings: Settings) -> SuperuserResult:
+async def ensure_superuser_standalone(settings: Settings) -> bool:
     """`ensure_superuser` with a database connection of its own (CLI, entrypoint, tests)."""
     configure_password_hashing(settings)
     db = Database(settings)

@@ -71,11 +71,6 @@ def celery_for(settings: Settings) -> Celery:
     return _apps[key]
 
 
-def current() -> Celery:
-    """The worker process's app, from the environment (`python -m app worker`)."""
-    return celery_for(get_settings())
-
-
 @setup_logging.connect
 def _json_logging(**_: Any) -> None:
     """Celery's own records in the service's JSON schema instead of its text format."""

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from app.core.config import Settings
 from app.db.migrate import head_revision
 from app.main import create_app
-from app.services.users import ensure_superuser_once
+from app.services.users import ensure_superuser_standalone
 from tests.docker_utils import ROOT, wait_until
 from tests.integration.conftest import Services, pause, unpause
 
@@ -122,7 +122,7 @@ def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
         update={"db_connect_timeout_seconds": 1.0, "db_statement_timeout_seconds": 2.0}
     )
     with TestClient(create_app(bounded)) as client:
-        asyncio.run(ensure_superuser_once(bounded))
+        asyncio.run(ensure_superuser_standalone(bounded))
         admin = login(client, bounded.admin_username, bounded.admin_password)
         assert client.get("/api/v1/users/me", headers=admin).status_code == 200
         pause(services.postgres)
@@ -162,7 +162,7 @@ def test_a_read_on_a_connection_the_database_closed_is_answered_from_a_fresh_one
         )
 
     with TestClient(create_app(settings)) as client:
-        asyncio.run(ensure_superuser_once(settings))
+        asyncio.run(ensure_superuser_standalone(settings))
         admin = login(client, settings.admin_username, settings.admin_password)
         assert client.get("/api/v1/items", headers=admin).status_code == 200
         drop_the_app_connections()

@@ -93,9 +93,9 @@ def alice(api: TestClient, make_user) -> Headers:  # type: ignore[no-untyped-def
 def make_user(api: TestClient, worker_settings: Settings):  # type: ignore[no-untyped-def]
     import asyncio
 
-    from app.services.users import ensure_superuser_once
+    from app.services.users import ensure_superuser_standalone
 
-    asyncio.run(ensure_superuser_once(worker_settings))
+    asyncio.run(ensure_superuser_standalone(worker_settings))
     admin = login(api, worker_settings.admin_username, worker_settings.admin_password)
 
     def make(username: str) -> Headers:

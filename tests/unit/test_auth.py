@@ -147,6 +147,6 @@ def test_superuser_creation_is_idempotent(
 ) -> None:
     import asyncio
 
-    from app.services.users import ensure_superuser_once
+    from app.services.users import ensure_superuser_standalone
 
-    assert asyncio.run(ensure_superuser_once(settings)).created is False
+    assert asyncio.run(ensure_superuser_standalone(settings)) is False

@@ -148,9 +148,9 @@ def test_a_file_above_the_row_limit_fails_before_any_row_is_checked(
         client.app.state  # noqa: B018 - started
         import asyncio
 
-        from app.services.users import ensure_superuser_once
+        from app.services.users import ensure_superuser_standalone
 
-        asyncio.run(ensure_superuser_once(settings))
+        asyncio.run(ensure_superuser_standalone(settings))
         admin = login(client, settings.admin_username, settings.admin_password)
         # The attack: a tiny file of a million one-letter rows (2 MB).
         content = b"title\n" + b"a\n" * 1_000_000
@@ -242,10 +242,10 @@ def test_an_upload_above_the_import_limit_is_413(db_path: Path, tmp_path: Path, 
     with TestClient(create_app(settings)) as client:
         import asyncio
 
-        from app.services.users import ensure_superuser_once
+        from app.services.users import ensure_superuser_standalone
         from tests.conftest import login
 
-        asyncio.run(ensure_superuser_once(settings))
+        asyncio.run(ensure_superuser_standalone(settings))
         admin = login(client, settings.admin_username, settings.admin_password)
         for size in (2001, 500_000):  # the file alone, and past the multipart allowance
             response = client.post(

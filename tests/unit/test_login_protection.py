@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core import security
 from app.core.config import Settings
-from app.services.users import ensure_superuser_once
+from app.services.users import ensure_superuser_standalone
 
 TOKEN = "/api/v1/auth/token"
 
@@ -53,7 +53,7 @@ def _from_address(app: FastAPI) -> ASGIApp:
 def clients(app: FastAPI, settings: Settings) -> Iterator[tuple[Caller, Caller]]:
     """The attacker's client and the real user's, from two addresses."""
     with TestClient(_from_address(app)) as client:
-        asyncio.run(ensure_superuser_once(settings))
+        asyncio.run(ensure_superuser_standalone(settings))
         yield Caller(client, "203.0.113.7"), Caller(client, "198.51.100.9")
 
 
