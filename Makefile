@@ -203,8 +203,6 @@ LOCAL_ENV_FILE ?= .env.local
 $(LOCAL_ENV_FILE):
 	sed -e 's|^DOMAIN=.*|DOMAIN=localhost|' \
 	    -e 's|^BASE_URL=.*|BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)|' \
-	    -e 's|^API_BASE_URL=.*|API_BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)/api/v1|' \
-	    -e 's|^WEBUI_BASE_URL=.*|WEBUI_BASE_URL=https://localhost:$(LOCAL_HTTPS_PORT)|' \
 	    -e 's|^CORS_ORIGINS=.*|CORS_ORIGINS=https://localhost:$(LOCAL_HTTPS_PORT)|' \
 	    -e 's|^HTTPS_PORT=.*|HTTPS_PORT=$(LOCAL_HTTPS_PORT)|' -e 's|^HTTP_PORT=.*|HTTP_PORT=$(LOCAL_HTTP_PORT)|' \
 	    -e 's|^PUBLISH_IP=.*|PUBLISH_IP=127.0.0.1|' -e 's|^SECRETS_DIR=.*|SECRETS_DIR=$(SECRETS_DIR)|' \

@@ -368,8 +368,8 @@ def measure_stack(report: Report, tmp: Path) -> None:
     domain = "shipshape.test"
     env_file = tmp / "stack.env"
     prod_env_file(env_file, {
-        "DOMAIN": domain, "BASE_URL": f"https://{domain}", "API_BASE_URL": f"https://{domain}/api/v1",
-        "WEBUI_BASE_URL": f"https://{domain}", "CORS_ORIGINS": f"https://{domain}",
+        "DOMAIN": domain, "BASE_URL": f"https://{domain}",
+        "CORS_ORIGINS": f"https://{domain}",
         "PUBLISH_IP": "127.0.0.1", "HTTP_PORT": str(free_port()), "HTTPS_PORT": str(free_port()),
         "APP_TAG": "bench",
     })  # fmt: skip

@@ -137,10 +137,6 @@ class Settings(BaseSettings):
     base_url: str = Field(
         "http://localhost:8000", description="Public base URL of the service (links, redirects)."
     )
-    api_base_url: str = Field(
-        "", description="Public base URL of the API. Default: BASE_URL + /api/v1."
-    )
-    webui_base_url: str = Field("", description="Public base URL of a web UI. Default: BASE_URL.")
     cors_origins: str = Field(
         "",
         description="Comma-separated origins allowed by CORS (empty: CORS middleware off).",
@@ -439,7 +435,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"{network.strip()!r} is not a network (CIDR)") from None
         return value
 
-    @field_validator("base_url", "api_base_url", "webui_base_url")
+    @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
@@ -449,10 +445,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:
-        if not self.api_base_url:
-            self.api_base_url = f"{self.base_url}/api/v1"
-        if not self.webui_base_url:
-            self.webui_base_url = self.base_url
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 "VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT, or running jobs are "

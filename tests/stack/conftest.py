@@ -141,8 +141,6 @@ def write_env_file(
         {
             "DOMAIN": DOMAIN,
             "BASE_URL": f"https://{DOMAIN}:{https_port}",
-            "API_BASE_URL": f"https://{DOMAIN}:{https_port}/api/v1",
-            "WEBUI_BASE_URL": f"https://{DOMAIN}:{https_port}",
             "CORS_ORIGINS": f"https://{DOMAIN}:{https_port}",
             "PUBLISH_IP": "127.0.0.1",
             "HTTP_PORT": str(http_port),

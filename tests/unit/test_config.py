@@ -34,8 +34,6 @@ def test_development_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPa
     assert settings.resolved_redis_url is None
     assert settings.secret_key == DEV_SECRET_KEY
     assert settings.jwt_secret_key == DEV_SECRET_KEY
-    assert settings.api_base_url == "http://localhost:8000/api/v1"
-    assert settings.webui_base_url == "http://localhost:8000"
 
 
 @pytest.mark.parametrize("environment", ["production", "staging"])
