@@ -128,7 +128,7 @@ lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what 
 
 .PHONY: docs
 docs: venv ## Regenerate the configuration table of docs/configuration.md from the settings class
-	$(RUN) python -m app.core.config_docs --write
+	$(RUN) python -m tools.config_docs --write
 
 .PHONY: check-config
 check-config: venv ## Validate the environment and print the resolved (redacted) configuration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.config_docs import render_block
+from tools.config_docs import render_block
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,7 +1,7 @@
 """The configuration table of docs/configuration.md, generated from the Settings class.
 
-    python -m app.core.config_docs            # print the table
-    python -m app.core.config_docs --write    # replace it in docs/configuration.md (`make docs`)
+    python -m tools.config_docs            # print the table
+    python -m tools.config_docs --write    # replace it in docs/configuration.md (`make docs`)
 
 A test fails when docs/configuration.md holds anything else between the markers.
 """
