@@ -12,7 +12,7 @@ import pytest
 from tools.config_docs import render_block
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MAKE_TARGET = re.compile(r"`make ([a-z][a-z0-9-]*)")
 # Targets the Makefile defines: `name:` at the start of a line (not variables, not files).
