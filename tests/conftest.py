@@ -1,9 +1,11 @@
 """Shared fixtures and the test tiers.
 
-Tiers are pytest markers. Unmarked tests are the fast tier: they run anywhere, on the
-embedded SQLite default. `integration`, `container` and `stack` tests need Docker: on a
-machine without it they are skipped with the reason, but under CI (CI=true) a missing
-Docker fails them, so a broken CI machine cannot pass by skipping.
+Tiers follow directories: each test gets the marker of its directory under tests/ (see
+TIERS), so `pytest -m "not stack"` and the like select by tier. unit/ and fuzz/ are the fast
+tier: they run anywhere, on the embedded SQLite default (`make test-fast`). compose/ needs
+the `docker compose` CLI; integration/, container/, stack/, swarm/ and bench/ need the
+Docker engine. On a machine without them those are skipped with the reason, but under CI
+(CI=true) they fail, so a broken CI machine cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from app.services.users import ensure_superuser_standalone
 
 Headers = dict[str, str]
 
-ENGINE_TIERS = ("integration", "container", "stack")
-CLI_TIERS = ("config",)
+TIERS = ("unit", "fuzz", "compose", "integration", "container", "stack", "swarm", "bench")
+ENGINE_TIERS = ("integration", "container", "stack", "swarm", "bench")
+CLI_TIERS = ("compose",)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,9 +73,17 @@ def docker_problem() -> str | None:
     return None
 
 
+def _tier(item: pytest.Item) -> str | None:
+    parts = item.path.relative_to(ROOT / "tests").parts
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     problems: dict[str, str | None] = {}
     for item in items:
+        tier = _tier(item)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
         if any(item.get_closest_marker(t) for t in ENGINE_TIERS):
             kind = "engine"
         elif any(item.get_closest_marker(t) for t in CLI_TIERS):

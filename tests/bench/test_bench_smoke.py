@@ -5,11 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.docker_utils import ROOT
-
-pytestmark = pytest.mark.integration
 
 
 def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -13,8 +13,6 @@ import pytest
 
 from bench.compose_env import SERVICE_SECRETS
 
-pytestmark = pytest.mark.config
-
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {
     "dev": ["app", "worker", "db", "redis"],

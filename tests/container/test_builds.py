@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.docker_utils import ROOT, TEST_IMAGE, docker, running
-
-pytestmark = pytest.mark.container
 
 
 def test_dev_image_runs_with_reload_as_the_app_user(dev_image: str) -> None:

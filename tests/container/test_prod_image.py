@@ -8,12 +8,8 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from tests.container.conftest import BUILD_VERSION, GIT_COMMIT
 from tests.docker_utils import PROD_SECRETS, docker, http_get, running, volume, wait_until
-
-pytestmark = pytest.mark.container
 
 SQLITE_PROD = {**PROD_SECRETS, "RUN_MIGRATIONS": "true", "WEB_CONCURRENCY": "1"}
 OPERATOR = {"Authorization": f"Bearer {PROD_SECRETS['METRICS_TOKEN']}"}

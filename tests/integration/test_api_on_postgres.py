@@ -7,8 +7,6 @@ pointing them at a fresh Postgres database per test.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.unit.test_auth import *  # noqa: F403
 from tests.unit.test_health import (  # noqa: F401
     test_health_is_the_full_report_with_build_facts,
@@ -24,5 +22,3 @@ from tests.unit.test_login_protection import (  # noqa: F401
     test_password_spraying_over_many_accounts_is_throttled_per_address,
     test_repeated_failures_are_throttled_without_locking_out_the_real_user,
 )
-
-pytestmark = pytest.mark.integration

@@ -18,8 +18,6 @@ import pytest
 from tests.docker_utils import ROOT, Container, docker, running, volume, wait_until
 from tests.integration.conftest import postgres
 
-pytestmark = pytest.mark.integration
-
 PASSWORD = secrets.token_urlsafe(12)
 PG_ENV = (
     "-e",

@@ -19,8 +19,6 @@ from app.services.users import ensure_superuser_standalone
 from tests.docker_utils import ROOT, wait_until
 from tests.integration.conftest import Services, pause, unpause
 
-pytestmark = pytest.mark.integration
-
 
 def test_ready_checks_postgres_and_redis(redis_settings: Settings) -> None:
     with TestClient(create_app(redis_settings)) as client:

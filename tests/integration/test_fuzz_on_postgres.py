@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.fuzz.test_api_fuzz import fuzz, fuzz_settings, report
 from tests.server import serve
-
-pytestmark = pytest.mark.integration
 
 
 def test_no_failures_on_postgres(database: str, tmp_path: Path) -> None:

