@@ -37,6 +37,12 @@ class Owned(Protocol):
 T = TypeVar("T", bound=Owned)
 
 
+def check_owner(user: Actor, owner_id: uuid.UUID, noun: str) -> None:
+    """403 unless the user owns the object or is a superuser."""
+    if not user.is_superuser and owner_id != user.id:
+        raise Forbidden(f"not enough permissions for this {noun}")
+
+
 async def get_owned(
     session: AsyncSession, user: Actor, model: type[T], object_id: uuid.UUID, noun: str
 ) -> T:
@@ -44,6 +50,5 @@ async def get_owned(
     found = await session.get(model, object_id)
     if found is None:
         raise NotFound(f"{noun} not found")
-    if not user.is_superuser and found.owner_id != user.id:
-        raise Forbidden(f"not enough permissions for this {noun}")
+    check_owner(user, found.owner_id, noun)
     return found

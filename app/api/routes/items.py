@@ -13,7 +13,6 @@ from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
-from app.services.errors import Forbidden
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
 router = APIRouter(prefix="/api/v1/items", tags=["items"], responses=error_responses(401, 403, 503))
@@ -37,26 +36,10 @@ async def list_items(
             f"Input should be less than or equal to {settings.items_max_page_size}",
             limit,
         )
-    first_page = offset == 0 and not q
-    scope = "all" if user.is_superuser else str(user.id)
-    if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
-        return _json(cached)  # serialized by this function on the miss that stored it
-    page = await service.list_items(session, user, limit=limit, offset=offset, search=q or None)
-    # Validated and serialized once, in pydantic's core; the Response skips FastAPI's
-    # second pass through `response_model` (which still documents the schema).
-    body = (
-        ItemPage.model_validate(
-            {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
-        )
-        .model_dump_json()
-        .encode()
+    body = await service.page_json(
+        session, cache, user, limit=limit, offset=offset, search=q or None
     )
-    if first_page:
-        await cache.set_first_page(scope, limit, body)
-    return _json(body)
-
-
-def _json(body: bytes) -> Response:
+    # The body is the page's JSON already (the response_model still documents the schema).
     return Response(content=body, media_type="application/json")
 
 
@@ -69,24 +52,14 @@ def _json(body: bytes) -> Response:
 async def create_item(
     data: ItemCreate, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> Item:
-    item = await service.create_item(session, user, data)
-    await cache.invalidate(item.owner_id)
-    return item
+    return await service.create_item(session, cache, user, data)
 
 
 @router.get("/{item_id:uuid}", response_model=ItemPublic, responses=error_responses(404))
 async def read_item(
     item_id: uuid.UUID, session: ReadSessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> ItemPublic:
-    cached = await cache.get_item(item_id)
-    if cached is not None:
-        item = ItemPublic.model_validate(cached)
-        if not user.is_superuser and item.owner_id != user.id:
-            raise Forbidden("not enough permissions for this item")
-        return item
-    result = ItemPublic.model_validate(await service.get_item(session, user, item_id))
-    await cache.set_item(item_id, result.model_dump(mode="json"))
-    return result
+    return await service.read_item(session, cache, user, item_id)
 
 
 @router.patch(
@@ -99,9 +72,7 @@ async def update_item(
     cache: CacheDep,
     user: CurrentPrincipal,
 ) -> Item:
-    item = await service.update_item(session, user, item_id, data)
-    await cache.invalidate(item.owner_id, item.id)
-    return item
+    return await service.update_item(session, cache, user, item_id, data)
 
 
 @router.delete(
@@ -112,6 +83,5 @@ async def update_item(
 async def delete_item(
     item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
 ) -> Response:
-    owner_id = await service.delete_item(session, user, item_id)
-    await cache.invalidate(owner_id, item_id)
+    await service.delete_item(session, cache, user, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
