@@ -123,6 +123,20 @@ async def discard_job(session: AsyncSession, settings: Settings, job: Job) -> No
     upload_path(settings, job.id).unlink(missing_ok=True)
 
 
+async def count_by_state(db: Database) -> dict[JobState, int] | None:
+    """Jobs per state (every state, 0 included) for the metrics; None when the database does
+    not answer: metrics must be served all the same."""
+    try:
+        async with db.session() as session:
+            rows = (
+                await session.execute(select(Job.state, func.count()).group_by(Job.state))
+            ).all()
+    except Exception:  # any failure of the database means "no counts now"
+        return None
+    counts = dict(rows)
+    return {state: counts.get(state, 0) for state in JobState}
+
+
 async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
     return await get_owned(session, user, Job, job_id, "job")
 

@@ -4,13 +4,10 @@ METRICS_ALLOWED_NETWORKS); nginx does not serve it to the public either."""
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from sqlalchemy import func, select
 
 from app.api.deps import OperatorDep
 from app.core import metrics
-from app.core.states import JobState
-from app.db.models import Job
-from app.db.session import Database
+from app.services import jobs
 
 router = APIRouter(tags=["health"])
 
@@ -23,16 +20,9 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
             detail="metrics need the METRICS_TOKEN bearer token or an allowed network",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    db: Database = request.app.state.db
-    try:
-        async with db.session() as session:
-            counts = dict(
-                (await session.execute(select(Job.state, func.count()).group_by(Job.state))).all()
-            )
-    except Exception:  # metrics must answer even when the database does not
-        counts = None
-    if counts is not None:
-        for state in JobState:
-            metrics.JOBS.labels(state).set(counts.get(state, 0))
+    counts = await jobs.count_by_state(request.app.state.db)
+    if counts is not None:  # else the database did not answer: the gauges keep their values
+        for state, count in counts.items():
+            metrics.JOBS.labels(state).set(count)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
