@@ -78,6 +78,10 @@ def test_prod_local_serves_https_on_localhost_and_logs_the_first_admin_in(
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"up: https://localhost:{local.https_port}/" in up.stdout
         assert local.request("/ready")[0] == 200  # verified against the printed certificate
+        # The build's stamp, not hidden by the env file (it was "0.0.0+unknown").
+        version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M)
+        assert version is not None
+        assert local.request("/")[1]["version"] == version.group(1)
         # The documented login: username and the password file, no password typed anywhere.
         password = (local.secrets / "admin_password").read_text()
         form = urllib.parse.urlencode({"username": "admin", "password": password}).encode()

@@ -17,6 +17,9 @@ COMPOSE_SECTION = "# Compose and deployment"
 ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 
 FIELDS = {name.upper() for name in Settings.model_fields}
+# Stamped into the image by its build: documented, but commented out in the env files,
+# whose values would override the image's (env_file wins over the image's ENV).
+BUILD_STAMPED = {"BUILD_VERSION", "GIT_COMMIT"}
 SECRETS = {name.upper() for name, f in Settings.model_fields.items() if is_secret(f)}
 REQUIRED_IN_STRICT = {"SECRET_KEY", "JWT_SECRET_KEY", "DB_PASSWORD", "ADMIN_PASSWORD"}
 
@@ -47,14 +50,15 @@ def parse(name: str) -> tuple[dict[str, str], set[str], set[str], list[str]]:
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_every_setting_is_in_the_example_and_nothing_else(name: str) -> None:
     service, _, _, _ = parse(name)
-    assert FIELDS - service.keys() == set(), f"settings missing from {name}"
+    assert FIELDS - BUILD_STAMPED - service.keys() == set(), f"settings missing from {name}"
+    assert BUILD_STAMPED & service.keys() == set(), f"{name} would hide the image's build stamp"
     assert service.keys() - FIELDS == set(), f"{name} documents variables the service does not read"
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_every_secret_documents_its_file_form(name: str) -> None:
     _, commented, _, _ = parse(name)
-    assert commented == {f"{s}_FILE" for s in SECRETS}
+    assert commented == {f"{s}_FILE" for s in SECRETS} | BUILD_STAMPED
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
