@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
 from app.api.router import all_routes
 from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
@@ -69,7 +70,7 @@ def _document_settings_in_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            for parameter in schema["paths"]["/api/v1/items"]["get"]["parameters"]:
+            for parameter in schema["paths"][f"{API_PREFIX}/items"]["get"]["parameters"]:
                 if parameter["name"] == "limit":
                     parameter["schema"]["maximum"] = settings.items_max_page_size
         return app.openapi_schema or {}

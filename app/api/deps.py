@@ -12,6 +12,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api import API_PREFIX
 from app.core.config import Settings
 from app.core.security import InvalidToken, decode_access_token
 from app.db.models import User
@@ -21,7 +22,7 @@ from app.services.cache import ReadCache
 from app.services.login_guard import LoginGuard
 from app.services.users import get_principal, get_user
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/token")
 
 
 # Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` one in

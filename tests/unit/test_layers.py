@@ -93,3 +93,19 @@ def test_handlers_that_read_take_the_read_session_and_writers_the_other() -> Non
         if not reads_only and get_read_session in direct:
             wrong.append(f"{sorted(route.methods)} {route.path} writes through the read session")
     assert wrong == []
+
+
+def test_routes_are_flat_and_every_api_route_is_under_the_one_prefix() -> None:
+    """app.router holds the routes themselves (no nested router to match through: see
+    app/api/router.py), each with its full path, under API_PREFIX unless it is a probe or the
+    root page."""
+    from fastapi.routing import APIRoute
+
+    from app.api import API_PREFIX
+    from app.main import create_app
+
+    app = create_app()
+    routes = [route for route in app.router.routes if isinstance(route, APIRoute)]
+    assert routes, "the app's own route list holds the API routes"
+    outside = {r.path for r in routes if not r.path.startswith(f"{API_PREFIX}/")}
+    assert outside <= {"/", "/openapi.json", "/live", "/ready", "/health", "/metrics"}

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
+from app.api import API_PREFIX
 from app.api.deps import LoginGuardDep, SessionDep, SettingsDep
 from app.api.errors import error_responses
 from app.core.security import create_access_token
 from app.schemas.users import Token
 from app.services.users import log_in
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 
 @router.post(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.api import API_PREFIX
 from app.api.deps import CacheDep, CurrentPrincipal, ReadSessionDep, SessionDep, SettingsDep
 from app.api.errors import error_responses, validation_error
 from app.db.models import Item
@@ -15,7 +16,9 @@ from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
-router = APIRouter(prefix="/api/v1/items", tags=["items"], responses=error_responses(401, 403, 503))
+router = APIRouter(
+    prefix=f"{API_PREFIX}/items", tags=["items"], responses=error_responses(401, 403, 503)
+)
 
 MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
 

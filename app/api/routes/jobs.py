@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile,
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api import API_PREFIX
 from app.api.deps import (
     CurrentPrincipal,
     CurrentSuperuser,
@@ -29,9 +30,9 @@ from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.worker.dispatch import enqueue, operate
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
-router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=error_responses(401, 403, 503))
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=error_responses(401, 403, 503))
 
-IMPORT_PATH = "/api/v1/items/import"
+IMPORT_PATH = f"{API_PREFIX}/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from app.api import API_PREFIX
 from app.api.deps import CurrentSuperuser, CurrentUser, SessionDep
 from app.api.errors import error_responses
 from app.db.models import User
@@ -11,7 +12,9 @@ from app.schemas.users import UserCreate, UserPublic
 from app.services.users import create_user
 
 # Every route needs a user: 401 without one, 403 for an inactive one (or not a superuser).
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=error_responses(401, 403, 503))
+router = APIRouter(
+    prefix=f"{API_PREFIX}/users", tags=["users"], responses=error_responses(401, 403, 503)
+)
 
 
 @router.get("/me", response_model=UserPublic)
