@@ -200,12 +200,29 @@ def _create_superuser(settings: Settings, say: Say = typer.echo) -> None:
             f"ADMIN_PASSWORD is required in {settings.environment} to create the superuser: "
             "set ADMIN_PASSWORD or ADMIN_PASSWORD_FILE"
         )
-    if len(settings.admin_password) < 8:
-        raise ConfigError("ADMIN_PASSWORD must be at least 8 characters")
-
+    _check_admin(settings)
     created = asyncio.run(ensure_superuser_standalone(settings))
     state = "created" if created else "already exists"
     say(f"superuser {settings.admin_username}: {state}")
+
+
+def _check_admin(settings: Settings) -> None:
+    """The ADMIN_* values against the rules every user is held to (the UserCreate schema):
+    one line naming the variable, as for any configuration error."""
+    from pydantic import ValidationError
+
+    from app.schemas.users import UserCreate
+
+    try:
+        UserCreate(
+            username=settings.admin_username,
+            email=settings.admin_email,
+            password=settings.admin_password,
+            is_superuser=True,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"ADMIN_{str(error['loc'][0]).upper()}: {error['msg']}") from None
 
 
 WaitTimeout = Annotated[

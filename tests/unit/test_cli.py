@@ -117,6 +117,24 @@ def test_check_config_fails_with_the_reason() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [("ADMIN_PASSWORD", "short", "ADMIN_PASSWORD: String should have at least 8 characters"),
+     ("ADMIN_PASSWORD", "two\nlines", "ADMIN_PASSWORD: Value error, must not contain control"),
+     ("ADMIN_USERNAME", "no spaces", "ADMIN_USERNAME: String should match pattern")],
+)  # fmt: skip
+def test_the_superuser_is_held_to_the_rules_of_every_user(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    """One rule, the schema's: the CLI checked the admin password's length on its own, and
+    not its other rules (a line break, a username with spaces)."""
+    env = {**sqlite_env(tmp_path / "app.db"), variable: value}
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    result = runner.invoke(cli, ["create-superuser"], env=env)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"config error: {message}")
+
+
 def test_config_error_is_one_line_not_a_traceback() -> None:
     result = runner.invoke(cli, ["migrate"], env={"PORT": "not-a-port"})
     assert result.exit_code == 2
