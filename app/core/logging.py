@@ -7,13 +7,14 @@ merged at the top level, so log pipelines can index them without parsing message
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 import time
 from contextvars import ContextVar
 from typing import Any
+
+from app.core._compat import running_loop, skip_caller_lookup
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -75,7 +76,7 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
         try:
             self._pending.append(self.format(record) + "\n")
-            loop = asyncio.events._get_running_loop()
+            loop = running_loop()
             if loop is None or record.levelno >= logging.WARNING:
                 self._write_pending()
             elif len(self._pending) == 1:  # the first line of this iteration schedules the write
@@ -99,7 +100,7 @@ def configure_logging(level: str = "info") -> None:
     global _configured_handler
     # The schema has no source file, thread or process fields: skip collecting them for
     # every record (finding the caller's frame is the costliest part of a log call).
-    logging._srcfile = None
+    skip_caller_lookup()
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

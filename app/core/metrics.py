@@ -37,9 +37,10 @@ from prometheus_client import (  # noqa: E402 - after the directory is prepared
     Gauge,
     Histogram,
     generate_latest,
-    values,
 )
 from prometheus_client import multiprocess as mp  # noqa: E402
+
+from app.core._compat import prometheus_process_id  # noqa: E402
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -60,7 +61,7 @@ def _cached_pid() -> int:
 
 os.register_at_fork(after_in_child=_refresh_pid)
 if MULTIPROCESS:
-    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)  # type: ignore[no-untyped-call]
+    prometheus_process_id(_cached_pid)
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests by method, route template and status.",
