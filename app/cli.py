@@ -42,7 +42,8 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-def _fail(message: str, code_: int) -> typer.Exit:
+def _exit_with(message: str, code_: int) -> typer.Exit:
+    """Say the message on stderr and return the exit to raise: `raise _exit_with(...)`."""
     typer.echo(message, err=True)
     return typer.Exit(code_)
 
@@ -55,11 +56,11 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            raise _fail(f"config error: {exc}", EXIT_CONFIG) from None
+            raise _exit_with(f"config error: {exc}", EXIT_CONFIG) from None
         except SQLAlchemyError as exc:
-            raise _fail(f"database error: {error_text(exc)}", EXIT_RUNTIME) from None
+            raise _exit_with(f"database error: {error_text(exc)}", EXIT_RUNTIME) from None
         except OSError as exc:
-            raise _fail(f"error: {exc}", EXIT_RUNTIME) from None
+            raise _exit_with(f"error: {exc}", EXIT_RUNTIME) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -159,7 +160,7 @@ def jobs(
     try:
         parsed = uuid.UUID(job_id)
     except ValueError:
-        raise _fail(f"not a job id: {job_id!r}", EXIT_CONFIG) from None
+        raise _exit_with(f"not a job id: {job_id!r}", EXIT_CONFIG) from None
     job = asyncio.run(_operate(_settings(), parsed, action.value))
     typer.echo(f"job {job_id}: {job}")
 
@@ -180,7 +181,7 @@ async def _operate(settings: Settings, job_id: uuid.UUID, action: str) -> str:
         await background()  # without a broker, a retried job runs here and now
         return str(job.state)
     except ServiceError as exc:
-        raise _fail(f"job {job_id}: {exc.detail}", EXIT_RUNTIME) from None
+        raise _exit_with(f"job {job_id}: {exc.detail}", EXIT_RUNTIME) from None
     finally:
         await db.dispose()
 
@@ -259,7 +260,7 @@ def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer
 
     ok, waited, error = asyncio.run(run())
     if not ok:
-        raise _fail(
+        raise _exit_with(
             f"database not reachable after {waited:.0f}s (DB_WAIT_TIMEOUT): {error}", EXIT_RUNTIME
         )
     say(f"database reachable after {waited:.1f}s")
@@ -347,7 +348,7 @@ def worker_ping(
     node = f"worker@{socket.gethostname()}"
     replies = celery_for(settings).control.ping(destination=[node], timeout=timeout)
     if not any(node in reply for reply in replies):
-        raise _fail(f"worker {node} did not answer within {timeout:g}s", EXIT_RUNTIME)
+        raise _exit_with(f"worker {node} did not answer within {timeout:g}s", EXIT_RUNTIME)
     typer.echo(f"{node}: pong")
 
 
@@ -359,7 +360,7 @@ def check_config(
     try:
         settings = load_settings()
     except ConfigError as exc:
-        raise _fail(f"config error: {exc}", EXIT_CONFIG) from None
+        raise _exit_with(f"config error: {exc}", EXIT_CONFIG) from None
     if not quiet:
         typer.echo(json.dumps(settings.redacted(), indent=2, default=str))
 
