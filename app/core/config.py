@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     otel_enabled: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry instrumentation (needs an OpenTelemetry SDK "
-        "and exporter configured). Off: /metrics and the JSON logs cover it, and its per-request "
-        "check costs about 5 % of a small request.",
+        "and exporter configured). Off: /metrics and the JSON logs cover it, and it adds a check "
+        "to every request.",
     )
     access_log_probes: bool = Field(
         False,
