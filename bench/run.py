@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.compose_env import compose_environment, free_port, prod_env_file
 from bench.load import LoadResult, run_load
+from tools.compose_env import compose_environment, free_port, prod_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -11,37 +11,23 @@ Docker engine. On a machine without them those are skipped with the reason, but 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.services.users import ensure_superuser_standalone
-
-Headers = dict[str, str]
+from tests.helpers import Headers, in_ci, login, make_settings
 
 TIERS = ("unit", "fuzz", "compose", "integration", "container", "stack", "swarm", "bench")
 ENGINE_TIERS = ("integration", "container", "stack", "swarm", "bench")
 CLI_TIERS = ("compose",)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def skip_or_fail_in_ci(reason: str) -> NoReturn:
-    """A check this machine cannot run: skipped with the reason, but under CI a failure (CI
-    must not go green by skipping)."""
-    if in_ci():
-        pytest.fail(f"CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -142,24 +128,6 @@ def db_path(tmp_path: Path, template_db: Path) -> Path:
     return path
 
 
-def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
-    """Settings for one test: its own database, upload and storage folders, fast retries."""
-    from app.core.config import load_settings
-
-    values: dict[str, Any] = {
-        "environment": "test",
-        "database_url": database_url,
-        "uploads_dir": str(tmp_path / "uploads"),
-        "storage_dir": str(tmp_path / "storage"),
-        "webhook_backoff_seconds": 0,
-        # Cheap hashing keeps the fast tier fast; tests of hashing itself set their own.
-        "password_hash_memory_kib": 64,
-        "password_hash_time_cost": 1,
-        **overrides,
-    }
-    return load_settings(**values)
-
-
 @pytest.fixture
 def settings(db_path: Path, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}")
@@ -181,12 +149,6 @@ def client(app) -> Iterator[object]:  # type: ignore[no-untyped-def]
 
 
 # --- API helpers: a superuser, ordinary users and their auth headers ---------------------
-
-
-def login(client: TestClient, username: str, password: str) -> Headers:
-    response = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture

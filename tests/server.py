@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.compose_env import free_port
 from tests.docker_utils import ROOT, wait_until
+from tools.compose_env import free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.compose_env import SERVICE_SECRETS
+from tools.compose_env import SERVICE_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {

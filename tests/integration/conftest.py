@@ -18,8 +18,8 @@ import pytest
 
 from app.core.config import Settings, load_settings
 from app.db.migrate import upgrade
-from tests.conftest import make_settings
 from tests.docker_utils import Container, docker, running, wait_until
+from tests.helpers import make_settings
 
 POSTGRES_PASSWORD = secrets.token_urlsafe(16)
 TEMPLATE_DB = "shipshape_template"

@@ -114,7 +114,7 @@ def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
     """The fault: requests hung up to 10 s, then 500 "unhandled error" with a traceback each."""
     import time
 
-    from tests.conftest import login
+    from tests.helpers import login
 
     bounded = settings.model_copy(
         update={"db_connect_timeout_seconds": 1.0, "db_statement_timeout_seconds": 2.0}
@@ -149,7 +149,7 @@ def test_a_read_on_a_connection_the_database_closed_is_answered_from_a_fresh_one
     """The fault: after a database restart or restore, the pooled connections are dead and
     the requests that found them failed (500, then 503). A read (GET) is run once more on a
     fresh connection; a write is not repeated and gets its 503."""
-    from tests.conftest import login
+    from tests.helpers import login
 
     database = make_url(settings.database_url).database
 

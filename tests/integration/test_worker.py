@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import Headers, login, make_settings
 from tests.docker_utils import ROOT, wait_until
+from tests.helpers import Headers, login, make_settings
 from tests.integration.conftest import Services, pause, unpause
 from tests.server import largest_import, memory
 from tests.unit.test_jobs import csv_bytes

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench.compose_env import compose_environment, free_port, prod_env_file
 from tests.docker_utils import ROOT, TEST_IMAGE, wait_until
+from tools.compose_env import compose_environment, free_port, prod_env_file
 
 ACME_OVERLAY = Path(__file__).with_name("docker-compose.acme.yml")
 DOMAIN = "example.test"

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.compose_env import free_port
 from tests.docker_utils import ROOT, TEST_IMAGE, docker
+from tools.compose_env import free_port
 
 
 class Local:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.compose_env import SECRET_FILES, SERVICE_SECRETS, compose_environment
 from tests.docker_utils import ROOT, docker, wait_until
 from tests.stack.conftest import DOMAIN, Load, Stack
+from tools.compose_env import SECRET_FILES, SERVICE_SECRETS, compose_environment
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.compose_env import SECRET_FILES
 from tests.docker_utils import ROOT, TEST_IMAGE, docker, wait_until
+from tools.compose_env import SECRET_FILES
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
 IMAGE = f"{TEST_IMAGE}-swarm"

@@ -8,7 +8,7 @@ import jwt
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from tests.conftest import login
+from tests.helpers import login
 
 NOBODY = "00000000-0000-0000-0000-000000000000"
 

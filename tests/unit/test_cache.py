@@ -17,7 +17,7 @@ from app.core.config import Settings
 from app.db.models import Item
 from app.db.session import Database
 from app.main import create_app
-from tests.conftest import login
+from tests.helpers import login
 
 
 @pytest.fixture

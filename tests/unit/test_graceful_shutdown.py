@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.compose_env import free_port
 from tests.docker_utils import ROOT, wait_until
+from tools.compose_env import free_port
 
 WORKER = "app.core.server.DrainingUvicornWorker"
 REQUEST = b"POST /items HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"

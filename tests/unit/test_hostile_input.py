@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services.csvfiles import neutralise, restore
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.unit.test_jobs import csv_bytes, job, titles, upload
 
 # JSON the standard library parses but strict JSON cannot carry back in an error message.
@@ -143,7 +143,7 @@ def test_a_file_above_the_row_limit_fails_before_any_row_is_checked(
 ) -> None:
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}", import_max_rows=1000)
     with TestClient(create_app(settings)) as client:
-        from tests.conftest import login
+        from tests.helpers import login
 
         client.app.state  # noqa: B018 - started
         import asyncio
@@ -243,7 +243,7 @@ def test_an_upload_above_the_import_limit_is_413(db_path: Path, tmp_path: Path, 
         import asyncio
 
         from app.services.users import ensure_superuser_standalone
-        from tests.conftest import login
+        from tests.helpers import login
 
         asyncio.run(ensure_superuser_standalone(settings))
         admin = login(client, settings.admin_username, settings.admin_password)

@@ -20,7 +20,7 @@ from standardwebhooks import Webhook
 from app.core.config import Settings
 from app.main import create_app
 from app.services.webhooks import receiver_secret, signed_headers, verify
-from tests.conftest import login, make_settings
+from tests.helpers import login, make_settings
 
 
 @pytest.fixture

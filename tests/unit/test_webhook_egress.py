@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.core.egress import is_public
 from app.services import webhooks
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.unit.test_jobs import job
 
 
