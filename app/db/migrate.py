@@ -45,8 +45,7 @@ def head_revision() -> str | None:
     5 MB to every server process. (A test holds it equal to Alembic's own answer.)"""
     revisions: set[str] = set()
     parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found = _assignments(path, ("revision", "down_revision"))
+    for found in _migration_files():
         revisions.add(found["revision"])
         down = found.get("down_revision")
         parents.update([down] if isinstance(down, str) else (down or ()))
@@ -54,6 +53,14 @@ def head_revision() -> str | None:
     if len(heads) > 1:
         raise RuntimeError(f"the migrations have several heads: {', '.join(sorted(heads))}")
     return heads.pop() if heads else None
+
+
+def _migration_files() -> list[dict[str, Any]]:
+    """The `revision` and `down_revision` of every migration file, read without Alembic."""
+    return [
+        _assignments(path, ("revision", "down_revision"))
+        for path in (MIGRATIONS_DIR / "versions").glob("*.py")
+    ]
 
 
 def _assignments(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
@@ -85,8 +92,8 @@ def next_revision_id() -> str:
     """Revisions are numbered 0001, 0002, ...: the order is readable in the file names."""
     numbers = [
         int(found["revision"])
-        for path in (MIGRATIONS_DIR / "versions").glob("*.py")
-        if str((found := _assignments(path, ("revision",))).get("revision", "")).isdigit()
+        for found in _migration_files()
+        if str(found.get("revision", "")).isdigit()
     ]
     return f"{max(numbers, default=0) + 1:04d}"
 
