@@ -56,9 +56,13 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         self._answered = not self.pipeline
         super().on_response_complete()
 
+    @property
+    def _idle(self) -> bool:
+        """No request is being answered on this connection."""
+        return self.cycle is None or self.cycle.response_complete
+
     def shutdown(self) -> None:
-        idle = self.cycle is None or self.cycle.response_complete
-        if not idle or self._answered:
+        if not self._idle or self._answered:
             super().shutdown()
             return
         # A fresh connection, or one whose next request is on its way: answer it first.
@@ -66,7 +70,7 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         self.loop.call_later(REQUEST_WAIT, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
-        if self.cycle is None or self.cycle.response_complete:
+        if self._idle:
             self.transport.close()
 
 
