@@ -166,6 +166,8 @@ env-file:
 # on failure it shows the failing containers' logs (scripts/stack-up.sh).
 STACK_UP = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) STACK_ENV=$(ENV) DOCKER=$(DOCKER) \
            STACK_PROJECT=$(PROJECT_NAME) sh scripts/stack-up.sh app $(COMPOSE_CMD)
+# The production image is stamped with this checkout's version and commit.
+BUILD_STAMP = BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT)
 
 .PHONY: dev
 dev: ENV = dev
@@ -181,7 +183,7 @@ dev-tools: env-file ## The dev stack plus pgAdmin and the mail catcher (profile 
 .PHONY: prod
 prod: ENV = prod
 prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
-	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(STACK_UP)
+	$(BUILD_STAMP) $(STACK_UP)
 	@$(MAKE) stack-urls ENV=$(ENV) ENV_FILE=$(ENV_FILE)
 
 # Where the stack answers, from the env file.
@@ -215,7 +217,7 @@ $(LOCAL_ENV_FILE):
 prod-local: ENV = local
 prod-local: ENV_FILE = $(LOCAL_ENV_FILE)
 prod-local: $(LOCAL_ENV_FILE) secret-files ## The production stack on https://localhost:8443 only, with its first admin; `make down ENV=local`
-	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(STACK_UP)
+	$(BUILD_STAMP) $(STACK_UP)
 	@$(COMPOSE) exec -T nginx cat /etc/nginx/certs/current/fullchain.pem > $(SECRETS_DIR)/localhost.pem
 	@set -a && . $(abspath $(ENV_FILE)) && set +a; url="https://localhost:$${HTTPS_PORT}"; \
 	echo "up: $$url/ (API docs: $$url/docs), on 127.0.0.1 only, project $(PROJECT_NAME)"; \
@@ -228,7 +230,7 @@ prod-local: $(LOCAL_ENV_FILE) secret-files ## The production stack on https://lo
 .PHONY: rollout
 rollout: ENV = prod
 rollout: env-file secret-files ## Update a running production stack with no failed request: app replicas one by one, then the worker
-	BUILD_VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) $(COMPOSE) build app
+	$(BUILD_STAMP) $(COMPOSE) build app
 	ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) sh scripts/rollout.sh app $(COMPOSE_CMD)
 	$(COMPOSE) up --detach --no-deps --wait worker
 
