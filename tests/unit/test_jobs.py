@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from standardwebhooks import Webhook
 from app.core.config import Settings
 from app.main import create_app
 from app.services.webhooks import receiver_secret, signed_headers, verify
-from tests.helpers import login, make_settings
+from tests.helpers import http_server, login, make_settings
 
 
 @pytest.fixture
@@ -232,15 +231,9 @@ def receiver(settings: Settings) -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as server:
+        state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_webhook_is_signed_and_verifiable(

@@ -7,10 +7,10 @@ told open ports from closed ones. Names resolve through the stub in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,42 +19,40 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.core.egress import is_public
 from app.services import webhooks
-from tests.helpers import make_settings
+from tests.helpers import http_server, make_settings
 from tests.unit.test_jobs import job
 
 
 class Listener:
     """A local server that counts the requests reaching it."""
 
-    def __init__(self, status: int = 200, location: str | None = None) -> None:
-        self.hits: list[str] = []
-        listener = self
+    def __init__(self, port: int, hits: list[str]) -> None:
+        self.port, self.hits = port, hits
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                listener.hits.append(self.path)
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                pass
+@contextlib.contextmanager
+def listening(status: int = 200, location: str | None = None) -> Iterator[Listener]:
+    hits: list[str] = []
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.path)
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            self.end_headers()
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Handler) as server:
+        yield Listener(server.server_address[1], hits)
 
 
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    server = Listener()
-    yield server
-    server.close()
+    with listening() as server:
+        yield server
 
 
 # Every spelling of an internal target the attack used.
@@ -151,8 +149,8 @@ def test_private_targets_are_reachable_when_allowed(
 def test_the_recorded_error_does_not_tell_closed_ports_from_silent_ones(
     dev_settings: Settings,
 ) -> None:
-    closed = Listener()
-    closed.close()  # nothing listens on its port any more
+    with listening() as closed:
+        pass  # nothing listens on its port any more
     delivery = webhooks.deliver(
         dev_settings, f"http://127.0.0.1:{closed.port}/", "msg_1", {"type": "x"}
     )
@@ -164,13 +162,10 @@ def test_the_recorded_error_does_not_tell_closed_ports_from_silent_ones(
 
 
 def test_redirects_are_not_followed(dev_settings: Settings, listener: Listener) -> None:
-    redirecting = Listener(status=302, location=f"http://127.0.0.1:{listener.port}/internal")
-    try:
+    with listening(302, f"http://127.0.0.1:{listener.port}/internal") as redirecting:
         delivery = webhooks.deliver(
             dev_settings, f"http://127.0.0.1:{redirecting.port}/", "msg_1", {"type": "x"}
         )
-    finally:
-        redirecting.close()
     assert (delivery.ok, delivery.retry, delivery.detail) == (False, False, "HTTP 302")
     assert listener.hits == []
 
