@@ -464,20 +464,18 @@ def test_superusers_fail_or_retry_a_job_by_hand(
 
 
 def test_the_jobs_command_fails_a_job(client: TestClient, make_user, settings: Settings) -> None:
-    import os
-    import subprocess
-    import sys
+    from typer.testing import CliRunner
+
+    from app.cli import cli
 
     alice = make_user("alice")
     stuck = upload(client, alice, csv_bytes([["stuck", ""]]))["id"]
     _set_job(settings, stuck, state="running")
-    env = {**os.environ, "ENVIRONMENT": "test", "DATABASE_URL": settings.sqlalchemy_url}
-    run = subprocess.run([sys.executable, "-m", "app", "jobs", "fail", stuck], env=env,
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    env = {"ENVIRONMENT": "test", "DATABASE_URL": settings.sqlalchemy_url}
+    run = CliRunner().invoke(cli, ["jobs", "fail", stuck], env=env)
+    assert run.exit_code == 0, run.output
     assert run.stdout.strip() == f"job {stuck}: failed"
     assert job(client, alice, stuck)["error"] == "failed by an operator"
-    again = subprocess.run([sys.executable, "-m", "app", "jobs", "fail", stuck], env=env,
-                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert again.returncode == 1
+    again = CliRunner().invoke(cli, ["jobs", "fail", stuck], env=env)
+    assert again.exit_code == 1
     assert again.stderr.strip() == f"job {stuck}: the job is already failed"
