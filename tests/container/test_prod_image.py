@@ -6,14 +6,37 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
+import urllib.request
 from typing import Any
 
+import jwt
+
 from tests.container.conftest import BUILD_VERSION, GIT_COMMIT
-from tests.docker_utils import PROD_SECRETS, docker, http_get, running, volume, wait_until
+from tests.docker_utils import (
+    PROD_SECRETS,
+    Container,
+    docker,
+    http_get,
+    running,
+    volume,
+    wait_until,
+)
 
 SQLITE_PROD = {**PROD_SECRETS, "RUN_MIGRATIONS": "true", "WEB_CONCURRENCY": "1"}
 OPERATOR = {"Authorization": f"Bearer {PROD_SECRETS['METRICS_TOKEN']}"}
 SIZE_BUDGET_MB = 80  # runtime layers over the base image
+
+
+def post_login(container: Container, username: str, password: str) -> tuple[int, Any]:
+    """POST /api/v1/auth/token with a form; (status, JSON body or None)."""
+    form = urllib.parse.urlencode({"username": username, "password": password}).encode()
+    request = urllib.request.Request(container.url("/api/v1/auth/token"), data=form)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
 
 
 def test_runs_as_uid_10001_without_a_login_shell(prod_image: str) -> None:
@@ -129,19 +152,29 @@ def test_refuses_to_start_on_missing_secrets_with_one_line(prod_image: str) -> N
 
 
 def test_secrets_from_files(prod_image: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "secret_key").write_text(PROD_SECRETS["SECRET_KEY"])
-    (tmp_path / "jwt_secret_key").write_text(PROD_SECRETS["JWT_SECRET_KEY"])
-    tmp_path.chmod(0o755)
-    for path in tmp_path.iterdir():
-        path.chmod(0o644)
-    env = {
-        "SECRET_KEY_FILE": "/run/secrets/secret_key",
-        "JWT_SECRET_KEY_FILE": "/run/secrets/jwt_secret_key",
-        "RUN_MIGRATIONS": "true",
+    """Each *_FILE is read, and what the server does uses the file's value: the superuser
+    logs in with the password from its file, and the token is signed with the JWT key from
+    its file. No secret is in the container's environment."""
+    files = {
+        "secret_key": PROD_SECRETS["SECRET_KEY"],
+        "jwt_secret_key": PROD_SECRETS["JWT_SECRET_KEY"],
+        "admin_password": "from-a-file-" + PROD_SECRETS["METRICS_TOKEN"][:16],
     }
+    for name, value in files.items():
+        (tmp_path / name).write_text(value + "\n")  # editors add a newline: it is not the secret
+        (tmp_path / name).chmod(0o644)
+    tmp_path.chmod(0o755)
+    env = {f"{name.upper()}_FILE": f"/run/secrets/{name}" for name in files}
+    env |= {"RUN_MIGRATIONS": "true", "CREATE_SUPERUSER": "true", "WEB_CONCURRENCY": "1"}
     options = ("--volume", f"{tmp_path}:/run/secrets:ro")
     with running(prod_image, env=env, options=options) as container:
         container.wait_ready()
+        status, body = post_login(container, "admin", files["admin_password"])
+        environment = container.inspect("{{json .Config.Env}}")
+    assert status == 200, body
+    claims = jwt.decode(body["access_token"], files["jwt_secret_key"], algorithms=["HS256"])
+    assert claims["sub"]
+    assert not any(value in environment for value in files.values())
 
 
 def test_gunicorn_logs_settings_that_follow_the_environment(prod_image: str) -> None:
@@ -313,8 +346,6 @@ def test_a_login_burst_under_the_memory_limit_leaves_other_users_served(prod_ima
     against the 512 MiB production limit OOM-killed the workers, and other users got 502s."""
     import concurrent.futures
     import secrets
-    import urllib.parse
-    import urllib.request
 
     password = secrets.token_urlsafe(16)
     env = {**SQLITE_PROD, "WEB_CONCURRENCY": "3", "CREATE_SUPERUSER": "true",
@@ -323,21 +354,13 @@ def test_a_login_burst_under_the_memory_limit_leaves_other_users_served(prod_ima
     with running(prod_image, env=env, options=options) as container:
         container.wait_ready()
 
-        def post_login(username: str, secret: str) -> tuple[int, Any]:
-            form = urllib.parse.urlencode({"username": username, "password": secret}).encode()
-            request = urllib.request.Request(container.url("/api/v1/auth/token"), data=form)  # noqa: S310 - loopback
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, None
-
-        status, token = post_login("admin", password)
+        status, token = post_login(container, "admin", password)
         assert status == 200
         auth = {"Authorization": f"Bearer {token['access_token']}"}
         with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
             logins = [
-                pool.submit(post_login, f"nobody{n}", "wrong password") for n in range(22)
+                pool.submit(post_login, container, f"nobody{n}", "wrong password")
+                for n in range(22)
             ]  # other names each time: the per-account throttle does not step in first
             reads = [
                 pool.submit(http_get, container.url("/api/v1/items"), 30, auth) for _ in range(14)
