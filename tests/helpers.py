@@ -4,9 +4,11 @@ check this machine cannot run. (Fixtures live in the conftest.py files; helpers 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -71,3 +73,44 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction of a Dockerfile: continuation lines joined, comments left out."""
+
+    keyword: str  # FROM, RUN, ...
+    value: str
+    stage: str  # the stage's name (FROM ... AS name), or its base image when it has none
+
+    @property
+    def flags(self) -> list[str]:
+        """The leading --options (RUN --mount=..., COPY --from=...)."""
+        flags = []
+        for word in self.value.split():
+            if not word.startswith("--"):
+                break
+            flags.append(word)
+        return flags
+
+    @property
+    def command(self) -> str:
+        """The value without its leading --options."""
+        return self.value.split(None, len(self.flags))[-1]
+
+
+def dockerfile(path: Path) -> list[Instruction]:
+    """The instructions of a Dockerfile, parsed by dockerfile-parse: checks read what Docker
+    reads, so a word in a comment never satisfies them."""
+    from dockerfile_parse import DockerfileParser
+
+    parsed = DockerfileParser(fileobj=io.BytesIO(path.read_bytes()), env_replace=False)
+    instructions, stage = [], ""
+    for entry in parsed.structure:
+        keyword, value = entry["instruction"], entry["value"]
+        if keyword == "COMMENT":
+            continue
+        if keyword == "FROM":
+            stage = value.split()[-1]
+        instructions.append(Instruction(keyword, value, stage))
+    return instructions
