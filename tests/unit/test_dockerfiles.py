@@ -1,12 +1,11 @@
 """Static checks of the Dockerfiles, scripts and .dockerignore (no Docker needed): the
 conventions that a build alone would not enforce. The Dockerfiles are parsed, not searched
-as text: a comment never satisfies a check."""
+as text: a comment never satisfies a check. (hadolint and shellcheck run in `make lint`.)"""
 
 from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,21 +34,6 @@ def assignments(instructions: list[Instruction], keyword: str) -> dict[str, str]
 
 def runs(instructions: list[Instruction], stage: str | None = None) -> list[Instruction]:
     return [i for i in instructions if i.keyword == "RUN" and stage in (None, i.stage)]
-
-
-def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
-
-
-@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile.prod", "docker/Dockerfile.dev"])
-def test_hadolint_is_clean(dockerfile: str) -> None:
-    result = run_tool("hadolint", dockerfile)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_shellcheck_is_clean() -> None:
-    result = run_tool("shellcheck", *map(str, SHELL_SCRIPTS), ".ci/run")
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("path", ["docker/Dockerfile.prod", "docker/Dockerfile.dev"])
