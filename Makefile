@@ -127,8 +127,9 @@ lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what 
 	@echo "requirements.lock.txt: $$(grep -c '==' requirements.lock.txt) pinned packages"
 
 .PHONY: docs
-docs: venv ## Regenerate the configuration table of docs/configuration.md from the settings class
+docs: venv ## Regenerate the settings table (docs/configuration.md) and the conventions index
 	$(RUN) python -m tools.config_docs --write
+	$(RUN) python -m tools.conventions_index --write
 
 .PHONY: check-config
 check-config: venv ## Validate the environment and print the resolved (redacted) configuration

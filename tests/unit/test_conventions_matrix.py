@@ -1,8 +1,9 @@
 """docs/conventions.md, the compliance matrix, checked against the project and against the
-two conventions documents it answers for.
+items of the two conventions documents it answers for.
 
-The documents live outside this repository: CONVENTIONS_DIR, or `../shared/conventions`
-next to the checkout. Without them only the matrix's own references are checked.
+The items are committed in docs/conventions-index.txt, so the check runs in any clone. The
+documents live outside this repository (CONVENTIONS_DIR, or `../shared/conventions` next to
+the checkout); where they are, the index is checked against them too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tools.conventions_index import (
+    BEST_PRACTICES,
+    CONVENTIONS,
+    documents_dir,
+    items_of_documents,
+    read_index,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "docs" / "conventions.md"
-BEST_PRACTICES = "docker-best-practices.md"
-CONVENTIONS = "docker-conventions.md"
 
 
 @dataclass(frozen=True)
@@ -57,57 +64,6 @@ def _code(cell: str) -> list[str]:
 ROWS = matrix_rows()
 
 
-def documents_dir() -> Path | None:
-    configured = os.environ.get("CONVENTIONS_DIR")
-    candidates = [Path(configured)] if configured else [ROOT.parent / "shared" / "conventions"]
-    return next((d for d in candidates if (d / BEST_PRACTICES).is_file()), None)
-
-
-def _without_code_blocks(text: str) -> list[str]:
-    lines, inside = [], False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            inside = not inside
-        elif not inside:
-            lines.append(line)
-    return lines
-
-
-def best_practice_items(text: str) -> set[tuple[str, str]]:
-    """Every `###` section of the document (except its summary), under its `##` chapter."""
-    items, chapter = set(), ""
-    for line in _without_code_blocks(text):
-        if line.startswith("## "):
-            chapter = line[3:].strip()
-        elif line.startswith("### ") and chapter != "Summary":
-            items.add((chapter, line[4:].strip()))
-    return items
-
-
-def convention_items(text: str) -> set[tuple[str, str]]:
-    """Every bullet, under `Chapter > Section`, and every path of the project tree."""
-    items, chapter, section = set(), "", ""
-    for line in _without_code_blocks(text):
-        if line.startswith("## "):
-            chapter, section = line[3:].strip(), ""
-        elif line.startswith("### "):
-            section = line[4:].strip()
-        elif line.startswith("- "):
-            items.add((f"{chapter} > {section}" if section else chapter, line[2:].strip()))
-    tree = re.search(r"## Project Structure\n```\n(.*?)```", text, re.S)
-    assert tree, "the project tree of docker-conventions.md"
-    parents: list[str] = []
-    for line in tree[1].splitlines()[1:]:
-        match = re.match(r"^([│ ]*)[├└]── (.+)$", line)
-        if not match:
-            continue
-        depth = len(match[1]) // 4
-        parents[depth:] = [match[2].strip()]
-        if not match[2].endswith("/"):
-            items.add(("Project Structure", "".join(parents)))
-    return items
-
-
 def test_the_matrix_has_rows_for_both_documents() -> None:
     documents = {row.document for row in ROWS}
     assert documents == {BEST_PRACTICES, CONVENTIONS}
@@ -138,23 +94,23 @@ def test_rows_are_unique() -> None:
 
 
 def test_every_item_of_the_documents_has_a_row_and_every_row_an_item() -> None:
+    expected = read_index()
+    present = {(row.document, row.section, row.item) for row in ROWS}
+    assert sorted(expected - present) == [], "items without a row"
+    assert sorted(present - expected) == [], "rows that name no item of the documents"
+
+
+def test_the_index_lists_the_items_of_the_documents() -> None:
     directory = documents_dir()
     if directory is None:
         # Asked for and missing is an error anywhere; not asked for, the check is skipped
         # (a plain checkout, e.g. on GitHub, does not carry the documents).
         if os.environ.get("CONVENTIONS_DIR"):
             pytest.fail(f"CONVENTIONS_DIR={os.environ['CONVENTIONS_DIR']} has no documents")
-        pytest.skip("the conventions documents are not here: set CONVENTIONS_DIR to check coverage")
-    expected = {
-        (BEST_PRACTICES, *key)
-        for key in best_practice_items((directory / BEST_PRACTICES).read_text(encoding="utf-8"))
-    } | {
-        (CONVENTIONS, *key)
-        for key in convention_items((directory / CONVENTIONS).read_text(encoding="utf-8"))
-    }
-    present = {(row.document, row.section, row.item) for row in ROWS}
-    assert sorted(expected - present) == [], "items without a row"
-    assert sorted(present - expected) == [], "rows that name no item of the documents"
+        pytest.skip("the conventions documents are not here: set CONVENTIONS_DIR to check them")
+    assert read_index() == items_of_documents(directory), (
+        "docs/conventions-index.txt differs from the documents: run `make docs`"
+    )
 
 
 def test_no_image_is_used_by_its_latest_tag() -> None:
