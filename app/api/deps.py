@@ -117,9 +117,10 @@ async def get_current_principal(
     cache: CacheDep,
     token: Annotated[str, Depends(oauth2_scheme)],
 ) -> Principal:
-    """`get_current_user` for routes that only need to know who may do what: served from
-    the cache when it can be, so such requests need no database round trip for the user.
-    The session is only connected on a cache miss."""
+    """Who is asking, for routes that only need to know who may do what (the services take
+    this): served from the cache when it can be, so such requests need no database round
+    trip for the user. The session is only connected on a cache miss. `get_current_user`
+    is for routes that show the user's account itself."""
     user_id = _token_user_id(settings, token)
     principal = await cache.get_principal(user_id)
     if principal is None:
@@ -135,10 +136,10 @@ async def get_current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 
 
-async def get_current_superuser(user: CurrentUser) -> User:
-    if not user.is_superuser:
+async def get_current_superuser(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_superuser:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="superuser required")
-    return user
+    return principal
 
 
-CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
+CurrentSuperuser = Annotated[Principal, Depends(get_current_superuser)]

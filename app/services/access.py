@@ -11,19 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.services.errors import Forbidden, NotFound
 
 
-class Actor(Protocol):
-    """Who is asking: an ORM `User` or the `Principal` that stands for one."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-
-    @property
-    def is_superuser(self) -> bool: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The part of a user that authorization needs; small enough to cache between requests."""
+    """Who is asking: the part of a user that authorization needs, small enough to cache
+    between requests. Services take this, never the ORM `User`."""
 
     id: uuid.UUID
     is_active: bool
@@ -37,18 +28,18 @@ class Owned(Protocol):
 T = TypeVar("T", bound=Owned)
 
 
-def check_owner(user: Actor, owner_id: uuid.UUID, noun: str) -> None:
-    """403 unless the user owns the object or is a superuser."""
-    if not user.is_superuser and owner_id != user.id:
+def check_owner(principal: Principal, owner_id: uuid.UUID, noun: str) -> None:
+    """403 unless the principal owns the object or is a superuser."""
+    if not principal.is_superuser and owner_id != principal.id:
         raise Forbidden(f"not enough permissions for this {noun}")
 
 
 async def get_owned(
-    session: AsyncSession, user: Actor, model: type[T], object_id: uuid.UUID, noun: str
+    session: AsyncSession, principal: Principal, model: type[T], object_id: uuid.UUID, noun: str
 ) -> T:
-    """The object, if it exists (404) and the user owns it or is a superuser (403)."""
+    """The object, if it exists (404) and the principal owns it or is a superuser (403)."""
     found = await session.get(model, object_id)
     if found is None:
         raise NotFound(f"{noun} not found")
-    check_owner(user, found.owner_id, noun)
+    check_owner(principal, found.owner_id, noun)
     return found

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.models import Item
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
-from app.services.access import Actor, check_owner, get_owned
+from app.services.access import Principal, check_owner, get_owned
 from app.services.cache import ReadCache
 
 # The listing reads plain rows through the table (no ORM objects or ORM compilation:
@@ -34,14 +34,19 @@ class Page:
     total: int
 
 
-def _visible_to(user: Actor) -> list[ColumnElement[bool]]:
-    return [] if user.is_superuser else [_items.owner_id == user.id]
+def _visible_to(principal: Principal) -> list[ColumnElement[bool]]:
+    return [] if principal.is_superuser else [_items.owner_id == principal.id]
 
 
 async def list_items(
-    session: AsyncSession, user: Actor, *, limit: int, offset: int, search: str | None = None
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    limit: int,
+    offset: int,
+    search: str | None = None,
 ) -> Page:
-    filters = _visible_to(user)
+    filters = _visible_to(principal)
     if search:
         filters.append(_items.title.icontains(search, autoescape=True))
     query = (
@@ -66,7 +71,7 @@ async def list_items(
 async def page_json(
     session: AsyncSession,
     cache: ReadCache,
-    user: Actor,
+    principal: Principal,
     *,
     limit: int,
     offset: int,
@@ -75,10 +80,10 @@ async def page_json(
     """One page of the listing as the response body. The first page of an unfiltered listing
     is served from the cache when it is there, as the bytes stored on the miss."""
     first_page = offset == 0 and not search
-    scope = "all" if user.is_superuser else str(user.id)
+    scope = "all" if principal.is_superuser else str(principal.id)
     if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
         return cached
-    page = await list_items(session, user, limit=limit, offset=offset, search=search)
+    page = await list_items(session, principal, limit=limit, offset=offset, search=search)
     # Validated and serialized once, in pydantic's core.
     body = (
         ItemPage.model_validate(
@@ -92,33 +97,33 @@ async def page_json(
     return body
 
 
-async def get_item(session: AsyncSession, user: Actor, item_id: uuid.UUID) -> Item:
-    return await get_owned(session, user, Item, item_id, "item")
+async def get_item(session: AsyncSession, principal: Principal, item_id: uuid.UUID) -> Item:
+    return await get_owned(session, principal, Item, item_id, "item")
 
 
 async def read_item(
-    session: AsyncSession, cache: ReadCache, user: Actor, item_id: uuid.UUID
+    session: AsyncSession, cache: ReadCache, principal: Principal, item_id: uuid.UUID
 ) -> ItemPublic:
     """The item from the cache when it is there (its owner checked all the same), else from
     the database, then cached."""
     cached = await cache.get_item(item_id)
     if cached is not None:
         item = ItemPublic.model_validate(cached)
-        check_owner(user, item.owner_id, "item")
+        check_owner(principal, item.owner_id, "item")
         return item
-    item = ItemPublic.model_validate(await get_item(session, user, item_id))
+    item = ItemPublic.model_validate(await get_item(session, principal, item_id))
     await cache.set_item(item_id, item.model_dump(mode="json"))
     return item
 
 
 async def create_item(
-    session: AsyncSession, cache: ReadCache, user: Actor, data: ItemCreate
+    session: AsyncSession, cache: ReadCache, principal: Principal, data: ItemCreate
 ) -> Item:
     now = utcnow()
     item = Item(
         title=data.title,
         description=data.description,
-        owner_id=user.id,
+        owner_id=principal.id,
         created_at=now,
         updated_at=now,
     )
@@ -129,9 +134,13 @@ async def create_item(
 
 
 async def update_item(
-    session: AsyncSession, cache: ReadCache, user: Actor, item_id: uuid.UUID, data: ItemUpdate
+    session: AsyncSession,
+    cache: ReadCache,
+    principal: Principal,
+    item_id: uuid.UUID,
+    data: ItemUpdate,
 ) -> Item:
-    item = await get_item(session, user, item_id)
+    item = await get_item(session, principal, item_id)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():
         setattr(item, field, value)
@@ -142,9 +151,9 @@ async def update_item(
 
 
 async def delete_item(
-    session: AsyncSession, cache: ReadCache, user: Actor, item_id: uuid.UUID
+    session: AsyncSession, cache: ReadCache, principal: Principal, item_id: uuid.UUID
 ) -> None:
-    item = await get_item(session, user, item_id)
+    item = await get_item(session, principal, item_id)
     owner_id = item.owner_id
     await session.delete(item)
     await session.commit()

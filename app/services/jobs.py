@@ -33,7 +33,7 @@ from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.schemas.jobs import JobPublic
 from app.services import csvfiles, webhooks
-from app.services.access import Actor, get_owned
+from app.services.access import Principal, get_owned
 from app.services.cache import ReadCache
 from app.services.errors import Conflict, NotFound, TooLarge
 
@@ -57,11 +57,11 @@ def export_path(settings: Settings, job_id: uuid.UUID) -> Path:
 
 
 async def create_job(
-    session: AsyncSession, user: Actor, kind: JobKind, callback_url: str | None
+    session: AsyncSession, principal: Principal, kind: JobKind, callback_url: str | None
 ) -> Job:
     job = Job(
         kind=kind,
-        owner_id=user.id,
+        owner_id=principal.id,
         state=JobState.QUEUED,
         deliveries=0,
         done=0,
@@ -80,14 +80,14 @@ async def create_job(
 async def create_import(
     session: AsyncSession,
     settings: Settings,
-    user: Actor,
+    principal: Principal,
     upload: BinaryIO,
     callback_url: str | None,
 ) -> Job:
     """An import job for the uploaded file (413 above IMPORT_MAX_BYTES)."""
     staged = await asyncio.to_thread(_stage_upload, settings, upload)
     try:
-        job = await create_job(session, user, JobKind.IMPORT, callback_url)
+        job = await create_job(session, principal, JobKind.IMPORT, callback_url)
         staged.rename(upload_path(settings, job.id))
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -137,8 +137,8 @@ async def count_by_state(db: Database) -> dict[JobState, int] | None:
     return {state: counts.get(state, 0) for state in JobState}
 
 
-async def get_job(session: AsyncSession, user: Actor, job_id: uuid.UUID) -> Job:
-    return await get_owned(session, user, Job, job_id, "job")
+async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
+    return await get_owned(session, principal, Job, job_id, "job")
 
 
 def export_file(settings: Settings, job: Job) -> Path:

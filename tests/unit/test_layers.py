@@ -109,3 +109,21 @@ def test_routes_are_flat_and_every_api_route_is_under_the_one_prefix() -> None:
     assert routes, "the app's own route list holds the API routes"
     outside = {r.path for r in routes if not r.path.startswith(f"{API_PREFIX}/")}
     assert outside <= {"/", "/openapi.json", "/live", "/ready", "/health", "/metrics"}
+
+
+def test_services_take_the_principal_never_the_orm_user() -> None:
+    """One name for the caller: services decide who may do what from a `Principal` (what
+    the API's auth dependency gives and the cache holds), not from an ORM `User`."""
+    wrong = []
+    for path in sorted((ROOT / "app" / "services").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for arg in [*node.args.args, *node.args.kwonlyargs]:
+                    names = {
+                        n.id
+                        for n in ast.walk(arg.annotation or ast.Pass())
+                        if isinstance(n, ast.Name)
+                    }
+                    if "User" in names:
+                        wrong.append(f"{path.name}:{node.lineno} {node.name}({arg.arg})")
+    assert wrong == []

@@ -28,7 +28,7 @@ async def list_items(
     session: ReadSessionDep,
     settings: SettingsDep,
     cache: CacheDep,
-    user: CurrentPrincipal,
+    principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     q: Annotated[SearchText | None, Query(description="Case-insensitive title search.")] = None,
@@ -40,7 +40,7 @@ async def list_items(
             limit,
         )
     body = await service.page_json(
-        session, cache, user, limit=limit, offset=offset, search=q or None
+        session, cache, principal, limit=limit, offset=offset, search=q or None
     )
     # The body is the page's JSON already (the response_model still documents the schema).
     return Response(content=body, media_type="application/json")
@@ -53,16 +53,16 @@ async def list_items(
     responses=error_responses(400, 413),
 )
 async def create_item(
-    data: ItemCreate, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
+    data: ItemCreate, session: SessionDep, cache: CacheDep, principal: CurrentPrincipal
 ) -> Item:
-    return await service.create_item(session, cache, user, data)
+    return await service.create_item(session, cache, principal, data)
 
 
 @router.get("/{item_id:uuid}", response_model=ItemPublic, responses=error_responses(404))
 async def read_item(
-    item_id: uuid.UUID, session: ReadSessionDep, cache: CacheDep, user: CurrentPrincipal
+    item_id: uuid.UUID, session: ReadSessionDep, cache: CacheDep, principal: CurrentPrincipal
 ) -> ItemPublic:
-    return await service.read_item(session, cache, user, item_id)
+    return await service.read_item(session, cache, principal, item_id)
 
 
 @router.patch(
@@ -73,9 +73,9 @@ async def update_item(
     data: ItemUpdate,
     session: SessionDep,
     cache: CacheDep,
-    user: CurrentPrincipal,
+    principal: CurrentPrincipal,
 ) -> Item:
-    return await service.update_item(session, cache, user, item_id, data)
+    return await service.update_item(session, cache, principal, item_id, data)
 
 
 @router.delete(
@@ -84,7 +84,7 @@ async def update_item(
     responses=error_responses(404),
 )
 async def delete_item(
-    item_id: uuid.UUID, session: SessionDep, cache: CacheDep, user: CurrentPrincipal
+    item_id: uuid.UUID, session: SessionDep, cache: CacheDep, principal: CurrentPrincipal
 ) -> Response:
-    await service.delete_item(session, cache, user, item_id)
+    await service.delete_item(session, cache, principal, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

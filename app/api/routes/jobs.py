@@ -71,7 +71,7 @@ async def import_items(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-    user: CurrentPrincipal,
+    principal: CurrentPrincipal,
     file: Annotated[
         UploadFile,
         File(
@@ -90,7 +90,7 @@ async def import_items(
 ) -> JobPublic:
     """Upload a CSV; a job validates every row and imports all of them or none."""
     callback = _callback(callback_url, settings)
-    job = await service.create_import(session, settings, user, file.file, callback)
+    job = await service.create_import(session, settings, principal, file.file, callback)
     await _enqueue(request, background, session, settings, job)
     return JobPublic.of(job)
 
@@ -106,20 +106,22 @@ async def export_items(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-    user: CurrentPrincipal,
+    principal: CurrentPrincipal,
     body: ExportRequest | None = None,
 ) -> JobPublic:
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
     callback = _callback(body.callback_url if body else None, settings)
-    job = await service.create_job(session, user, JobKind.EXPORT, callback)
+    job = await service.create_job(session, principal, JobKind.EXPORT, callback)
     await _enqueue(request, background, session, settings, job)
     return JobPublic.of(job)
 
 
 @router.get("/jobs/{job_id:uuid}", response_model=JobPublic, responses=error_responses(404))
-async def read_job(job_id: uuid.UUID, session: ReadSessionDep, user: CurrentPrincipal) -> JobPublic:
+async def read_job(
+    job_id: uuid.UUID, session: ReadSessionDep, principal: CurrentPrincipal
+) -> JobPublic:
     """State and progress (rows done / total) of a job, its report, its webhook."""
-    return JobPublic.of(await service.get_job(session, user, job_id))
+    return JobPublic.of(await service.get_job(session, principal, job_id))
 
 
 @router.post(
@@ -151,9 +153,9 @@ async def operate_job(
     },
 )
 async def download_export(
-    job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, user: CurrentPrincipal
+    job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> FileResponse:
     """The CSV of a finished export."""
-    job = await service.get_job(session, user, job_id)
+    job = await service.get_job(session, principal, job_id)
     path = service.export_file(settings, job)
     return FileResponse(path, media_type="text/csv", filename=f"items-{job.id}.csv")
