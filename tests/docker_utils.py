@@ -1,5 +1,5 @@
-"""Small helpers for the Docker tiers: run the docker CLI, start containers that are
-always removed, poll with a deadline (never sleep to synchronise)."""
+"""Small helpers for the Docker tiers: containers and volumes that are always removed,
+HTTP on 127.0.0.1; the docker CLI and polling come from tools/docker.py."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import contextlib
 import hashlib
 import json
 import secrets
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
+from tools.docker import ROOT, DockerError, docker, free_port, wait_until
+
+__all__ = ["ROOT", "DockerError", "docker", "free_port", "wait_until"]  # shared with bench/
 # Images the tests build are named after this checkout: two checkouts (or CI and a developer
 # on one engine) never retag each other's images, and none is the `shipshape` of `make prod`.
 CHECKOUT = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
@@ -29,39 +27,6 @@ PROD_SECRETS = {
     "JWT_SECRET_KEY": secrets.token_urlsafe(40),
     "METRICS_TOKEN": secrets.token_urlsafe(40),
 }
-
-
-def docker(
-    *args: str, check: bool = True, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args)} failed ({result.returncode}):\n"
-            f"{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
-) -> T:
-    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except Exception as exc:  # not ready yet: keep polling until the deadline
-            last_error = exc
-        time.sleep(interval)  # polling interval, bounded by the deadline above
-    raise AssertionError(
-        f"timed out after {timeout:g}s waiting for {what} (last error: {last_error})"
-    )
 
 
 def http_get(
@@ -104,7 +69,7 @@ class Container:
 
         try:
             wait_until(ready, timeout, "/ready to answer 200")
-        except AssertionError as exc:
+        except TimeoutError as exc:
             raise AssertionError(f"{exc}\n--- container logs ---\n{self.logs()[-3000:]}") from None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.docker_utils import ROOT, wait_until
-from tools.compose_env import free_port
+from tools.docker import free_port
 
 
 @dataclass

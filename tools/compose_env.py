@@ -9,17 +9,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from tools.docker import ROOT
 
 SECRET_FILES = (
     "secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",

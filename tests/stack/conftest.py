@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.docker_utils import ROOT, TEST_IMAGE, wait_until
-from tools.compose_env import compose_environment, free_port, prod_env_file
+from tools.compose_env import compose_environment, prod_env_file
+from tools.docker import free_port
 
 ACME_OVERLAY = Path(__file__).with_name("docker-compose.acme.yml")
 DOMAIN = "example.test"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.docker_utils import ROOT, TEST_IMAGE, docker
-from tools.compose_env import free_port
+from tools.docker import free_port
 
 
 class Local:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_utils import ROOT, TEST_IMAGE, docker, wait_until
+from tests.docker_utils import ROOT, TEST_IMAGE, DockerError, docker, wait_until
 from tools.compose_env import SECRET_FILES
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
@@ -226,7 +226,7 @@ def _tear_down(swarm: Swarm | None, leave: bool) -> None:
     for step in steps:
         try:
             step()
-        except AssertionError as exc:
+        except (AssertionError, TimeoutError, DockerError) as exc:
             problems.append(str(exc))
     assert not problems, problems
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.docker_utils import ROOT, wait_until
-from tools.compose_env import free_port
+from tools.docker import free_port
 
 WORKER = "app.core.server.DrainingUvicornWorker"
 REQUEST = b"POST /items HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
