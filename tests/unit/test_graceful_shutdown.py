@@ -13,6 +13,7 @@ connecting; the proxy has to stop sending first."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tests.docker_utils import ROOT, wait_until
@@ -44,12 +46,13 @@ async def created(
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def _gunicorn(port: int) -> subprocess.Popen[bytes]:
+def _gunicorn(
+    port: int, app: str = "tests.unit.test_graceful_shutdown:created", **env: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", WORKER,
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         "tests.unit.test_graceful_shutdown:created"],
-        cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True,
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app],
+        cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **env},
     )  # fmt: skip
 
 
@@ -70,8 +73,19 @@ def _post(port: int) -> str:
         return "answered" if answer.startswith(b"HTTP/1.1 201") else "dropped"
 
 
-def test_sigterm_drops_no_request_that_reached_the_server() -> None:
-    port = free_port()
+def _queued(port: int) -> int:
+    """Connections the kernel has queued on the listening socket of 127.0.0.1:`port` (the
+    accept queue: rx_queue of a LISTEN entry in /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+@contextlib.contextmanager
+def _clients(port: int, count: int = 8) -> Iterator[collections.Counter[str]]:
+    """`count` clients posting on fresh connections until the block ends; their outcomes."""
     outcomes: collections.Counter[str] = collections.Counter()
     stop = threading.Event()
 
@@ -82,23 +96,71 @@ def test_sigterm_drops_no_request_that_reached_the_server() -> None:
             if outcome == "refused":
                 time.sleep(0.001)
 
-    clients = [threading.Thread(target=client) for _ in range(8)]
-    for thread in clients:
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
         thread.start()
     try:
+        yield outcomes
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    _, errors = server.communicate(timeout=30)
+    assert server.returncode == 0, errors.decode()
+
+
+def test_sigterm_drops_no_request_that_reached_the_server() -> None:
+    port = free_port()
+    with _clients(port) as outcomes:
         for _ in range(5):
             server = _gunicorn(port)
             answered = outcomes["answered"]
             wait_until(lambda a=answered: outcomes["answered"] > a + 200, 30, "gunicorn to serve")
-            server.send_signal(signal.SIGTERM)
-            _, errors = server.communicate(timeout=30)
-            assert server.returncode == 0, errors.decode()
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join()
+            _stop(server)
     print(f"\n8 clients, 5 restarts: {dict(outcomes)}")
     assert outcomes["dropped"] <= 1, dict(outcomes)  # the kernel's window: see the docstring
+
+
+def test_a_worker_stopped_while_it_boots_drains_instead_of_resetting(tmp_path: Path) -> None:
+    """One worker serves, the other is still loading the app when SIGTERM reaches it, after
+    the serving one has drained and closed its socket (on a busy machine the master signals
+    one worker, then the other). The booting one still holds the listening socket, so
+    connections keep queueing on it: it used to die of the signal at once and reset them
+    all. The booting worker is held stopped (SIGSTOP) to make that order certain."""
+    port = free_port()
+    marker = tmp_path / "first-worker"
+    server = _gunicorn(
+        port, "tests.unit.slow_boot_app:app", BOOT_MARKER=str(marker), BOOT_SECONDS="1"
+    )
+    try:
+        wait_until(lambda: _post(port) == "answered", 30, "the first worker to serve")
+        booting_file = Path(f"{marker}.booting")
+        booting = wait_until(
+            lambda: booting_file.is_file() and int(booting_file.read_text()), 30, "a booting worker"
+        )
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        (serving,) = {int(pid) for pid in children} - {booting}
+        os.kill(booting, signal.SIGSTOP)
+        with _clients(port) as outcomes:
+            server.send_signal(signal.SIGTERM)
+            wait_until(
+                lambda: not Path(f"/proc/{serving}").exists(), 30, "the serving worker to exit"
+            )
+            # Every client's connection now waits on the socket only the stopped worker holds.
+            wait_until(lambda: _queued(port) >= 8, 30, "8 connections queued on the socket")
+            os.kill(booting, signal.SIGCONT)
+            server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate()
+    assert server.returncode == 0
+    assert outcomes["dropped"] == 0, dict(outcomes)
+    assert outcomes["answered"] >= 8, dict(outcomes)  # the queued ones, served by the late worker
 
 
 def test_a_connection_that_sends_nothing_holds_the_shutdown_up_only_briefly() -> None:
