@@ -85,8 +85,8 @@ test: venv ## Run every test tier (Docker tiers skip with a reason when Docker i
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: venv ## Run only the fast tier: tests/unit and tests/fuzz (no Docker, no compose CLI)
-	$(RUN) pytest -m "unit or fuzz" $(PYTEST_ARGS)
+test-fast: venv ## Run only the fast tier: tests/unit and tests/fuzz (no Docker, no compose CLI), one process per CPU
+	$(RUN) pytest -m "unit or fuzz" --numprocesses auto $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), actionlint (workflows)
