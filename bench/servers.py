@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tools.docker import ROOT, docker, wait_until
+from tools.docker import ROOT, docker, terminate, wait_until
 
 GUNICORN = [
     *(sys.executable, "-m", "gunicorn", "--config", "gunicorn_config.py"),
@@ -47,11 +46,7 @@ def server(
         wait_http(f"http://127.0.0.1:{port}{path}", 30)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        terminate(process)
         log_file.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.docker_utils import ROOT, wait_until
-from tools.docker import free_port
+from tools.docker import free_port, terminate
 
 
 @dataclass
@@ -97,12 +96,7 @@ def serve(tmp_path: Path, **settings: str) -> Iterator[Server]:
         wait_until(lambda: _ready(server), 30, "the server's /ready")
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=15)
 
 
 def _ready(server: Server) -> bool:

@@ -1,9 +1,11 @@
 """What the tests and the benchmarks share to drive this machine: the repository's root, a
-free 127.0.0.1 port, the docker CLI, and polling with a deadline (never a sleep to wait)."""
+free 127.0.0.1 port, stopping a server process, the docker CLI, and polling with a deadline
+(never a sleep to wait)."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after `timeout` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def docker_available() -> bool:
