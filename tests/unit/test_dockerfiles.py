@@ -153,6 +153,8 @@ def test_dockerignore_covers_the_conventions_list() -> None:
     }  # fmt: skip
     assert required - patterns == set()
     assert "wheels/" not in patterns, "offline builds read ./wheels from the context"
+    # No stray wheel in a build context; the wheelhouse's are re-included after that rule.
+    assert lines.index("!wheels/*.whl") > lines.index("**/*.whl")
     # Anywhere in the tree, not only at its top; and the secret files never.
     assert {"**/__pycache__/", "**/*.py[cod]", "secrets/"} <= patterns
 

@@ -118,6 +118,16 @@ def test_env_files_are_ignored_by_git_and_examples_are_not() -> None:
     assert ignored == {".env", ".env.dev", ".env.staging", ".env.prod"}
 
 
+def test_wheels_are_ignored_by_git() -> None:
+    """A downloaded wheel (a 2.9 MB profiler was once committed) stays out of the history."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = ["py_spy-0.4.0-py2.py3-none-manylinux_2_5_x86_64.whl", "tools/x-1.0-py3-none-any.whl"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert set(result.stdout.split()) == set(names)
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_the_example_can_be_sourced_by_a_shell(name: str) -> None:
     """`make deploy` and `make secrets` read the env file with `.`: a `;` or an unquoted
