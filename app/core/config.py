@@ -268,7 +268,11 @@ class Settings(BaseSettings):
         5.0, gt=0, le=60, description="Timeout of one webhook delivery attempt."
     )
     cache_ttl_seconds: int = Field(
-        60, ge=0, le=86400, description="Lifetime of cached item reads (0 = no cache)."
+        60,
+        ge=0,
+        le=86400,
+        description="Lifetime of the reads cached in Redis: items, pages, who a user is "
+        "(0 = none; each process still keeps who a user is for one second).",
     )
 
     # --- Security ------------------------------------------------------------------------

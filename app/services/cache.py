@@ -1,10 +1,11 @@
 """Read-through cache in Redis for the hot reads, that never turns a Redis problem into an error.
 
 `principal:{id}` holds what authorization needs of a user (active, superuser), so a
-request with a cached principal and a cached page touches no database at all; each
-process also keeps a principal it read for one second, so a client's burst of requests
-costs one Redis round trip each, not two. Users are not changed through the API; a change
-made in the database directly is seen after at most CACHE_TTL_SECONDS.
+request with a cached principal and a cached page touches no database at all. Each process
+also keeps a principal it read for one second, with or without Redis: a client's burst of
+requests costs one lookup, not one per request. Users are not changed through the API; a
+change made in the database directly is seen after at most CACHE_TTL_SECONDS (one second
+without Redis).
 
 Keys: `item:{id}` for one item; `items:pages:{scope}` for the first pages of a listing, a
 hash with one field per page size, where `scope` is an owner id or `all` (superusers).
@@ -66,11 +67,11 @@ class ReadCache:
         await self._call("set", f"item:{item_id}", json.dumps(data, default=str), ex=self.ttl)
 
     async def get_principal(self, user_id: uuid.UUID) -> Principal | None:
-        if self.redis is None:
-            return None
         local = self._local.get(user_id)
         if local is not None and local[0] > time.monotonic():
             return local[1]
+        if self.redis is None:
+            return None
         raw = await self._call("get", f"principal:{user_id}")
         if not raw:
             return None
@@ -80,11 +81,11 @@ class ReadCache:
         return principal
 
     async def set_principal(self, principal: Principal) -> None:
+        self._remember(principal)
         if self.redis is None:
             return
         value = json.dumps([principal.is_active, principal.is_superuser])
         await self._call("set", f"principal:{principal.id}", value, ex=self.ttl)
-        self._remember(principal)
 
     def _remember(self, principal: Principal) -> None:
         if len(self._local) >= LOCAL_PRINCIPALS_MAX:

@@ -139,7 +139,7 @@ def test_a_broken_cache_degrades_to_the_database(settings: Settings, make_user) 
     assert ready.json()["checks"]["redis"]["status"] == "error"
 
 
-def test_principal_is_shared_in_redis_and_kept_a_second_in_process(
+def test_principal_is_shared_in_redis_and_kept_a_second_in_process_with_or_without_it(
     redis: FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.services import cache as cache_module
@@ -159,15 +159,22 @@ def test_principal_is_shared_in_redis_and_kept_a_second_in_process(
         seen.append(await here.get_principal(user.id))  # still its own copy within a second
         now[0] += 1.5
         seen.append(await here.get_principal(user.id))  # then Redis again
-        seen.append(await ReadCache(None, 60).get_principal(user.id))  # no Redis: no cache
+        alone = ReadCache(None, 0)  # no Redis (or the cache off): the process's copy only
+        seen.append(await alone.get_principal(user.id))
+        await alone.set_principal(user)
+        seen.append(await alone.get_principal(user.id))
+        now[0] += 1.5
+        seen.append(await alone.get_principal(user.id))
         return seen
 
-    shared, within_a_second, after, without_redis = asyncio.run(scenario())
+    shared, within_a_second, after, never_read, kept, expired = asyncio.run(scenario())
     assert shared == user
     assert within_a_second == user
     assert after is not None
     assert after.is_active is False
-    assert without_redis is None
+    assert never_read is None
+    assert kept == user  # without Redis, a burst of requests costs one lookup
+    assert expired is None  # and a change is seen within a second
 
 
 def test_after_a_failure_reads_skip_redis_for_a_while_but_invalidations_do_not() -> None:
