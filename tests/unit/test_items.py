@@ -57,6 +57,19 @@ def test_pagination_reports_total_and_is_newest_first(client: TestClient, make_u
     assert beyond["total"] == 25
 
 
+def test_the_page_is_exactly_what_its_schema_serializes(client: TestClient, make_user) -> None:
+    """The listing writes its rows to JSON without a validation pass (they come from the
+    database): the bytes must be those ItemPage itself would write for them."""
+    from app.schemas.items import ItemPage
+
+    alice = make_user("alice")
+    for payload in ({"title": "plain"}, {"title": "ünïcødé ✓", "description": 'a "quote"\n'}):
+        assert client.post("/api/v1/items", json=payload, headers=alice).status_code == 201
+    body = client.get("/api/v1/items", headers=alice).content
+    assert body == ItemPage.model_validate_json(body).model_dump_json().encode()
+    assert b'"description":null' in body
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
