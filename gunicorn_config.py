@@ -100,6 +100,7 @@ def on_starting(server: Any) -> None:
         "keepalive": keepalive,
         "max_requests": max_requests,
         "max_requests_jitter": max_requests_jitter,
+        "worker_max_memory_mb": settings.worker_max_memory_mb,
         "preload_app": preload_app,
         "worker_tmp_dir": worker_tmp_dir,
         "forwarded_allow_ips": forwarded_allow_ips,
@@ -113,6 +114,10 @@ def on_starting(server: Any) -> None:
     # `python -m app prepare` it cost a second interpreter start and app import, 1.5 s of a
     # 3.4 s container start, and several seconds more on a busy host.
     prepare_or_exit()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    worker.max_memory_bytes = settings.worker_max_memory_mb * 2**20
 
 
 def child_exit(server: Any, worker: Any) -> None:

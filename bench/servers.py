@@ -65,8 +65,6 @@ def gunicorn_env(port: int, tmp: Path, **extra: str) -> dict[str, str]:
         "WEB_CONCURRENCY": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"prometheus-{port}"),
         "LOG_LEVEL": "info",
-        # One worker by design: its periodic recycle would be measured as an outage.
-        "MAX_REQUESTS": "0",
         **extra,
     }
 

@@ -340,13 +340,21 @@ class Settings(BaseSettings):
         75, ge=1, le=3600, description="Idle keep-alive seconds; above nginx's upstream timeout."
     )
     max_requests: int = Field(
-        10000,
+        0,
         ge=0,
-        description="Recycle a worker after this many requests (0 = never); a recycle closes "
-        "its keep-alive connections, so not too often.",
+        description="Recycle a worker after this many requests (0 = never, the default: "
+        "WORKER_MAX_MEMORY_MB bounds growth instead); a recycle closes its keep-alive "
+        "connections, and the only worker's recycle leaves nobody serving for a moment.",
     )
     max_requests_jitter: int = Field(
-        1000, ge=0, description="Random spread on MAX_REQUESTS so workers do not recycle at once."
+        0, ge=0, description="Random spread on MAX_REQUESTS so workers do not recycle at once."
+    )
+    worker_max_memory_mb: int = Field(
+        200,
+        ge=0,
+        description="Restart a worker, gracefully, once its own memory (private, not the "
+        "pages it shares with the master) passes this many MB; checked every "
+        "WORKER_TIMEOUT/2 seconds (0 = never).",
     )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",

@@ -23,6 +23,7 @@ import functools
 import signal
 import socket
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -35,6 +36,19 @@ from uvicorn_worker import UvicornWorker
 # to arrive. A proxy sends the request with the connection; a client that sends nothing
 # only holds the shutdown up this long.
 REQUEST_WAIT = 2.0
+
+
+def private_memory_bytes() -> int:
+    """This process's own memory: what it does not share with the master (Linux; 0 where
+    /proc/self/smaps_rollup cannot be read)."""
+    try:
+        lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    private = (
+        line.split() for line in lines if line.startswith(("Private_Clean:", "Private_Dirty:"))
+    )
+    return sum(int(fields[1]) for fields in private) * 1024
 
 
 class DrainingHttpProtocol(HttpToolsProtocol):
@@ -113,6 +127,24 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped
 
     _server: DrainingServer | None = None
     _stop_requested = False
+    max_memory_bytes = 0  # WORKER_MAX_MEMORY_MB, set by gunicorn_config.py's post_fork
+
+    async def callback_notify(self) -> None:
+        """Every WORKER_TIMEOUT/2 seconds: the heartbeat to the master, and the memory check.
+        A worker whose own memory passed the limit stops taking connections and drains; the
+        master starts a new one. Recycling by request count (MAX_REQUESTS) restarted workers
+        that were fine, closing their keep-alive connections each time."""
+        await super().callback_notify()
+        if not self.max_memory_bytes or self._server is None or self._server.should_exit:
+            return
+        used = private_memory_bytes()
+        if used > self.max_memory_bytes:
+            self.log.warning(
+                "worker memory %d MB is above WORKER_MAX_MEMORY_MB (%d MB): restarting it",
+                used // 2**20,
+                self.max_memory_bytes // 2**20,
+            )
+            self._server.should_exit = True
 
     def init_signals(self) -> None:
         """uvicorn's own handlers are installed only when its server starts. Until then the

@@ -203,6 +203,7 @@ def test_gunicorn_logs_settings_that_follow_the_environment(prod_image: str) -> 
     assert settings["keepalive"] == 80
     assert settings["max_requests"] == 500
     assert settings["max_requests_jitter"] == 25
+    assert settings["worker_max_memory_mb"] == 200  # the default: recycling by memory
     assert settings["worker_class"] == "app.core.server.DrainingUvicornWorker"
     assert settings["worker_tmp_dir"] == "/dev/shm"
     assert settings["preload_app"] is True

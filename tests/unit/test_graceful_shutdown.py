@@ -47,11 +47,14 @@ async def created(
 
 
 def _gunicorn(
-    port: int, app: str = "tests.unit.test_graceful_shutdown:created", **env: str
+    port: int,
+    app: str = "tests.unit.test_graceful_shutdown:created",
+    *options: str,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", WORKER,
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app],
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", *options, app],
         cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **env},
     )  # fmt: skip
 
@@ -161,6 +164,42 @@ def test_a_worker_stopped_while_it_boots_drains_instead_of_resetting(tmp_path: P
     assert server.returncode == 0
     assert outcomes["dropped"] == 0, dict(outcomes)
     assert outcomes["answered"] >= 8, dict(outcomes)  # the queued ones, served by the late worker
+
+
+def test_a_worker_over_its_memory_limit_is_replaced_without_dropping_a_request(
+    tmp_path: Path,
+) -> None:
+    """The memory check (WORKER_MAX_MEMORY_MB) instead of recycling by request count: here
+    every check finds the worker over a 1-byte limit, so workers are replaced about every
+    second while 8 clients post; the draining ones answer what they took."""
+    config = tmp_path / "gunicorn_limits.py"
+    config.write_text("def post_fork(server, worker):\n    worker.max_memory_bytes = 1\n")
+    port = free_port()
+    # --timeout 2: the worker notifies the master, and checks its memory, every second.
+    server = _gunicorn(
+        port, "tests.unit.test_graceful_shutdown:created", "--config", str(config), "--timeout", "2"
+    )
+    try:
+        wait_until(lambda: _post(port) == "answered", 30, "gunicorn to serve")
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        workers: set[str] = set()
+
+        def replaced_twice() -> bool:
+            workers.update(children.read_text().split())
+            return len(workers) >= 4  # the first two and two replacements
+
+        with _clients(port) as outcomes:
+            wait_until(replaced_twice, 30, "two workers to be replaced", interval=0.05)
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate()
+    restarts = errors.decode().count("above WORKER_MAX_MEMORY_MB")
+    assert restarts >= 2, errors.decode()[-2000:]
+    assert outcomes["dropped"] == 0, dict(outcomes)
+    assert outcomes["refused"] == 0, dict(outcomes)  # another worker was always there
 
 
 def test_a_connection_that_sends_nothing_holds_the_shutdown_up_only_briefly() -> None:
