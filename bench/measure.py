@@ -18,8 +18,10 @@ from bench.load import run_load
 from bench.report import BARE_FASTAPI, ITEMS_COLD, ITEMS_WARM, LIVE, Report, log
 from bench.servers import (
     GUNICORN,
+    children,
     container,
     gunicorn_env,
+    memory_mb,
     migrate,
     published,
     server,
@@ -60,8 +62,18 @@ def measure_http(report: Report, seconds: float, tmp: Path) -> None:
                 result = run_load(ports[name], "/live", seconds)
                 if name not in report.http or result.rps > report.http[name].rps:
                     report.http[name] = result
-        report.facts["RSS per worker, idle after /live load"] = (
-            f"{worker_rss_mb(processes[LIVE].pid):.0f} MB"
+        master = processes[LIVE].pid
+        report.facts["RSS per worker, idle after /live load"] = f"{worker_rss_mb(master):.0f} MB"
+        workers = children(master)
+        pss = [memory_mb(pid, "Pss") for pid in [master, *workers]]
+        report.facts["PSS master + workers, after /live load"] = (
+            f"{pss[0]:.0f} MB + " + " + ".join(f"{p:.0f}" for p in pss[1:]) + " MB"
+        )
+        budget = len(workers) * 70 + 30
+        report.target(
+            f"master + {len(workers)} worker(s) PSS ≤ {budget} MB (N × 70 + 30)",
+            f"{sum(pss):.0f} MB",
+            sum(pss) <= budget,
         )
 
 

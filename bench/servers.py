@@ -69,17 +69,32 @@ def gunicorn_env(port: int, tmp: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def worker_rss_mb(master: int) -> float:
-    """The resident memory of the (first) child process of `master`, in MB."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == master:
-                status = (stat.parent / "status").read_text().splitlines()
-                return int(next(s for s in status if s.startswith("VmRSS")).split()[1]) / 1024
-        except (OSError, StopIteration, ValueError):
-            continue
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a gunicorn master's workers)."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def memory_mb(pid: int, field: str = "Rss") -> float:
+    """One field of /proc/PID/smaps_rollup in MB: Rss counts the pages a worker shares with
+    its master in full, Pss shares them out (the sum over processes is what they use)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
+
+
+def worker_rss_mb(master: int) -> float:
+    """The resident memory of the (first) worker of `master`, in MB."""
+    workers = children(master)
+    return memory_mb(workers[0]) if workers else float("nan")
 
 
 def migrate(env: dict[str, str], timeout: float = 60) -> None:
