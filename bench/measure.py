@@ -18,7 +18,6 @@ from bench.load import run_load
 from bench.report import BARE_FASTAPI, ITEMS_COLD, ITEMS_WARM, LIVE, Report, log
 from bench.servers import (
     GUNICORN,
-    children,
     container,
     gunicorn_env,
     memory_mb,
@@ -30,7 +29,7 @@ from bench.servers import (
     worker_rss_mb,
 )
 from tools.compose_env import compose_environment, prod_env_file
-from tools.docker import ROOT, docker, free_port, wait_until
+from tools.docker import ROOT, children, docker, free_port, wait_until
 
 PG_PASSWORD = secrets.token_urlsafe(12)
 BARE_ASGI = "A: bare ASGI (uvicorn)"

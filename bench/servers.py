@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tools.docker import ROOT, docker, terminate, wait_until
+from tools.docker import ROOT, children, docker, terminate, wait_until
 
 GUNICORN = [
     *(sys.executable, "-m", "gunicorn", "--config", "gunicorn_config.py"),
@@ -67,16 +67,6 @@ def gunicorn_env(port: int, tmp: Path, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "info",
         **extra,
     }
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of `pid` (a gunicorn master's workers)."""
-    try:
-        return [
-            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ]
-    except OSError:
-        return []
 
 
 def memory_mb(pid: int, field: str = "Rss") -> float:

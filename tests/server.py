@@ -116,10 +116,6 @@ def memory(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for process {pid}")
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def largest_import(rows: int = 100_000) -> bytes:
     """A CSV at the default IMPORT_MAX_ROWS, close to the default IMPORT_MAX_BYTES (4.2 MB)."""
     lines = (b"item number %07d,a description %07d\n" % (n, n) for n in range(rows))

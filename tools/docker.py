@@ -1,6 +1,6 @@
 """What the tests and the benchmarks share to drive this machine: the repository's root, a
-free 127.0.0.1 port, stopping a server process, the docker CLI, and polling with a deadline
-(never a sleep to wait)."""
+free 127.0.0.1 port, a server process's children and stopping it, the docker CLI, and
+polling with a deadline (never a sleep to wait)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a gunicorn master's workers); none once it has exited."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 30) -> None:

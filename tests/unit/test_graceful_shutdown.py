@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.docker_utils import ROOT, wait_until
-from tools.docker import free_port
+from tools.docker import children, free_port
 
 WORKER = "app.core.server.DrainingUvicornWorker"
 REQUEST = b"POST /items HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
@@ -145,8 +145,7 @@ def test_a_worker_stopped_while_it_boots_drains_instead_of_resetting(tmp_path: P
         booting = wait_until(
             lambda: booting_file.is_file() and int(booting_file.read_text()), 30, "a booting worker"
         )
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        (serving,) = {int(pid) for pid in children} - {booting}
+        (serving,) = set(children(server.pid)) - {booting}
         os.kill(booting, signal.SIGSTOP)
         with _clients(port) as outcomes:
             server.send_signal(signal.SIGTERM)
@@ -181,11 +180,10 @@ def test_a_worker_over_its_memory_limit_is_replaced_without_dropping_a_request(
     )
     try:
         wait_until(lambda: _post(port) == "answered", 30, "gunicorn to serve")
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
-        workers: set[str] = set()
+        workers: set[int] = set()
 
         def replaced_twice() -> bool:
-            workers.update(children.read_text().split())
+            workers.update(children(server.pid))
             return len(workers) >= 4  # the first two and two replacements
 
         with _clients(port) as outcomes:
