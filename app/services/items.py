@@ -47,7 +47,7 @@ def _public(row: Sequence[Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Page:
-    items: Sequence[Any]  # rows with the ItemPublic fields as attributes
+    items: Sequence[Any]  # rows of _LISTED: the ItemPublic fields in order, then the total
     total: int
 
 
