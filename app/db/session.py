@@ -102,19 +102,25 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         self._turns = asyncio.Semaphore(self.size() + max(self._max_overflow, 0))
 
     def _do_get(self) -> Any:
+        await_only(self._take_turn())
         try:
-            await_only(asyncio.wait_for(self._turns.acquire(), self._timeout))
+            return super()._do_get()
+        except BaseException:
+            self._turns.release()
+            raise
+
+    async def _take_turn(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs every wait in a task
+        # of its own, even one that need not wait.
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._turns.acquire()
         except TimeoutError:
             raise exc.TimeoutError(
                 f"QueuePool limit of size {self.size()} overflow {self._max_overflow} reached, "
                 f"connection timed out, timeout {self._timeout:.2f}",
                 code="3o7r",
             ) from None
-        try:
-            return super()._do_get()
-        except BaseException:
-            self._turns.release()
-            raise
 
     def _do_return_conn(self, record: Any) -> None:
         try:

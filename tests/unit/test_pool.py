@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from sqlalchemy import exc
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import greenlet_spawn
 
@@ -57,3 +59,17 @@ def test_the_first_to_wait_is_served_first() -> None:
 def test_the_stock_pool_lets_a_later_request_overtake() -> None:
     # Why FairQueuePool exists; if SQLAlchemy's pool becomes fair, this test says so.
     assert asyncio.run(order_of_service(AsyncAdaptedQueuePool)) == ["D", "B"]
+
+
+def test_a_checkout_that_waits_too_long_fails_and_its_turn_is_not_lost() -> None:
+    async def scenario() -> None:
+        pool = FairQueuePool(FakeConnection, pool_size=1, max_overflow=0, timeout=0.05)
+        holder = await greenlet_spawn(pool.connect)
+        with pytest.raises(exc.TimeoutError, match="QueuePool limit of size 1"):
+            await greenlet_spawn(pool.connect)
+        await greenlet_spawn(holder.close)
+        for _ in range(3):  # the one connection is still handed out, again and again
+            connection: Any = await greenlet_spawn(pool.connect)
+            await greenlet_spawn(connection.close)
+
+    asyncio.run(scenario())
