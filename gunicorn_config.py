@@ -10,6 +10,7 @@ master with one line (status 2) before any worker starts.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -114,6 +115,15 @@ def on_starting(server: Any) -> None:
     # `python -m app prepare` it cost a second interpreter start and app import, 1.5 s of a
     # 3.4 s container start, and several seconds more on a busy host.
     prepare_or_exit()
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    # The preloaded app (some 130,000 objects) moves to the collector's permanent generation
+    # before each fork: a worker's full collections no longer walk it (they ran every few
+    # hundred requests and cost 20-30 % of the cold items page's time, and its p99), and the
+    # walks no longer touch the master's shared pages.
+    gc.collect()
+    gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:
