@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.helpers import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ def _pins(text: str) -> list[str]:
 def test_requirements_lock_matches_uv_lock() -> None:
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
-        pytest.skip("uv is not available to export the lock file")
+        skip_or_fail_in_ci("uv is not available to export the lock file")
     exported = subprocess.run(
         [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-header"],
         cwd=ROOT,
