@@ -4,6 +4,7 @@ and Redis persistence across a restart."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 from tests.docker_utils import ROOT, Container, docker, running, volume, wait_until
 from tests.integration.conftest import postgres
@@ -204,18 +206,40 @@ def test_retention_keeps_n_daily_and_a_weekly_and_copies_off_host(pg: BackupHost
     assert len(list((pg.backups / "offsite").glob("*.sha256"))) == 3
 
 
-def test_redis_append_only_data_survives_a_restart() -> None:
+def _with_defaults(value: str) -> str:
+    """A compose value with each `${VAR:-default}` replaced by its default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_redis_append_only_data_survives_a_restart(tmp_path: Path) -> None:
+    """Redis started as docker-compose.yml starts it (its entrypoint, command, read-only root
+    and tmpfs, the password from a file): a write survives a restart of the container."""
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]
+    command = [_with_defaults(str(arg)) for arg in service["command"]]
+    assert service["entrypoint"] == ["/bin/sh", "/opt/shipshape/redis-entrypoint.sh"]
+    password = tmp_path / "redis_password"
+    password.write_text(secrets.token_urlsafe(24) + "\n")
+    password.chmod(0o644)
+    options = (
+        "--volume", "{data}:/data",
+        "--volume", f"{ROOT / 'docker/redis/redis-entrypoint.sh'}:/opt/shipshape/redis-entrypoint.sh:ro",
+        "--volume", f"{password}:/run/secrets/redis_password:ro",
+        "--env", "REDIS_PASSWORD_FILE=/run/secrets/redis_password",
+        "--read-only", "--tmpfs", "/run/redis:size=1m",
+        "--entrypoint", "/bin/sh",
+    )  # fmt: skip
     with volume() as data, running(
-        "redis:7-alpine", "redis-server", "--appendonly", "yes",
-        options=("--volume", f"{data}:/data"), publish=False,
+        "redis:7-alpine", "/opt/shipshape/redis-entrypoint.sh", *command,
+        options=tuple(option.format(data=data) for option in options), publish=False,
     ) as redis:  # fmt: skip
-        cli = ("exec", redis.id, "redis-cli")
-        wait_until(lambda: docker(*cli, "ping", check=False).stdout.strip() == "PONG", 30, "Redis")
-        docker(*cli, "set", "durable", "value-1")
+        ping = ("exec", redis.id, "/bin/sh", "/opt/shipshape/redis-entrypoint.sh", "ping")
+        auth = ("exec", "--env", f"REDISCLI_AUTH={password.read_text().strip()}", redis.id)
+        wait_until(lambda: docker(*ping, check=False).returncode == 0, 30, "Redis")
+        assert docker(*auth, "redis-cli", "config", "get", "appendonly").stdout.split() == [
+            "appendonly",
+            "yes",
+        ]
+        docker(*auth, "redis-cli", "set", "durable", "value-1")
         docker("restart", redis.id)
-        wait_until(
-            lambda: docker(*cli, "ping", check=False).stdout.strip() == "PONG",
-            30,
-            "Redis after restart",
-        )
-        assert docker(*cli, "get", "durable").stdout.strip() == "value-1"
+        wait_until(lambda: docker(*ping, check=False).returncode == 0, 30, "Redis after restart")
+        assert docker(*auth, "redis-cli", "get", "durable").stdout.strip() == "value-1"
