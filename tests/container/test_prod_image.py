@@ -177,18 +177,29 @@ def test_secrets_from_files(prod_image: str, tmp_path) -> None:  # type: ignore[
     assert not any(value in environment for value in files.values())
 
 
-def test_gunicorn_logs_settings_that_follow_the_environment(prod_image: str) -> None:
+def test_gunicorn_applies_the_settings_from_the_environment(prod_image: str) -> None:
+    """What gunicorn itself resolved, asked with its own --print-config through the image's
+    entrypoint (the command line it serves with), and the values the master logs."""
     env = {
         **SQLITE_PROD,
         "WEB_CONCURRENCY": "3",
+        "WORKER_TIMEOUT": "45",
         "GRACEFUL_TIMEOUT": "7",
         "KEEPALIVE": "80",
         "MAX_REQUESTS": "500",
         "MAX_REQUESTS_JITTER": "25",
     }
+    env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+    printed = docker("run", "--rm", *env_args, prod_image, "prod", "--print-config").stdout
+    applied = {
+        name.strip(): value.strip()
+        for name, _, value in (line.partition("=") for line in printed.splitlines())
+        if value
+    }
+    assert {name: applied[name] for name in APPLIED} == APPLIED
     with running(prod_image, env=env) as container:
         container.wait_ready()
-        settings = next(
+        logged = next(
             r["gunicorn"] for r in container.json_logs() if r["message"] == "gunicorn settings"
         )
 
@@ -196,17 +207,51 @@ def test_gunicorn_logs_settings_that_follow_the_environment(prod_image: str) -> 
             booted = [r for r in container.json_logs() if r["message"].startswith("Booting worker")]
             return booted if len(booted) == 3 else None
 
-        booted = wait_until(three_workers, 30, "three workers to boot")
-    assert settings["workers"] == 3
-    assert len(booted) == 3
-    assert settings["graceful_timeout"] == 7
-    assert settings["keepalive"] == 80
-    assert settings["max_requests"] == 500
-    assert settings["max_requests_jitter"] == 25
-    assert settings["worker_max_memory_mb"] == 200  # the default: recycling by memory
-    assert settings["worker_class"] == "app.core.server.DrainingUvicornWorker"
-    assert settings["worker_tmp_dir"] == "/dev/shm"
-    assert settings["preload_app"] is True
+        wait_until(three_workers, 30, "three workers to boot")
+    assert logged["worker_max_memory_mb"] == 200  # the default: recycling by memory
+
+
+APPLIED = {
+    "bind": "['0.0.0.0:8000']",
+    "workers": "3",
+    "worker_class": "app.core.server.DrainingUvicornWorker",
+    "timeout": "45",
+    "graceful_timeout": "7",
+    "keepalive": "80",
+    "max_requests": "500",
+    "max_requests_jitter": "25",
+    "preload_app": "True",
+    "worker_tmp_dir": "/dev/shm",
+}
+
+
+def test_the_running_server_closes_idle_connections_and_recycles_by_count(
+    prod_image: str,
+) -> None:
+    """Observed from outside: an idle keep-alive connection is closed after KEEPALIVE
+    seconds, and with MAX_REQUESTS set the worker is replaced after that many requests."""
+    env = {**SQLITE_PROD, "KEEPALIVE": "2", "MAX_REQUESTS": "5", "MAX_REQUESTS_JITTER": "0"}
+    with running(prod_image, env=env) as container:
+        container.wait_ready()
+        with socket.create_connection(("127.0.0.1", container.port()), timeout=30) as idle:
+            idle.sendall(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += idle.recv(4096)
+            answered = time.monotonic()
+            while idle.recv(4096):  # the rest of the answer, then the server's close
+                pass
+            idle_for = time.monotonic() - answered
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert 1.0 <= idle_for <= 10.0, idle_for  # KEEPALIVE=2, not the default 75
+
+        def booted() -> int:
+            return sum(r["message"].startswith("Booting worker") for r in container.json_logs())
+
+        assert booted() == 1
+        for _ in range(8):
+            http_get(container.url("/live"))
+        wait_until(lambda: booted() >= 2, 30, "the worker to be replaced after 5 requests")
 
 
 def test_worker_count_follows_the_cpu_limit(prod_image: str) -> None:
