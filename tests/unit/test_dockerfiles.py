@@ -68,8 +68,7 @@ def test_entrypoint_execs_every_long_running_mode() -> None:
 def test_production_dockerfile_follows_the_conventions() -> None:
     stages = [value.split() for value in values(PROD, "FROM")]
     assert len(stages) >= 3, "multi-stage"
-    assert ["${PYTHON_IMAGE}", "AS", "base"] in stages
-    assert assignments(PROD, "ARG")["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert ["python:3.11-slim", "AS", "base"] in stages
     env = assignments(PROD, "ENV")
     for name in (
         "PYTHONDONTWRITEBYTECODE",
@@ -117,8 +116,7 @@ def test_production_dockerfile_follows_the_conventions() -> None:
 
 
 def test_dev_dockerfile_has_dev_dependencies_and_reload() -> None:
-    assert values(DEV, "FROM") == ["${PYTHON_IMAGE}"]
-    assert assignments(DEV, "ARG")["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert values(DEV, "FROM") == ["python:3.11-slim"]
     sync = next(i.command for i in runs(DEV) if i.command.startswith("uv sync"))
     assert "--frozen" in sync
     assert "--no-dev" not in sync
@@ -168,3 +166,24 @@ def test_package_lists_are_sorted(path: str) -> None:
         assert names == sorted(names), packages
     if path.endswith("prod"):
         assert lists  # the production file keeps its package lists in build arguments
+
+
+@pytest.mark.parametrize("instructions", [PROD, DEV], ids=["prod", "dev"])
+def test_every_base_image_is_named_where_dependabot_reads_it(
+    instructions: list[Instruction],
+) -> None:
+    """Dependabot's docker ecosystem updates `FROM image:tag` lines and resolves no ARG in
+    them (dependabot-core#2057): a base image given as `FROM ${ARG}` is never updated. An ARG
+    may only choose between the file's own stages (`FROM wheels-${WHEELS_SOURCE}`)."""
+    stages = {"scratch"}
+    for value in values(instructions, "FROM"):
+        words = [word for word in value.split() if not word.startswith("--")]
+        image = words[0]
+        if "$" in image:
+            prefix = image.split("$", 1)[0]
+            assert prefix, f"FROM {value}"
+            assert any(s.startswith(prefix) for s in stages), f"FROM {value}"
+        elif image not in stages:
+            assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+(@sha256:[0-9a-f]{64})?", image), image
+        if len(words) == 3 and words[1].upper() == "AS":
+            stages.add(words[2])
