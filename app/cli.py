@@ -392,7 +392,8 @@ def shell(
         cleanup.callback(runner.close)
         cleanup.callback(runner.run, db.dispose())
         if command is not None:
-            exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102 - the operator's own code
+            # `shell -c CODE` runs the operator's own code, as `python -c` would.
+            exec(compile(command, "<shell -c>", "exec"), namespace)  # noqa: S102  # nosec B102
             return
         banner = "Shipshape shell: settings, db (db.session()), models, run(coro)"
         try:
