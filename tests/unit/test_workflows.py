@@ -64,10 +64,12 @@ def test_image_workflow_builds_wheels_scans_and_pushes_multi_arch() -> None:
     # On GitHub the audit must run: a package it cannot look up fails the scan.
     assert "make security-scan AUDIT_REQUIRED=true" in runs(job(BUILD, "security-scan"))
     build = job(BUILD, "build")
-    assert build["needs"] == ["prepare-wheels", "security-scan"]
+    assert build["needs"] == ["tests", "prepare-wheels", "security-scan"]
     assert "actions/download-artifact" in uses(build)
     push = step_with(build, "docker/build-push-action")
-    assert push["platforms"] == "linux/amd64,linux/arm64"
+    assert push["platforms"] == (
+        "${{ github.event.repository.private && 'linux/amd64' || 'linux/amd64,linux/arm64' }}"
+    )
     args = [line.strip() for line in push["build-args"].splitlines()]
     assert "WHEELS_SOURCE=local" in args
     for arg in ("BUILD_VERSION", "BUILD_DATE", "GIT_COMMIT"):
@@ -82,6 +84,36 @@ def test_image_workflow_builds_wheels_scans_and_pushes_multi_arch() -> None:
     assert "refs/heads/main" in condition[1]
     assert "refs/tags/v" in condition[1]
     assert "github.event_name == 'push'" in condition[1]  # never from a pull request
+
+
+def test_no_image_is_pushed_before_the_tests_passed_for_its_commit() -> None:
+    """On main and on v* tags alike, the image workflow runs CI's own jobs first (a reusable
+    call, so it is the same lint and test tiers) and the build needs them."""
+    assert "workflow_call" in CI["on"]
+    assert BUILD["jobs"]["tests"]["uses"] == "./.github/workflows/ci.yml"
+    assert "tests" in job(BUILD, "build")["needs"]
+    assert "v*" in BUILD["on"]["push"]["tags"]
+
+
+def test_the_image_is_never_tagged_latest() -> None:
+    """docker/metadata-action adds `latest` on a version tag unless told not to."""
+    meta = step_with(job(BUILD, "build"), "docker/metadata-action")
+    assert meta["flavor"].split() == ["latest=false"]
+    assert "latest" not in meta["tags"]
+
+
+def test_a_private_repository_builds_amd64_without_the_arm64_runner() -> None:
+    """ubuntu-24.04-arm is for public repositories only: a private fork's arm64 wheel job
+    runs on an amd64 runner and only warns, and the image is amd64 alone."""
+    wheels = job(BUILD, "prepare-wheels")
+    private = "github.event.repository.private"
+    assert private in wheels["runs-on"]
+    assert "'ubuntu-24.04'" in wheels["runs-on"]
+    assert private in wheels["env"]["SKIP"]
+    warning, *rest = wheels["steps"]
+    assert warning["if"] == "env.SKIP == 'true'"
+    assert warning["run"].startswith('echo "::warning::')
+    assert all(step["if"] == "env.SKIP != 'true'" for step in rest)
 
 
 def test_dependabot_watches_python_images_compose_and_actions() -> None:
