@@ -187,3 +187,12 @@ def test_every_base_image_is_named_where_dependabot_reads_it(
             assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+(@sha256:[0-9a-f]{64})?", image), image
         if len(words) == 3 and words[1].upper() == "AS":
             stages.add(words[2])
+
+
+def test_the_benchmarks_run_the_server_with_the_images_allocator_setting(tmp_path: Path) -> None:
+    """The benchmarks start gunicorn outside the image: they must measure the memory the
+    image's process uses, so they set glibc's mmap threshold as the image does."""
+    from bench.servers import gunicorn_env
+
+    setting = "MALLOC_MMAP_THRESHOLD_"
+    assert gunicorn_env(8000, tmp_path)[setting] == assignments(PROD, "ENV")[setting]
