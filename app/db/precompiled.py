@@ -21,7 +21,7 @@ Either way the rows are sequences in the order of the selected columns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Select
@@ -55,23 +55,15 @@ class Precompiled:
         args = [params[name] for name in names]
         if session.in_transaction() or not isinstance(bind, Engine):
             connection = await session.connection()
-            driver: Any = (await connection.get_raw_connection()).driver_connection
-            try:
-                return await _fetch(driver, sql, args)
-            except _UNTRANSLATED:
-                raise
-            except Exception:
-                return await _through_sqlalchemy(session, sql, args)
+            driver = (await connection.get_raw_connection()).driver_connection
+            return await _fetch(session, driver, sql, args)
         pooled = await greenlet_spawn(bind.pool.connect)
         try:
-            return await _fetch(pooled.driver_connection, sql, args)
-        except _UNTRANSLATED:
-            raise
-        except Exception:
-            # The connection may be one the database closed (after a restart): it is not
-            # handed out again.
-            await greenlet_spawn(pooled.invalidate)
-            return await _through_sqlalchemy(session, sql, args)
+            # A connection that failed may be one the database closed (after a restart): it
+            # is not handed out again.
+            return await _fetch(
+                session, pooled.driver_connection, sql, args, lost=pooled.invalidate
+            )
         finally:
             await greenlet_spawn(pooled.close)
 
@@ -80,8 +72,23 @@ class Precompiled:
 _UNTRANSLATED = (TimeoutError, asyncio.CancelledError)
 
 
-async def _fetch(driver: Any, sql: str, args: list[Any]) -> Rows:
-    rows: Rows = await driver.fetch(sql, *args)
+async def _fetch(
+    session: AsyncSession,
+    driver: Any,
+    sql: str,
+    args: list[Any],
+    lost: Callable[[], None] | None = None,
+) -> Rows:
+    """The rows from the driver; after any other error, `lost` (in SQLAlchemy's greenlet),
+    then the statement through SQLAlchemy."""
+    try:
+        rows: Rows = await driver.fetch(sql, *args)
+    except _UNTRANSLATED:
+        raise
+    except Exception:
+        if lost is not None:
+            await greenlet_spawn(lost)
+        return await _through_sqlalchemy(session, sql, args)
     return rows
 
 
