@@ -129,9 +129,10 @@ lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what 
 	@echo "requirements.lock.txt: $$(grep -c '==' requirements.lock.txt) pinned packages"
 
 .PHONY: docs
-docs: venv ## Regenerate the settings table (docs/configuration.md) and the conventions index
+docs: venv ## Regenerate the settings table, the chart's values schema and the conventions index
 	$(RUN) python -m tools.config_docs --write
 	$(RUN) python -m tools.conventions_index --write
+	$(RUN) python -m tools.chart_schema --write
 
 .PHONY: check-config
 check-config: venv ## Validate the environment and print the resolved (redacted) configuration

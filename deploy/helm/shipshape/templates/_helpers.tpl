@@ -1,0 +1,186 @@
+{{/* Names and labels. */}}
+{{- define "shipshape.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "shipshape.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "shipshape.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "shipshape.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shipshape.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "shipshape.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "shipshape.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "shipshape.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "shipshape.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.secretName" -}}
+{{- default (include "shipshape.fullname" .) .Values.secrets.name }}
+{{- end }}
+
+{{- define "shipshape.image" -}}
+{{- if eq .Values.image.tag "latest" }}
+{{- fail "image.tag: latest is refused: give an immutable release tag (0.1.0, a git sha) or image.digest" }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.baseUrl" -}}
+{{- if .Values.baseUrl }}
+{{- .Values.baseUrl }}
+{{- else if .Values.ingress.enabled }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host }}
+{{- else }}
+{{- fail "baseUrl is required when ingress.enabled is false: the service's public URL" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The settings the chart sets itself, from the values above `config` (the schema refuses
+them in `config`). The migrations Job gets them inline: it runs before the ConfigMap exists.
+*/}}
+{{- define "shipshape.chartSettings" -}}
+BASE_URL: {{ include "shipshape.baseUrl" . | quote }}
+DB_HOST: {{ .Values.database.host | quote }}
+DB_PORT: {{ .Values.database.port | quote }}
+DB_NAME: {{ .Values.database.name | quote }}
+DB_USER: {{ .Values.database.user | quote }}
+REDIS_HOST: {{ .Values.redis.host | quote }}
+REDIS_PORT: {{ .Values.redis.port | quote }}
+PORT: {{ .Values.app.port | quote }}
+UPLOADS_DIR: "/app/uploads"
+STORAGE_DIR: "/app/storage"
+{{- /* The migrations Job migrates; the app's start does not (RUN_MIGRATIONS). */}}
+RUN_MIGRATIONS: {{ (not .Values.migrations.enabled) | quote }}
+{{- end }}
+
+{{/* All plain settings, as ConfigMap data. */}}
+{{- define "shipshape.settings" -}}
+{{ include "shipshape.chartSettings" . }}
+{{- range $name, $value := .Values.config }}
+{{ $name }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The secret files of one kind of pod: `kind` is "app" (every key) or "worker" (not the
+admin password or the metrics token, which only the app's start and /metrics read).
+*/}}
+{{- define "shipshape.secretFiles" -}}
+{{- $files := list }}
+{{- range .root.Values.secrets.files }}
+{{- if or (eq $.kind "app") (not (has . (list "admin_password" "metrics_token"))) }}
+{{- $files = append $files . }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* <KEY>_FILE for each secret file: the only way a secret reaches the service. */}}
+{{- define "shipshape.secretFileEnv" -}}
+{{- range (include "shipshape.secretFiles" . | fromJsonArray) }}
+- name: {{ printf "%s_FILE" (upper .) }}
+  value: {{ printf "/run/secrets/%s" . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.secretVolume" -}}
+- name: secrets
+  secret:
+    secretName: {{ include "shipshape.secretName" .root }}
+    defaultMode: 0440
+    items:
+      {{- range (include "shipshape.secretFiles" . | fromJsonArray) }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+
+{{/* The same hardening for every pod: uid/gid 10001 (the image's appuser). */}}
+{{- define "shipshape.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "shipshape.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* checkov skips that hold for every workload of the chart, with the reason. */}}
+{{- define "shipshape.checkovSkips" -}}
+checkov.io/skip1: CKV_K8S_43=Images are pinned by an immutable release tag; image.digest pins a digest when set
+checkov.io/skip2: CKV_K8S_15=Release tags are immutable, so IfNotPresent pulls the same image as Always
+{{- end }}
+
+{{/* Writable paths: a small /tmp in memory, and the shared files volume. */}}
+{{- define "shipshape.dataVolumes" -}}
+- name: tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 64Mi
+- name: files
+  {{- if .Values.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-files" (include "shipshape.fullname" .)) .Values.persistence.existingClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+
+{{- define "shipshape.dataMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: files
+  mountPath: /app/uploads
+  subPath: uploads
+- name: files
+  mountPath: /app/storage
+  subPath: storage
+- name: secrets
+  mountPath: /run/secrets
+  readOnly: true
+{{- end }}
+
+{{/* Pod template annotations: a changed setting or trial secret rolls the pods. */}}
+{{- define "shipshape.podAnnotations" -}}
+checksum/config: {{ include "shipshape.settings" . | sha256sum }}
+{{- if .Values.secrets.create }}
+checksum/secret: {{ toJson .Values.secrets.values | sha256sum }}
+{{- end }}
+{{- end }}
