@@ -2,7 +2,8 @@
 
 Tiers follow directories: each test gets the marker of its directory under tests/ (see
 TIERS), so `pytest -m "not stack"` and the like select by tier. unit/ and fuzz/ are the fast
-tier: they run anywhere, on the embedded SQLite default (`make test-fast`). compose/ needs
+tier: they run anywhere, on the embedded SQLite default (`make test-fast`). kubernetes/
+renders the Helm chart offline (no cluster, no Docker). compose/ needs
 the `docker compose` CLI; integration/, container/, stack/, swarm/ and bench/ need the
 Docker engine. On a machine without them those are skipped with the reason, but under CI
 (CI=true) they fail, so a broken CI machine cannot pass by skipping.
@@ -24,7 +25,17 @@ from app.core.config import Settings
 from app.services.users import ensure_superuser_standalone
 from tests.helpers import Headers, in_ci, login, make_settings
 
-TIERS = ("unit", "fuzz", "compose", "integration", "container", "stack", "swarm", "bench")
+TIERS = (
+    "unit",
+    "fuzz",
+    "kubernetes",
+    "compose",
+    "integration",
+    "container",
+    "stack",
+    "swarm",
+    "bench",
+)
 ENGINE_TIERS = ("integration", "container", "stack", "swarm", "bench")
 CLI_TIERS = ("compose",)
 ROOT = Path(__file__).resolve().parent.parent

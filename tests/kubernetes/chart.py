@@ -1,0 +1,94 @@
+"""Render the Helm chart offline (helm-python-sdk: Helm's own library, no helm binary)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "shipshape"
+RELEASE = "shipshape"
+NAMESPACE = "shipshape"
+
+_TRIAL_SECRETS = {
+    name: f"trial-{name}-0123456789abcdef0123456789abcdef"
+    for name in (
+        "secret_key",
+        "jwt_secret_key",
+        "db_password",
+        "redis_password",
+        "webhook_secret",
+        "admin_password",
+        "metrics_token",
+    )
+}
+
+# The default values and the shapes the chart's options give it.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "autoscaling-and-metrics": {
+        "app": {"autoscaling": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
+    "chart-created-secret": {"secrets": {"create": True, "values": _TRIAL_SECRETS}},
+    "ingress-off": {
+        "ingress": {"enabled": False},
+        "baseUrl": "https://api.internal.example.com",
+        "networkPolicy": {"enabled": False},
+    },
+    "pinned-and-external": {
+        "image": {"digest": "sha256:" + "ab" * 32},
+        "persistence": {"existingClaim": "shared-files"},
+        "migrations": {"enabled": False},
+        "worker": {"enabled": False},
+        "ingress": {"certManager": {"enabled": True}},
+        "database": {"host": "shipshape.abc123.eu-west-1.rds.amazonaws.com"},
+        "redis": {"host": "redis-master.cache.svc.cluster.local"},
+        "networkPolicy": {"webhooks": {"enabled": False}},
+    },
+}
+
+
+def render_raw(values: dict[str, Any]) -> dict[str, str]:
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(
+            copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True
+        )
+
+
+@functools.cache
+def _render_set(name: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(render_raw(VALUE_SETS[name]).items()))
+
+
+def manifests(name: str) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt left out) of one value set."""
+    return {k: v for k, v in _render_set(name) if not k.endswith("NOTES.txt")}
+
+
+def objects(name: str) -> list[dict[str, Any]]:
+    """Every Kubernetes object one value set renders."""
+    found: list[dict[str, Any]] = []
+    for text in manifests(name).values():
+        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return found
+
+
+def by_kind(name: str, kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects(name) if o["kind"] == kind]
+
+
+def pod_specs(name: str) -> dict[str, dict[str, Any]]:
+    """Component (app, worker, migrate) -> pod spec."""
+    specs = {}
+    for o in objects(name):
+        if o["kind"] in ("Deployment", "Job"):
+            template = o["spec"]["template"]
+            specs[template["metadata"]["labels"]["app.kubernetes.io/component"]] = template["spec"]
+    return specs
