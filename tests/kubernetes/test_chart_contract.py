@@ -220,3 +220,12 @@ def test_autoscaling_owns_the_replica_count() -> None:
     assert "replicas" not in app[0]["spec"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "shipshape"
     assert all(o["kind"] != "HorizontalPodAutoscaler" for o in objects("default"))
+
+
+def test_the_ingress_lets_through_the_largest_import() -> None:
+    (ingress,) = by_kind("default", "Ingress")
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)", size.lower()).groups()  # type: ignore[union-attr]
+    limit = int(number) * 1024 ** " kmg".index(unit or " ")
+    assert limit >= Settings.model_fields["import_max_bytes"].default
+    assert ingress["spec"]["tls"][0]["hosts"] == [ingress["spec"]["rules"][0]["host"]]
