@@ -123,6 +123,10 @@ format: venv ## Format the code and apply safe lint fixes
 .PHONY: lock-deps
 lock-deps: | $(UV) ## Re-resolve uv.lock and export requirements.lock.txt (what images install)
 	$(UV) lock
+	@$(MAKE) lock-export
+
+.PHONY: lock-export
+lock-export: | $(UV) ## Export requirements.lock.txt from uv.lock as it is (no re-resolving)
 	$(UV) export --frozen --no-dev --no-emit-project --no-header \
 	    --output-file requirements.lock.txt >/dev/null
 	@sed -i '1i # Exported from uv.lock by `make lock-deps`: do not edit by hand.' requirements.lock.txt

@@ -22,6 +22,7 @@ def workflow(name: str) -> dict[str, Any]:
 
 CI = workflow("ci.yml")
 BUILD = workflow("build-and-push-container.yml")
+LOCK = workflow("dependabot-lock.yml")
 
 
 def job(parsed: dict[str, Any], name: str) -> dict[str, Any]:
@@ -127,3 +128,25 @@ def test_make_lint_runs_actionlint() -> None:
     lint = re.search(r"^lint:.*?\n((?:\t.*\n)+)", makefile, re.M)
     assert lint
     assert "$(MAKE) --no-print-directory actionlint" in lint[1]
+
+
+def test_dependabot_python_updates_get_the_exported_lock_and_a_ci_run() -> None:
+    dependabot = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert "uv" in {u["package-ecosystem"] for u in dependabot["updates"]}
+    assert LOCK["on"] == {"push": {"branches": ["dependabot/uv/**"]}}
+    assert LOCK["permissions"] == {"contents": "write", "actions": "write"}
+    export = job(LOCK, "export")
+    assert export["if"] == "github.actor == 'dependabot[bot]'"
+    steps = runs(export)
+    assert steps[0] == "make lock-export"
+    script = steps[1]
+    # Only the exported file is committed, and only when it changed.
+    assert "git diff --quiet -- requirements.lock.txt" in script
+    assert "-- requirements.lock.txt" in script.split("git commit", 1)[1].splitlines()[0]
+    # A GITHUB_TOKEN push starts no workflow: CI is dispatched, and ci.yml accepts that.
+    assert script.rstrip().endswith('gh workflow run ci.yml --ref "$BRANCH"')
+    assert "workflow_dispatch" in CI["on"]
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile.split("\nlock-export:", 1)[1].split("\n\n", 1)[0]
+    assert "uv export --frozen" in target.replace("$(UV)", "uv")
+    assert "uv lock" not in target.replace("$(UV)", "uv")
