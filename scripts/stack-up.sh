@@ -70,6 +70,8 @@ for container in $("$@" ps --all --quiet); do
     state=$(state "$container")
     case "$state" in
         *" running healthy"|*" running "|*" created "*) continue ;;  # created: never started
+        *" exited "*)  # a one-shot service (tls-bootstrap) that did its job is no failure
+            [ "$("$docker" inspect --format '{{.State.ExitCode}}' "$container")" != 0 ] || continue ;;
     esac
     echo "--- ${state#/} (last lines of its log):" >&2
     "$docker" logs --tail 8 "$container" >"$logs" 2>&1 || true

@@ -1,31 +1,46 @@
 #!/bin/sh
-# nginx start hook (/docker-entrypoint.d/): make sure a certificate exists, then keep
-# nginx on the newest one.
+# nginx start hook (/docker-entrypoint.d/): wait for a certificate, then keep nginx on the
+# newest one.
 #
 # Usage: run by the nginx image's entrypoint before nginx starts; no arguments.
 #   DOMAIN                  the host name (certbot's lineage: /etc/letsencrypt/live/$DOMAIN)
 #   CERT_WATCH_INTERVAL     seconds between certificate checks (default 60)
+#   CERT_WAIT_SECONDS       how long to wait for a first certificate (default 120)
 #
-# /etc/nginx/certs/current links to the certbot certificate when there is one, else to a
-# self-signed bootstrap certificate made here, so nginx can start (and serve the ACME
-# challenge) before the first certificate is issued. A background loop relinks and runs
-# `nginx -s reload` — a graceful reload that drops no connection — whenever certbot
-# issues or renews the certificate.
+# /etc/nginx/certs/current links to certbot's certificate when there is one, else to the
+# self-signed bootstrap certificate that the tls-bootstrap service writes into
+# /etc/letsencrypt/bootstrap/$DOMAIN, so nginx can start (and serve the ACME challenge)
+# before the first certificate is issued. Nothing here makes a certificate: the official
+# nginx Alpine image has no openssl command. A background loop relinks and runs
+# `nginx -s reload` — a graceful reload that drops no connection — whenever certbot issues or
+# renews the certificate.
 set -o errexit -o nounset
 
 domain="${DOMAIN:?DOMAIN is required}"
 interval="${CERT_WATCH_INTERVAL:-60}"
+wait_seconds="${CERT_WAIT_SECONDS:-120}"
 live="/etc/letsencrypt/live/$domain"
-bootstrap="/etc/nginx/certs/bootstrap"
+bootstrap="/etc/letsencrypt/bootstrap/$domain"
 current="/etc/nginx/certs/current"
 
 log() {
     printf '{"level":"%s","logger":"nginx.certificates","message":"%s"}\n' "$1" "$2"
 }
 
+# The folder of the certificate to serve: certbot's, else the bootstrap one, else none.
+chosen() {
+    for dir in "$live" "$bootstrap"; do
+        if [ -r "$dir/fullchain.pem" ] && [ -r "$dir/privkey.pem" ]; then
+            echo "$dir"
+            return
+        fi
+    done
+}
+
 fingerprint() {
-    # Changes whenever certbot writes a new certificate into the lineage.
-    if [ -r "$live/fullchain.pem" ]; then cksum < "$live/fullchain.pem"; else echo none; fi
+    # Changes whenever certbot (or tls-bootstrap) writes a new certificate.
+    dir="$(chosen)"
+    if [ -n "$dir" ]; then echo "$dir $(cksum < "$dir/fullchain.pem")"; else echo none; fi
 }
 
 point_at() {
@@ -34,18 +49,21 @@ point_at() {
 }
 
 mkdir -p /etc/nginx/certs
-if [ -r "$live/fullchain.pem" ] && [ -r "$live/privkey.pem" ]; then
-    point_at "$live"
+waited=0
+while [ -z "$(chosen)" ]; do
+    if [ "$waited" -ge "$wait_seconds" ]; then
+        log error "no certificate for $domain after ${waited}s: neither certbot's ($live) nor the bootstrap one ($bootstrap, written by the tls-bootstrap service)"
+        exit 1
+    fi
+    [ "$waited" -gt 0 ] || log info "waiting for a certificate for $domain"
+    sleep 1
+    waited=$((waited + 1))
+done
+point_at "$(chosen)"
+if [ "$(chosen)" = "$live" ]; then
     log info "using the certificate for $domain"
 else
-    if [ ! -r "$bootstrap/fullchain.pem" ]; then
-        mkdir -p "$bootstrap"
-        openssl req -x509 -nodes -newkey rsa:2048 -days 30 \
-            -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
-            -keyout "$bootstrap/privkey.pem" -out "$bootstrap/fullchain.pem" 2>/dev/null
-    fi
-    point_at "$bootstrap"
-    log warning "no certificate for $domain yet: serving a self-signed bootstrap certificate"
+    log warning "no certificate for $domain yet: serving the self-signed bootstrap certificate"
 fi
 
 (
@@ -53,7 +71,7 @@ fi
     while sleep "$interval"; do
         now="$(fingerprint)"
         if [ "$now" != "$seen" ] && [ "$now" != none ]; then
-            point_at "$live"
+            point_at "$(chosen)"
             if nginx -t >/dev/null 2>&1 && nginx -s reload; then
                 log info "certificate for $domain changed: nginx reloaded"
                 seen="$now"

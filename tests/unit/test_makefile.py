@@ -227,9 +227,11 @@ def _stack_up(
         f"""echo "$*" >> {calls}
 case "$*" in
   *" run "*check-config*) [ {check} = 0 ] || echo "config error: DOMAIN is required" >&2; exit {check};;
-  *"ps --all --quiet"*) [ -e {calls}.up ] && echo c1 c2 || echo c0 c2;;
+  *"ps --all --quiet"*) [ -e {calls}.up ] && echo c1 c2 c3 || echo c0 c2;;
   *" up "*) touch {calls}.up; exit {up};;
+  "inspect --format {{{{.State.ExitCode}}}} c3") echo 0;;
   "inspect"*c0) echo "/shipshape-app-1 running unhealthy";;
+  "inspect"*c3) echo "/shipshape-tls-bootstrap-1 exited ";;
   "inspect"*c1) echo "/shipshape-app-1 restarting ";;
   "inspect"*c2) echo "/shipshape-db-1 running healthy";;
   "logs"*) echo '{log}';;
@@ -262,6 +264,7 @@ def test_a_stack_that_does_not_get_healthy_shows_why_and_the_way_out(tmp_path: P
     assert "--- shipshape-app-1 restarting" in result.stderr
     assert log in result.stderr
     assert "shipshape-db-1" not in result.stderr  # healthy: not reported
+    assert "tls-bootstrap" not in result.stderr  # a one-shot service that exited 0: neither
     assert calls.index("rm --force c0") < calls.index(" up ")  # a failed start is replaced
     assert "this volume was initialised with another password" in result.stderr
     assert "make db-password ENV=prod" in result.stderr
