@@ -67,7 +67,9 @@ def test_image_workflow_builds_wheels_scans_and_pushes_multi_arch() -> None:
     build = job(BUILD, "build")
     assert build["needs"] == ["tests", "prepare-wheels", "security-scan"]
     assert "actions/download-artifact" in uses(build)
-    push = step_with(build, "docker/build-push-action")
+    (push,) = [
+        dict(s["with"]) for s in build["steps"] if s.get("name", "").startswith("Build (and push")
+    ]
     assert push["platforms"] == (
         "${{ github.event.repository.private && 'linux/amd64' || 'linux/amd64,linux/arm64' }}"
     )
@@ -150,3 +152,32 @@ def test_dependabot_python_updates_get_the_exported_lock_and_a_ci_run() -> None:
     target = makefile.split("\nlock-export:", 1)[1].split("\n\n", 1)[0]
     assert "uv export --frozen" in target.replace("$(UV)", "uv")
     assert "uv lock" not in target.replace("$(UV)", "uv")
+
+
+def test_each_platform_image_serves_before_anything_is_pushed() -> None:
+    """The arm64 image is started under QEMU (the amd64 one natively) by the smoke script
+    before the step that pushes; a private repository, which builds amd64 alone, skips the
+    arm64 one."""
+    steps = job(BUILD, "build")["steps"]
+    names = [step.get("name", "") for step in steps]
+    push = next(i for i, name in enumerate(names) if name.startswith("Build (and push"))
+    assert any(
+        step.get("uses", "").startswith("docker/setup-qemu-action@") for step in steps[:push]
+    )
+    for arch in ("amd64", "arm64"):
+        (build_index,) = [
+            i for i, n in enumerate(names) if n == f"Build the {arch} image for its smoke test"
+        ]
+        (smoke_index,) = [i for i, n in enumerate(names) if n.startswith(f"Smoke test ({arch}")]
+        built = dict(steps[build_index]["with"])
+        assert built["platforms"] == f"linux/{arch}"
+        assert built["load"] is True
+        assert built["tags"] == f"shipshape-smoke:{arch}"
+        assert (
+            steps[smoke_index]["run"]
+            == f"scripts/smoke-image.sh shipshape-smoke:{arch} linux/{arch}"
+        )
+        assert build_index < smoke_index < push
+        if arch == "arm64":
+            for index in (build_index, smoke_index):
+                assert steps[index]["if"] == "${{ !github.event.repository.private }}"
