@@ -110,8 +110,10 @@ def test_production_dockerfile_follows_the_conventions() -> None:
     ):
         assert arg in args, arg
     scan = " ".join(i.command for i in runs(PROD, "security-scan"))
-    assert "bandit " in scan
-    assert "pip-audit " in scan
+    # The scanners run (installed is not enough): bandit over the app, pip-audit over the
+    # locked requirements.
+    assert re.search(r"&& bandit --recursive [^&]* app\b", scan)
+    assert "pip-audit --requirement requirements.lock.txt" in scan
     assert not any(":latest" in value for value in values(PROD, "FROM"))
 
 
