@@ -90,6 +90,14 @@ test: venv ## Run every test tier (Docker tiers skip with a reason when Docker i
 test-fast: venv ## Run only the fast tier: tests/unit and tests/fuzz (no Docker, no compose CLI), one process per CPU
 	$(RUN) pytest -m "unit or fuzz" --numprocesses auto $(PYTEST_ARGS)
 
+.PHONY: prove
+prove: venv ## Break each matrix item in a scratch copy: its fast and config tier tests must fail
+	$(RUN) python -m tools.prove
+
+.PHONY: prove-all
+prove-all: venv ## The same for every row with all its tests, the Docker tiers too (slow)
+	$(RUN) python -m tools.prove --all
+
 .PHONY: lint
 lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), actionlint (workflows)
 	$(RUN) ruff check .
@@ -137,6 +145,7 @@ docs: venv ## Regenerate the settings table, the chart's values schema and the c
 	$(RUN) python -m tools.config_docs --write
 	$(RUN) python -m tools.conventions_index --write
 	$(RUN) python -m tools.chart_schema --write
+	$(RUN) python -m tools.prove --write-status
 
 .PHONY: check-config
 check-config: venv ## Validate the environment and print the resolved (redacted) configuration

