@@ -183,3 +183,13 @@ def test_each_platform_image_serves_before_anything_is_pushed() -> None:
         if arch == "arm64":
             for index in (build_index, smoke_index):
                 assert steps[index]["if"] == "${{ !github.event.repository.private }}"
+
+
+def test_the_rows_only_docker_proves_are_proved_weekly() -> None:
+    weekly = workflow("prove-all.yml")
+    assert weekly["on"]["schedule"]
+    assert "workflow_dispatch" in weekly["on"]
+    assert runs(job(weekly, "prove-all")) == ["make prove-all"]
+    assert weekly["env"]["CI"] == "true"  # a Docker tier that cannot run fails
+    makefile = (ROOT / "Makefile").read_text()
+    assert "python -m tools.prove --all --docker-rows" in makefile
