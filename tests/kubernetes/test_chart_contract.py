@@ -10,25 +10,20 @@ from typing import Any
 
 import pytest
 import yaml
-from dockerfile_parse import DockerfileParser
 
 from app.core.config import Settings, is_secret
-from tests.kubernetes.chart import CHART, VALUE_SETS, by_kind, objects, pod_specs
+from tests.helpers import dockerfile
+from tests.kubernetes.chart import CHART, ROOT, VALUE_SETS, by_kind, objects, pod_specs
 from tools import chart_schema
 
-ROOT = Path(__file__).resolve().parents[2]
 STACK = yaml.safe_load((ROOT / "docker-stack.yml").read_text())["services"]
 SECRETS = {name.upper() for name, f in Settings.model_fields.items() if is_secret(f)}
 FIELDS = {name.upper() for name in Settings.model_fields}
-
-
-def _dockerfile() -> DockerfileParser:
-    parser = DockerfileParser(fileobj=(ROOT / "docker" / "Dockerfile.prod").open("rb"))
-    return parser
+PROD = dockerfile(ROOT / "docker" / "Dockerfile.prod")
 
 
 def _instruction(name: str) -> str:
-    return [i["value"] for i in _dockerfile().structure if i["instruction"] == name][-1]
+    return [i.value for i in PROD if i.keyword == name][-1]
 
 
 def _containers(value_set: str) -> dict[str, dict[str, Any]]:
