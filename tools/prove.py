@@ -88,9 +88,10 @@ def plan(
     """The mutations to run, and the problems found before running any. `docker_rows`:
     only the rows that no test of the tiers without Docker proves."""
     rows = {row.key: row for row in matrix_rows()}
-    problems = [f"{key}: no such row in docs/conventions.md" for key in load() if key not in rows]
+    declared = load()
+    problems = [f"{key}: no such row in docs/conventions.md" for key in declared if key not in rows]
     mutations: list[Mutation] = []
-    for key, edits in load().items():
+    for key, edits in declared.items():
         row = rows.get(key)
         if row is None or (only and only not in key):
             continue
@@ -146,14 +147,15 @@ class Run:
     def __init__(self, tree: Path, tests: tuple[str, ...], fork: bool = True) -> None:
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
         self.started = time.monotonic()
+        fast = all(_tier(test) in FAST_TIERS for test in tests)
         # A fork only from the prover's own process: inside another pytest run, a fork
         # would carry that run's state into the new one.
-        if fork and all(_tier(test) in FAST_TIERS for test in tests):
+        if fork and fast:
             self.pid = _fork_pytest(tree, tests, self.output.fileno())
             self.process: subprocess.Popen[bytes] | None = None
         else:
             env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-            if all(_tier(test) in FAST_TIERS for test in tests):
+            if fast:
                 env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests], cwd=tree,
@@ -241,12 +243,13 @@ def status_table() -> str:
     for row in matrix_rows():
         edits = declared.get(row.key, [])
         fast = [t for t in row.tests if _tier(t) in FAST_TIERS]
+        count = f"{len(edits)} edit{'s' if len(edits) > 1 else ''}"
         if not edits:
             proof = "not yet: no breaking edit declared" + ("" if fast else " (Docker tiers only)")
         elif fast:
-            proof = f"`make prove` ({len(edits)} edit{'s' if len(edits) > 1 else ''}, every push)"
+            proof = f"`make prove` ({count}, every push)"
         else:
-            proof = f"`make prove-all` ({len(edits)} edit{'s' if len(edits) > 1 else ''}, weekly)"
+            proof = f"`make prove-all` ({count}, weekly)"
         lines.append(f"| {row.key} | {proof} |")
     return "\n".join([STATUS_START, *lines, STATUS_END])
 
