@@ -1,4 +1,5 @@
-"""Tables: users, their items, and the jobs that import and export items."""
+"""Tables: users, their items, the jobs that import and export items, and the web UI's
+sign-ins."""
 
 from __future__ import annotations
 
@@ -89,3 +90,20 @@ class Job(Base):
     webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BrowserSession(Base):
+    """A sign-in to the web UI. The cookie carries a random token; only its SHA-256 is stored
+    (a copy of the table signs nobody in). Signing out deletes the row, so the cookie is dead
+    at once, wherever a copy of it is."""
+
+    __tablename__ = "browser_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # Every state-changing form carries it (the synchronizer-token pattern against CSRF).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
