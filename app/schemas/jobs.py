@@ -62,3 +62,10 @@ class JobPublic(BaseModel):
             created_at=job.created_at,
             updated_at=job.updated_at,
         )
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int

@@ -44,6 +44,20 @@ class UserPublic(BaseModel):
     created_at: datetime
 
 
+class UserUpdate(BaseModel):
+    """What a superuser may change of another user."""
+
+    model_config = ConfigDict(extra="forbid")
+    is_active: bool
+
+
+class UserPage(BaseModel):
+    items: list[UserPublic]
+    total: int
+    limit: int
+    offset: int
+
+
 class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret

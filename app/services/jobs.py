@@ -117,6 +117,23 @@ def _stage_upload(settings: Settings, upload: BinaryIO) -> Path:
     return staged
 
 
+async def list_jobs(
+    session: AsyncSession, principal: Principal, *, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """One page of the principal's jobs (everybody's for a superuser), newest first, and how
+    many there are."""
+    scope = [] if principal.is_superuser else [Job.owner_id == principal.id]
+    total = await session.scalar(select(func.count()).select_from(Job).where(*scope))
+    jobs = await session.scalars(
+        select(Job)
+        .where(*scope)
+        .order_by(Job.created_at.desc(), Job.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(jobs), total or 0
+
+
 async def discard_job(session: AsyncSession, settings: Settings, job: Job) -> None:
     """Remove a job that could not be queued, with its upload."""
     await session.delete(job)

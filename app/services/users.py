@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,8 +21,17 @@ from app.core.text import is_clean
 from app.db.models import User
 from app.db.session import Database
 from app.schemas.users import MAX_PASSWORD_LENGTH, UserCreate
+from app.services import sessions
 from app.services.access import Principal
-from app.services.errors import Busy, Conflict, Forbidden, TooManyRequests, Unauthorized
+from app.services.cache import ReadCache
+from app.services.errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from app.services.login_guard import LoginGuard
 
 logger = logging.getLogger(__name__)
@@ -124,6 +133,40 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
         await session.rollback()
         raise Conflict("a user with this username or e-mail already exists") from None
     await session.refresh(user)
+    return user
+
+
+async def list_users(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[User], int]:
+    """One page of the users, oldest first, and how many there are."""
+    total = await session.scalar(select(func.count()).select_from(User))
+    users = await session.scalars(
+        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    )
+    return list(users), total or 0
+
+
+async def set_active(
+    session: AsyncSession,
+    cache: ReadCache,
+    principal: Principal,
+    user_id: uuid.UUID,
+    active: bool,
+) -> User:
+    """Activate or deactivate a user. A deactivated user is signed out of the web UI at once,
+    and their access tokens stop working once the cached principal is replaced (at once with
+    Redis; within a second in other processes without it)."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("user not found")
+    if user.id == principal.id and not active:
+        raise Conflict("you cannot deactivate yourself")
+    user.is_active = active
+    if not active:
+        await sessions.end_all(session, user.id)
+    await session.commit()
+    await cache.set_principal(
+        Principal(id=user.id, is_active=user.is_active, is_superuser=user.is_superuser)
+    )
     return user
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.states import JobKind
 from app.db.models import Job
 from app.schemas.common import CALLBACK_URL_PATTERN
-from app.schemas.jobs import ExportRequest, JobPublic
+from app.schemas.jobs import ExportRequest, JobPage, JobPublic
 from app.services import jobs as service
 from app.services.errors import Unavailable
 from app.services.jobs import JobAction
@@ -35,6 +35,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=error_responses(4
 IMPORT_PATH = f"{API_PREFIX}/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_JOBS_PAGE_SIZE = 100
 
 
 def _callback(url: str | None, settings: Settings) -> str | None:
@@ -46,13 +47,15 @@ def _callback(url: str | None, settings: Settings) -> str | None:
         raise validation_error(["body", "callback_url"], str(exc), url) from None
 
 
-async def _enqueue(
+async def queue(
     request: Request,
     background: BackgroundTasks,
     session: AsyncSession,
     settings: Settings,
     job: Job,
 ) -> None:
+    """Hand the new job on (broker or this process); without a broker reachable, the job is
+    removed again and the request fails with 503. The web UI queues its jobs through this."""
     try:
         await enqueue(background, request.app.state.db, settings, request.app.state.cache, job.id)
     except Unavailable:
@@ -91,7 +94,7 @@ async def import_items(
     """Upload a CSV; a job validates every row and imports all of them or none."""
     callback = _callback(callback_url, settings)
     job = await service.create_import(session, settings, principal, file.file, callback)
-    await _enqueue(request, background, session, settings, job)
+    await queue(request, background, session, settings, job)
     return JobPublic.of(job)
 
 
@@ -112,8 +115,22 @@ async def export_items(
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
     callback = _callback(body.callback_url if body else None, settings)
     job = await service.create_job(session, principal, JobKind.EXPORT, callback)
-    await _enqueue(request, background, session, settings, job)
+    await queue(request, background, session, settings, job)
     return JobPublic.of(job)
+
+
+@router.get("/jobs", response_model=JobPage)
+async def list_jobs(
+    session: ReadSessionDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PAGE_SIZE)] = 20,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> JobPage:
+    """The caller's jobs (everybody's for a superuser), newest first."""
+    jobs, total = await service.list_jobs(session, principal, limit=limit, offset=offset)
+    return JobPage(
+        items=[JobPublic.of(job) for job in jobs], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/jobs/{job_id:uuid}", response_model=JobPublic, responses=error_responses(404))

@@ -1,15 +1,26 @@
-"""The current user, and user creation by a superuser."""
+"""The current user; for superusers, the users: list, create, (de)activate."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from app.api import API_PREFIX
-from app.api.deps import CurrentSuperuser, CurrentUser, SessionDep
+from app.api.deps import (
+    CacheDep,
+    CurrentSuperuser,
+    CurrentUser,
+    ReadSessionDep,
+    SessionDep,
+)
 from app.api.errors import error_responses
 from app.db.models import User
-from app.schemas.users import UserCreate, UserPublic
-from app.services.users import create_user
+from app.schemas.users import UserCreate, UserPage, UserPublic, UserUpdate
+from app.services.users import create_user, list_users, set_active
+
+MAX_PAGE_SIZE = 100
 
 # Every route needs a user: 401 without one, 403 for an inactive one (or not a superuser).
 router = APIRouter(
@@ -22,6 +33,23 @@ async def read_me(user: CurrentUser) -> User:
     return user
 
 
+@router.get("", response_model=UserPage)
+async def list_all(
+    session: ReadSessionDep,
+    _admin: CurrentSuperuser,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> UserPage:
+    """Superusers: the users, oldest first."""
+    users, total = await list_users(session, limit=limit, offset=offset)
+    return UserPage(
+        items=[UserPublic.model_validate(user) for user in users],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
 @router.post(
     "",
     response_model=UserPublic,
@@ -30,3 +58,18 @@ async def read_me(user: CurrentUser) -> User:
 )
 async def create(data: UserCreate, session: SessionDep, _admin: CurrentSuperuser) -> User:
     return await create_user(session, data)
+
+
+@router.patch(
+    "/{user_id:uuid}", response_model=UserPublic, responses=error_responses(400, 404, 409, 413)
+)
+async def update(
+    user_id: uuid.UUID,
+    data: UserUpdate,
+    session: SessionDep,
+    cache: CacheDep,
+    admin: CurrentSuperuser,
+) -> User:
+    """Superusers: deactivate a user (signed out of the web UI at once, API tokens refused)
+    or activate them again."""
+    return await set_active(session, cache, admin, user_id, data.is_active)

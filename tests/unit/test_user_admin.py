@@ -1,0 +1,88 @@
+"""Superusers list, deactivate and activate users; everyone lists their own jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from tests.helpers import Headers
+
+PASSWORD = "correct-horse-battery"
+
+
+def _id(client: TestClient, headers: Headers) -> str:
+    user_id: str = client.get("/api/v1/users/me", headers=headers).json()["id"]
+    return user_id
+
+
+def test_superusers_list_users_in_pages(
+    client: TestClient, admin_headers: Headers, make_user: Callable[..., Headers]
+) -> None:
+    for name in ("alice", "bob", "carol"):
+        make_user(name, PASSWORD)
+    page = client.get("/api/v1/users", params={"limit": 2, "offset": 1}, headers=admin_headers)
+    assert page.status_code == 200
+    body = page.json()
+    assert body["total"] == 4
+    assert [user["username"] for user in body["items"]] == ["alice", "bob"]
+    assert "hashed_password" not in body["items"][0]
+    assert (
+        client.get("/api/v1/users", params={"limit": 101}, headers=admin_headers).status_code == 422
+    )
+
+
+def test_deactivation_refuses_the_users_token_at_once_and_activation_restores_it(
+    client: TestClient, admin_headers: Headers, make_user: Callable[..., Headers]
+) -> None:
+    alice = make_user("alice", PASSWORD)
+    assert client.get("/api/v1/items", headers=alice).status_code == 200
+    alice_id = _id(client, alice)
+    off = client.patch(
+        f"/api/v1/users/{alice_id}", json={"is_active": False}, headers=admin_headers
+    )
+    assert off.status_code == 200
+    assert off.json()["is_active"] is False
+    assert client.get("/api/v1/items", headers=alice).status_code == 403
+    on = client.patch(f"/api/v1/users/{alice_id}", json={"is_active": True}, headers=admin_headers)
+    assert on.json()["is_active"] is True
+    assert client.get("/api/v1/items", headers=alice).status_code == 200
+
+
+def test_only_superusers_change_users_and_never_themselves(
+    client: TestClient, admin_headers: Headers, make_user: Callable[..., Headers]
+) -> None:
+    alice = make_user("alice", PASSWORD)
+    admin_id = _id(client, admin_headers)
+    assert client.get("/api/v1/users", headers=alice).status_code == 403
+    forbidden = client.patch(f"/api/v1/users/{admin_id}", json={"is_active": False}, headers=alice)
+    assert forbidden.status_code == 403
+    myself = client.patch(
+        f"/api/v1/users/{admin_id}", json={"is_active": False}, headers=admin_headers
+    )
+    assert myself.status_code == 409
+    missing = client.patch(
+        "/api/v1/users/00000000-0000-0000-0000-000000000000",
+        json={"is_active": False},
+        headers=admin_headers,
+    )
+    assert missing.status_code == 404
+    extra = client.patch(
+        f"/api/v1/users/{admin_id}", json={"is_superuser": False}, headers=admin_headers
+    )
+    assert extra.status_code == 422
+
+
+def test_jobs_list_is_the_callers_own_newest_first(
+    client: TestClient, admin_headers: Headers, make_user: Callable[..., Headers]
+) -> None:
+    alice = make_user("alice", PASSWORD)
+    bob = make_user("bob", PASSWORD)
+    first = client.post("/api/v1/items/export", headers=alice).json()["id"]
+    second = client.post("/api/v1/items/export", headers=alice).json()["id"]
+    client.post("/api/v1/items/export", headers=bob)
+    mine = client.get("/api/v1/jobs", headers=alice).json()
+    assert mine["total"] == 2
+    assert [job["id"] for job in mine["items"]] == [second, first]
+    assert client.get("/api/v1/jobs", headers=admin_headers).json()["total"] == 3
+    assert client.get("/api/v1/jobs", params={"limit": 0}, headers=alice).status_code == 422
