@@ -282,6 +282,26 @@ def _prepare(timeout: int | None, say: Say) -> None:
         _migrate(settings, say=say)
     if settings.create_superuser:
         _create_superuser(settings, say)
+    if settings.ui_static_dir:
+        _collect_static(Path(settings.ui_static_dir), say)
+
+
+def _collect_static(target: Path, say: Say) -> None:
+    from app.web.assets import Assets
+
+    assets = Assets()
+    written = assets.collect(target)
+    say(f"web UI static files: {written} new of {len(assets.by_name)} in {target}")
+
+
+@cli.command("collect-static")
+@friendly_errors
+def collect_static(
+    target: Annotated[Path, typer.Argument(help="Directory nginx serves the files from.")],
+) -> None:
+    """Copy the web UI's static files, under their fingerprinted names, into TARGET (the
+    production start does this into UI_STATIC_DIR)."""
+    _collect_static(target, typer.echo)
 
 
 def _log_say(name: str) -> Say:

@@ -39,6 +39,10 @@ from app.db.session import Database
 from app.services.cache import ReadCache
 from app.services.health import HealthState
 from app.services.login_guard import LoginGuard
+from app.web import docs as web_docs
+from app.web import errors as web_errors
+from app.web import pages as web_pages
+from app.web.assets import Assets
 
 logger = logging.getLogger("app")
 
@@ -119,7 +123,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         version=settings.version,
         lifespan=lifespan,
         openapi_url=OPENAPI_PATH,
-        docs_url="/docs",
+        docs_url=None,  # served by app/web/docs.py, from this site's files (strict CSP)
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False}
         if not settings.otel_enabled
@@ -127,9 +131,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.settings = settings
     app.state.health = HealthState()
+    app.state.assets = Assets()
     app.router.routes.extend(all_routes())
+    app.router.routes.extend(web_docs.router().routes)
+    app.router.routes.extend(web_pages.router(settings).routes)
     _document_settings_in_openapi(app, settings)
     install_error_handlers(app)
+    web_errors.install(app, settings)  # HTML error pages on the web UI's paths
     app.add_middleware(RetryReadsOnLostConnection)  # innermost: right around the routes
     if settings.cors_origin_list:
         app.add_middleware(
@@ -144,7 +152,10 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         BodySizeLimits,
         default_limit=settings.max_request_bytes,
         # The file itself, plus room for the multipart framing and the other form fields.
-        limits={IMPORT_PATH: settings.import_max_bytes + MULTIPART_OVERHEAD_BYTES},
+        limits=dict.fromkeys(
+            (IMPORT_PATH, settings.ui_path + web_pages.IMPORT_PATH),
+            settings.import_max_bytes + MULTIPART_OVERHEAD_BYTES,
+        ),
     )
     app.add_middleware(
         RequestContextMiddleware,

@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated origins allowed by CORS (empty: CORS middleware off).",
     )
+    webui_base_url: str = Field(
+        "",
+        description="Public URL of the web UI; the app serves it at this URL's path. Empty: "
+        "BASE_URL + /ui.",
+    )
+    ui_static_dir: str = Field(
+        "",
+        description="Where the `prod` start copies the web UI's fingerprinted static files for "
+        "nginx to serve (a volume shared with it). Empty: the app serves them itself.",
+    )
 
     # --- Database ------------------------------------------------------------------------
     database_url: str = _secret(
@@ -287,6 +297,13 @@ class Settings(BaseSettings):
     jwt_algorithm: str = Field("HS256", description="JWT signing algorithm (HS256/HS384/HS512).")
     access_token_expire_minutes: int = Field(
         60, ge=1, le=60 * 24 * 30, description="Lifetime of an access token."
+    )
+    ui_session_minutes: int = Field(
+        480,
+        ge=5,
+        le=60 * 24 * 7,
+        description="Lifetime of a web UI sign-in (its session cookie); signing out ends it at "
+        "once.",
     )
 
     password_hash_memory_kib: int = Field(
@@ -447,7 +464,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"{network.strip()!r} is not a network (CIDR)") from None
         return value
 
-    @field_validator("base_url")
+    @field_validator("base_url", "webui_base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
@@ -461,6 +478,12 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "VISIBILITY_TIMEOUT must be above TASK_TIME_LIMIT, or running jobs are "
                 "delivered twice"
+            )
+        taken = ("/api", "/docs", "/live", "/ready", "/health", "/metrics", "/openapi.json")
+        if any(self.ui_path == path or self.ui_path.startswith(path + "/") for path in taken):
+            raise ConfigError(
+                f"WEBUI_BASE_URL's path {self.ui_path} is one the service already answers: "
+                "use another, e.g. /ui"
             )
         if self.is_strict:
             self._refuse_weak_secrets()
@@ -516,6 +539,11 @@ class Settings(BaseSettings):
             auth = f"{user}:{password}" if password else user
             return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
         return SQLITE_DEFAULT_URL
+
+    @property
+    def ui_path(self) -> str:
+        """The path the web UI is served under (no trailing slash)."""
+        return urlsplit(self.webui_base_url or f"{self.base_url}/ui").path.rstrip("/") or "/ui"
 
     @property
     def is_sqlite(self) -> bool:

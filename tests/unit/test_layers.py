@@ -1,4 +1,4 @@
-"""Imports point down the layers only: core ← schemas ← db ← services ← worker ← api.
+"""Imports point down the layers only: core ← schemas ← db ← services ← worker ← api ← web.
 
 Routes translate HTTP and call services; services own the domain and call db; nothing below
 knows what is above it. Imports only for type checking (`if TYPE_CHECKING:`) do not count:
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("core", "schemas", "db", "services", "worker", "api")
+LAYERS = ("core", "schemas", "db", "services", "worker", "api", "web")
 
 
 def _layer(module: str) -> int | None:
@@ -98,7 +98,7 @@ def test_handlers_that_read_take_the_read_session_and_writers_the_other() -> Non
 def test_routes_are_flat_and_every_api_route_is_under_the_one_prefix() -> None:
     """app.router holds the routes themselves (no nested router to match through: see
     app/api/router.py), each with its full path, under API_PREFIX unless it is a probe or the
-    root page."""
+    root page, or the web UI's (under its path) or the docs page."""
     from fastapi.routing import APIRoute
 
     from app.api import API_PREFIX
@@ -107,8 +107,17 @@ def test_routes_are_flat_and_every_api_route_is_under_the_one_prefix() -> None:
     app = create_app()
     routes = [route for route in app.router.routes if isinstance(route, APIRoute)]
     assert routes, "the app's own route list holds the API routes"
-    outside = {r.path for r in routes if not r.path.startswith(f"{API_PREFIX}/")}
-    assert outside <= {"/", "/openapi.json", "/live", "/ready", "/health", "/metrics"}
+    outside = {r.path for r in routes if not r.path.startswith((f"{API_PREFIX}/", "/ui/"))}
+    assert outside <= {
+        "/",
+        "/openapi.json",
+        "/live",
+        "/ready",
+        "/health",
+        "/metrics",
+        "/docs",
+        "/ui",
+    }
 
 
 def test_services_take_the_principal_never_the_orm_user() -> None:

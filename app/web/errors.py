@@ -1,0 +1,100 @@
+"""Errors on the UI's paths as HTML pages; everywhere else the API's JSON answers stay.
+
+The API's handlers (app/api/errors.py) are wrapped, not replaced: a request under the UI's
+path gets a page with the same status and the same safe message (never SQL, paths or a
+stack), and a link back; any other request gets exactly what it got before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.config import Settings
+from app.services.errors import ServiceError
+from app.web.auth import CsrfRejected, SignInRequired, login_url
+from app.web.pages import render
+
+Handler = Callable[[Request, Exception], Awaitable[Response] | Response]
+
+TITLES = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Conflict",
+    413: "Too large",
+    422: "Not valid",
+    429: "Too many attempts",
+    503: "Unavailable",
+}
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ServiceError):
+        return exc.detail
+    if isinstance(exc, RequestValidationError):
+        fields = sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")})
+        return "These values are not valid: " + ", ".join(fields) if fields else "Not valid."
+    if isinstance(exc, StarletteHTTPException) and isinstance(exc.detail, str):
+        return exc.detail
+    return "Something went wrong; try again shortly."
+
+
+def _page(
+    request: Request, status_code: int, message: str, headers: dict[str, str] | None
+) -> Response:
+    title = TITLES.get(status_code, "Error")
+    return render(request, "error.html", status_code, headers=headers, title=title, message=message)
+
+
+def _wrap(settings: Settings, api_handler: Handler) -> Handler:
+    prefix = settings.ui_path
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        api_response = api_handler(request, exc)
+        if not isinstance(api_response, Response):
+            api_response = await api_response
+        if path != prefix and not path.startswith(prefix + "/"):
+            return api_response
+        headers = {
+            name: value
+            for name, value in api_response.headers.items()
+            if name.lower() in ("retry-after", "allow")
+        }
+        return _page(request, api_response.status_code, _message(exc), headers)
+
+    return handler
+
+
+async def _sign_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)  # noqa: S101 - registered for it only
+    settings: Settings = request.app.state.settings
+    return RedirectResponse(
+        login_url(settings, exc.next_path), status_code=303, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _csrf(request: Request, exc: Exception) -> Response:
+    return _page(
+        request,
+        status.HTTP_403_FORBIDDEN,
+        "This form has expired or did not come from this site: nothing was done. "
+        "Go back, reload the page and try again.",
+        None,
+    )
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Call after the API's handlers are installed."""
+    for error, api_handler in list(app.exception_handlers.items()):
+        if isinstance(error, type):
+            app.add_exception_handler(error, _wrap(settings, api_handler))
+    app.add_exception_handler(SignInRequired, _sign_in)
+    app.add_exception_handler(CsrfRejected, _csrf)

@@ -1,0 +1,589 @@
+"""The web UI's pages. Like the API's routes they only translate HTTP: forms in, services
+called with the signed-in principal, HTML out. Every page works as plain HTML forms;
+app.js only adds progress polling on a running job's page.
+
+Each state-changing form posts with the session's CSRF token (`FormUserDep`) and answers
+with a redirect (post/redirect/get), so reloading a page never repeats an action.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from math import ceil
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
+from app.api.routes.jobs import queue
+from app.core.config import Settings
+from app.core.states import JobKind, JobState
+from app.schemas.common import SearchText
+from app.schemas.items import ItemCreate, ItemUpdate
+from app.schemas.jobs import JobPublic
+from app.schemas.users import UserCreate
+from app.services import items as items_service
+from app.services import jobs as jobs_service
+from app.services import sessions
+from app.services import users as users_service
+from app.services.errors import Forbidden, ServiceError
+from app.services.health import run_checks
+from app.services.jobs import JobAction
+from app.services.sessions import SignedIn
+from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
+from app.web.assets import Assets
+from app.web.auth import (
+    PAGE_HEADERS,
+    FormUserDep,
+    SignedInDep,
+    check_login_token,
+    clear_session_cookie,
+    login_url,
+    new_login_token,
+    safe_next,
+    session_token,
+    set_login_cookie,
+    set_session_cookie,
+)
+from app.worker.dispatch import operate
+
+PAGE_SIZE = 20
+MAX_PAGE = 1_000_000  # page numbers beyond any real table are refused, not computed
+IMPORT_PATH = "/import"
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+# Confirmations after a redirect: the query names one of these, never free text.
+NOTICES = {
+    "created": "Item created.",
+    "saved": "Item saved.",
+    "deleted": "Item deleted.",
+    "user-created": "User created.",
+    "user-activated": "User activated.",
+    "user-deactivated": "User deactivated: signed out everywhere.",
+    "signed-out": "You are signed out.",
+    "job-operated": "Job updated.",
+}
+
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Notice = Annotated[str | None, Query(max_length=32)]
+
+
+def render(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    *,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """A page, with the UI's security headers."""
+    settings: Settings = request.app.state.settings
+    assets: Assets = request.app.state.assets
+    static = f"{settings.ui_path}/static"
+    response = TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            "ui": settings.ui_path,
+            "app_name": settings.app_name,
+            "asset": lambda source: f"{static}/{assets.name(source)}",
+            **context,
+        },
+        status_code=status_code,
+        headers={**PAGE_HEADERS, **(headers or {})},
+    )
+    return response
+
+
+def redirect(settings: Settings, path: str, notice: str | None = None) -> RedirectResponse:
+    url = f"{settings.ui_path}{path}"
+    if notice is not None:
+        url += f"{'&' if '?' in url else '?'}notice={notice}"
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _pages(total: int, page: int) -> dict[str, Any]:
+    return {"page": page, "pages": max(1, ceil(total / PAGE_SIZE)), "total": total}
+
+
+def _errors(exc: ValidationError) -> dict[str, str]:
+    """Each field's first problem, for the form."""
+    found: dict[str, str] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "form"
+        found.setdefault(field, str(error["msg"]))
+    return found
+
+
+def _superuser(user: SignedIn) -> SignedIn:
+    if not user.principal.is_superuser:
+        raise Forbidden("superuser required")
+    return user
+
+
+# --- signing in and out ----------------------------------------------------------------------
+
+
+async def home(settings: SettingsDep) -> RedirectResponse:
+    return redirect(settings, "/items")
+
+
+async def login_page(
+    request: Request,
+    settings: SettingsDep,
+    next_path: Annotated[str | None, Query(alias="next", max_length=2048)] = None,
+    notice: Notice = None,
+) -> HTMLResponse:
+    return _login_form(request, settings, next_path, notice=NOTICES.get(notice or ""))
+
+
+def _login_form(
+    request: Request,
+    settings: Settings,
+    next_path: str | None,
+    status_code: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+    headers: dict[str, str] | None = None,
+    username: str = "",
+) -> HTMLResponse:
+    token = new_login_token()
+    response = render(
+        request,
+        "login.html",
+        status_code,
+        headers=headers,
+        login_token=token,
+        next=safe_next(settings, next_path),
+        error=error,
+        notice=notice,
+        username=username,
+    )
+    set_login_cookie(response, settings, token)
+    return response
+
+
+async def login(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    guard: LoginGuardDep,
+    username: Annotated[str, Form(max_length=1024)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=1024)] = "",
+    next_path: Annotated[str, Form(alias="next", max_length=2048)] = "",
+) -> Response:
+    """The API's sign-in (same throttling), ending in a session cookie instead of a token."""
+    check_login_token(request, csrf_token)
+    client = request.client.host if request.client else "unknown"
+    try:
+        user = await users_service.log_in(session, guard, username, password, client)
+    except ServiceError as exc:
+        return _login_form(
+            request, settings, next_path, exc.status_code, exc.detail, None, exc.headers, username
+        )
+    token = await sessions.start(session, settings, user.id)
+    response = RedirectResponse(safe_next(settings, next_path), status_code=303)
+    set_session_cookie(response, settings, token)
+    return response
+
+
+async def logout(
+    request: Request, session: SessionDep, settings: SettingsDep, _user: FormUserDep
+) -> RedirectResponse:
+    await sessions.end(session, session_token(request))
+    response = RedirectResponse(f"{login_url(settings)}?notice=signed-out", status_code=303)
+    clear_session_cookie(response, settings)
+    return response
+
+
+# --- items -----------------------------------------------------------------------------------
+
+
+async def items_page(
+    request: Request,
+    session: ReadSessionDep,
+    user: SignedInDep,
+    q: Annotated[SearchText | None, Query(description="Title search.")] = None,
+    page: Page = 1,
+    notice: Notice = None,
+) -> HTMLResponse:
+    found = await items_service.list_items(
+        session, user.principal, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=q or None
+    )
+    return render(
+        request,
+        "items.html",
+        user=user,
+        items=found.items,
+        q=q or "",
+        notice=NOTICES.get(notice or ""),
+        **_pages(found.total, page),
+    )
+
+
+def _item_form(
+    request: Request,
+    user: SignedIn,
+    values: dict[str, str],
+    errors: dict[str, str],
+    item_id: uuid.UUID | None = None,
+) -> HTMLResponse:
+    return render(
+        request, "item.html", 400, user=user, item_id=item_id, values=values, errors=errors
+    )
+
+
+async def create_item(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: FormUserDep,
+    title: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+) -> Response:
+    values = {"title": title, "description": description}
+    try:
+        data = ItemCreate(title=title, description=description or None)
+    except ValidationError as exc:
+        return _item_form(request, user, values, _errors(exc))
+    await items_service.create_item(session, cache, user.principal, data)
+    return redirect(settings, "/items", "created")
+
+
+async def item_page(
+    request: Request,
+    item_id: uuid.UUID,
+    session: ReadSessionDep,
+    cache: CacheDep,
+    user: SignedInDep,
+) -> HTMLResponse:
+    item = await items_service.read_item(session, cache, user.principal, item_id)
+    values = {"title": item.title, "description": item.description or ""}
+    return render(request, "item.html", user=user, item_id=item.id, values=values, errors={})
+
+
+async def update_item(
+    request: Request,
+    item_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: FormUserDep,
+    title: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+) -> Response:
+    values = {"title": title, "description": description}
+    try:
+        data = ItemUpdate(title=title, description=description or None)
+    except ValidationError as exc:
+        return _item_form(request, user, values, _errors(exc), item_id)
+    await items_service.update_item(session, cache, user.principal, item_id, data)
+    return redirect(settings, "/items", "saved")
+
+
+async def delete_item(
+    item_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: FormUserDep,
+) -> RedirectResponse:
+    await items_service.delete_item(session, cache, user.principal, item_id)
+    return redirect(settings, "/items", "deleted")
+
+
+# --- jobs: import, export, progress, download ------------------------------------------------
+
+
+async def import_page(request: Request, settings: SettingsDep, user: SignedInDep) -> HTMLResponse:
+    return _import_form(request, settings, user)
+
+
+def _import_form(
+    request: Request,
+    settings: Settings,
+    user: SignedIn,
+    status_code: int = 200,
+    error: str | None = None,
+    callback_url: str = "",
+) -> HTMLResponse:
+    return render(
+        request,
+        "import.html",
+        status_code,
+        user=user,
+        error=error,
+        callback_url=callback_url,
+        max_bytes=settings.import_max_bytes,
+        max_rows=settings.import_max_rows,
+    )
+
+
+def _callback(settings: Settings, url: str) -> str | None:
+    return validate_callback_url(url.strip(), settings) if url.strip() else None
+
+
+async def import_items(
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: FormUserDep,
+    file: Annotated[UploadFile, File()],
+    callback_url: Annotated[str, Form(max_length=2048)] = "",
+) -> Response:
+    try:
+        callback = _callback(settings, callback_url)
+    except InvalidCallbackUrl as exc:
+        return _import_form(request, settings, user, 400, f"Webhook URL: {exc}", callback_url)
+    try:
+        job = await jobs_service.create_import(
+            session, settings, user.principal, file.file, callback
+        )
+    except ServiceError as exc:
+        return _import_form(request, settings, user, exc.status_code, exc.detail, callback_url)
+    await queue(request, background, session, settings, job)
+    return redirect(settings, f"/jobs/{job.id}")
+
+
+async def export_items(
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: FormUserDep,
+) -> RedirectResponse:
+    job = await jobs_service.create_job(session, user.principal, JobKind.EXPORT, None)
+    await queue(request, background, session, settings, job)
+    return redirect(settings, f"/jobs/{job.id}")
+
+
+async def jobs_page(
+    request: Request,
+    session: ReadSessionDep,
+    user: SignedInDep,
+    page: Page = 1,
+) -> HTMLResponse:
+    jobs, total = await jobs_service.list_jobs(
+        session, user.principal, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    return render(
+        request,
+        "jobs.html",
+        user=user,
+        jobs=[JobPublic.of(job) for job in jobs],
+        **_pages(total, page),
+    )
+
+
+async def job_page(
+    request: Request,
+    job_id: uuid.UUID,
+    session: ReadSessionDep,
+    user: SignedInDep,
+    notice: Notice = None,
+) -> HTMLResponse:
+    job = JobPublic.of(await jobs_service.get_job(session, user.principal, job_id))
+    return render(
+        request,
+        "job.html",
+        user=user,
+        job=job,
+        actions=_actions(job) if user.principal.is_superuser else [],
+        notice=NOTICES.get(notice or ""),
+    )
+
+
+def _actions(job: JobPublic) -> list[JobAction]:
+    """What an operator can do to the job now (the service refuses the others: 409)."""
+    allowed = [] if job.state.finished else [JobAction.FAIL]
+    return allowed if job.state is JobState.SUCCEEDED else [*allowed, JobAction.RETRY]
+
+
+async def job_progress(job_id: uuid.UUID, session: ReadSessionDep, user: SignedInDep) -> Response:
+    """What the job page polls: state and progress, as JSON."""
+    job = await jobs_service.get_job(session, user.principal, job_id)
+    return JSONResponse(
+        {
+            "state": job.state.value,
+            "finished": job.state.finished,
+            "done": job.done,
+            "total": job.total,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def download(
+    job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, user: SignedInDep
+) -> FileResponse:
+    job = await jobs_service.get_job(session, user.principal, job_id)
+    path = jobs_service.export_file(settings, job)
+    return FileResponse(
+        path,
+        media_type="text/csv",
+        filename=f"items-{job.id}.csv",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def operate_job(
+    request: Request,
+    background: BackgroundTasks,
+    job_id: uuid.UUID,
+    action: JobAction,
+    settings: SettingsDep,
+    user: FormUserDep,
+) -> RedirectResponse:
+    _superuser(user)
+    state = request.app.state
+    await operate(background, state.db, settings, state.cache, job_id, action)
+    return redirect(settings, f"/jobs/{job_id}", "job-operated")
+
+
+# --- superusers: users and status ------------------------------------------------------------
+
+
+async def users_page(
+    request: Request,
+    session: ReadSessionDep,
+    user: SignedInDep,
+    page: Page = 1,
+    notice: Notice = None,
+) -> HTMLResponse:
+    _superuser(user)
+    return await _users(request, session, user, page, notice=NOTICES.get(notice or ""))
+
+
+async def _users(
+    request: Request,
+    session: Any,
+    user: SignedIn,
+    page: int,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    users, total = await users_service.list_users(
+        session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    context.setdefault("values", {})
+    context.setdefault("errors", {})
+    return render(
+        request, "users.html", status_code, user=user, users=users, **_pages(total, page), **context
+    )
+
+
+async def create_user(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: FormUserDep,
+    username: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    is_superuser: Annotated[bool, Form()] = False,
+) -> Response:
+    _superuser(user)
+    values = {"username": username, "email": email, "is_superuser": is_superuser}
+    try:
+        data = UserCreate(
+            username=username, email=email, password=password, is_superuser=is_superuser
+        )
+        await users_service.create_user(session, data)
+    except ValidationError as exc:
+        return await _users(request, session, user, 1, 400, values=values, errors=_errors(exc))
+    except ServiceError as exc:
+        errors = {"form": exc.detail}
+        return await _users(
+            request, session, user, 1, exc.status_code, values=values, errors=errors
+        )
+    return redirect(settings, "/users", "user-created")
+
+
+async def set_user_active(
+    user_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: FormUserDep,
+    active: Annotated[bool, Form()],
+) -> RedirectResponse:
+    _superuser(user)
+    await users_service.set_active(session, cache, user.principal, user_id, active)
+    return redirect(settings, "/users", "user-activated" if active else "user-deactivated")
+
+
+async def status_page(request: Request, user: SignedInDep) -> HTMLResponse:
+    """The /health report as a table, and the jobs per state."""
+    _superuser(user)
+    state = request.app.state
+    healthy, checks = await run_checks(state.db, state.redis, state.settings.ready_timeout_seconds)
+    counts = await jobs_service.count_by_state(state.db)
+    return render(
+        request,
+        "status.html",
+        user=user,
+        healthy=healthy,
+        checks=checks,
+        counts=counts,
+        settings=state.settings,
+        uptime=round(state.health.uptime_seconds),
+    )
+
+
+# --- static files ----------------------------------------------------------------------------
+
+
+async def static_file(request: Request, name: str) -> Response:
+    """A fingerprinted file: cached for a year (its name changes with its content)."""
+    assets: Assets = request.app.state.assets
+    asset = assets.by_name.get(name)
+    if asset is None:
+        return Response("not found\n", status_code=404, media_type="text/plain")
+    return FileResponse(
+        asset.path,
+        media_type=asset.media_type,
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
+    ("", home, ["GET"]),
+    ("/", home, ["GET"]),
+    ("/login", login_page, ["GET"]),
+    ("/login", login, ["POST"]),
+    ("/logout", logout, ["POST"]),
+    ("/items", items_page, ["GET"]),
+    ("/items", create_item, ["POST"]),
+    ("/items/{item_id:uuid}", item_page, ["GET"]),
+    ("/items/{item_id:uuid}", update_item, ["POST"]),
+    ("/items/{item_id:uuid}/delete", delete_item, ["POST"]),
+    (IMPORT_PATH, import_page, ["GET"]),
+    (IMPORT_PATH, import_items, ["POST"]),
+    ("/export", export_items, ["POST"]),
+    ("/jobs", jobs_page, ["GET"]),
+    ("/jobs/{job_id:uuid}", job_page, ["GET"]),
+    ("/jobs/{job_id:uuid}/progress", job_progress, ["GET"]),
+    ("/jobs/{job_id:uuid}/download", download, ["GET"]),
+    ("/jobs/{job_id:uuid}/{action}", operate_job, ["POST"]),
+    ("/users", users_page, ["GET"]),
+    ("/users", create_user, ["POST"]),
+    ("/users/{user_id:uuid}/active", set_user_active, ["POST"]),
+    ("/status", status_page, ["GET"]),
+    ("/static/{name}", static_file, ["GET"]),
+]
+
+
+def router(settings: Settings) -> APIRouter:
+    """The UI's routes under its path; not part of the API document."""
+    pages = APIRouter(prefix=settings.ui_path, include_in_schema=False)
+    for path, endpoint, methods in ROUTES:
+        pages.add_api_route(path, endpoint, methods=methods, response_model=None)
+    return pages
