@@ -29,6 +29,7 @@ TIERS = (
     "unit",
     "fuzz",
     "kubernetes",
+    "browser",
     "compose",
     "integration",
     "container",
