@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
-from app.api.routes.jobs import queue
+from app.api.routes.jobs import export_download, queue
 from app.core.config import Settings
 from app.core.states import JobKind, JobState
 from app.schemas.common import SearchText
@@ -424,14 +424,7 @@ async def job_progress(job_id: uuid.UUID, session: ReadSessionDep, user: SignedI
 async def download(
     job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, user: SignedInDep
 ) -> FileResponse:
-    job = await jobs_service.get_job(session, user.principal, job_id)
-    path = jobs_service.export_file(settings, job)
-    return FileResponse(
-        path,
-        media_type="text/csv",
-        filename=f"items-{job.id}.csv",
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-    )
+    return export_download(settings, await jobs_service.get_job(session, user.principal, job_id))
 
 
 async def operate_job(

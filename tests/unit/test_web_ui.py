@@ -287,17 +287,10 @@ def test_superuser_creates_and_deactivates_users(
     assert bad.status_code == 400
     assert 'id="username-error"' in bad.text
     assert 'id="email-error"' in bad.text
-    made = client.post(
-        f"{UI}/users",
-        data={"username": "carol", "email": "carol@example.com", "password": PASSWORD,
-              "csrf_token": admin},
-    )  # fmt: skip
+    carol = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
+    made = client.post(f"{UI}/users", data={**carol, "csrf_token": admin})
     assert "User created." in made.text
-    again = client.post(
-        f"{UI}/users",
-        data={"username": "carol", "email": "carol@example.com", "password": PASSWORD,
-              "csrf_token": admin},
-    )  # fmt: skip
+    again = client.post(f"{UI}/users", data={**carol, "csrf_token": admin})
     assert again.status_code == 409
     with TestClient(app) as carol:  # type: ignore[arg-type]
         sign_in(carol, "carol", PASSWORD)

@@ -173,6 +173,15 @@ async def download_export(
     job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> FileResponse:
     """The CSV of a finished export."""
-    job = await service.get_job(session, principal, job_id)
-    path = service.export_file(settings, job)
-    return FileResponse(path, media_type="text/csv", filename=f"items-{job.id}.csv")
+    return export_download(settings, await service.get_job(session, principal, job_id))
+
+
+def export_download(settings: Settings, job: Job) -> FileResponse:
+    """A finished export's file as an attachment (409 while it runs); the web UI's download
+    too. Never kept by a cache: it holds a user's data."""
+    return FileResponse(
+        service.export_file(settings, job),
+        media_type="text/csv",
+        filename=f"items-{job.id}.csv",
+        headers={"Cache-Control": "no-store"},
+    )
