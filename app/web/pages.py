@@ -184,8 +184,10 @@ async def login(
     try:
         user = await users_service.log_in(session, guard, username, password, client)
     except ServiceError as exc:
+        # Retry-After of a throttled or busy sign-in; not the API's WWW-Authenticate: Bearer.
+        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
         return _login_form(
-            request, settings, next_path, exc.status_code, exc.detail, None, exc.headers, username
+            request, settings, next_path, exc.status_code, exc.detail, None, retry, username
         )
     token = await sessions.start(session, settings, user.id)
     response = RedirectResponse(safe_next(settings, next_path), status_code=303)

@@ -134,6 +134,7 @@ def test_wrong_password_shows_the_form_again_and_is_throttled(
         statuses.append(response.status_code)
         texts.append(response.text)
         assert 'value="alice"' in response.text
+        assert "www-authenticate" not in response.headers  # a page, not a bearer challenge
     assert statuses[0] == 401
     assert "incorrect username or password" in texts[0]
     assert statuses[-1] == 429  # the API's throttling (LOGIN_FAILURES_PER_ACCOUNT)
