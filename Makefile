@@ -82,9 +82,20 @@ run: | $(UV) ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOA
 	$(SERVE) python -m app create-superuser
 	$(SERVE) python -m app serve --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
 
+# Every tier: first the tiers without Docker, one process per CPU, then the Docker tiers one
+# test at a time (they share the engine); both run, and either failing fails the target.
+# With PYTEST_ARGS (e.g. PYTEST_ARGS='-m stack') it is one plain pytest run.
+FAST_TIERS = unit or fuzz or browser
 .PHONY: test
 test: venv ## Run every test tier (Docker tiers skip with a reason when Docker is missing)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	@status=0; \
+	$(RUN) pytest -m "$(FAST_TIERS)" --numprocesses auto || status=$$?; \
+	$(RUN) pytest -m "not ($(FAST_TIERS))" || status=$$?; \
+	exit $$status
+else
 	$(RUN) pytest $(PYTEST_ARGS)
+endif
 
 .PHONY: test-fast
 test-fast: venv ## Run only the fast tier: tests/unit and tests/fuzz (no Docker, no compose CLI), one process per CPU
