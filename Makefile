@@ -219,7 +219,7 @@ prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn
 stack-urls:
 	@set -a && . $(abspath $(ENV_FILE)) && set +a; \
 	port=$${HTTPS_PORT:-443}; url="https://$$DOMAIN$$([ "$$port" = 443 ] || echo ":$$port")"; \
-	echo "up: $$url/ (API docs: $$url/docs), published on $${PUBLISH_IP:-127.0.0.1} by project $(PROJECT_NAME)"; \
+	echo "up: $$url/ (web UI: $$url/ui, API docs: $$url/docs), published on $${PUBLISH_IP:-127.0.0.1} by project $(PROJECT_NAME)"; \
 	echo "    the certificate is self-signed for $$DOMAIN until 'make certbot ENV=$(ENV)' obtains one"; \
 	echo "    first admin: make create-superuser ENV=$(ENV); stop: make down ENV=$(ENV)"
 
@@ -248,7 +248,7 @@ prod-local: $(LOCAL_ENV_FILE) secret-files ## The production stack on https://lo
 	$(BUILD_STAMP) $(STACK_UP)
 	@$(COMPOSE) exec -T nginx cat /etc/nginx/certs/current/fullchain.pem > $(SECRETS_DIR)/localhost.pem
 	@set -a && . $(abspath $(ENV_FILE)) && set +a; url="https://localhost:$${HTTPS_PORT}"; \
-	echo "up: $$url/ (API docs: $$url/docs), on 127.0.0.1 only, project $(PROJECT_NAME)"; \
+	echo "up: $$url/ (web UI: $$url/ui, API docs: $$url/docs), on 127.0.0.1 only, project $(PROJECT_NAME)"; \
 	echo "    certificate (self-signed for localhost): $(SECRETS_DIR)/localhost.pem"; \
 	echo "    log in as $$ADMIN_USERNAME with the password in $(SECRETS_DIR)/admin_password:"; \
 	echo "      curl --cacert $(SECRETS_DIR)/localhost.pem -d username=$$ADMIN_USERNAME \\"; \

@@ -136,6 +136,7 @@ def test_the_root_page_says_where_the_api_and_its_documentation_are(client: Test
     assert client.get(body["openapi"]).json()["info"]["title"] == body["name"]
     assert client.get(body["docs"]).status_code == 200
     assert client.get(body["ready"]).status_code == 200
+    assert client.get(body["ui"], follow_redirects=False).status_code == 303  # to its items
 
 
 def test_openapi_json_at_the_root_redirects_to_the_api_schema(client: TestClient) -> None:

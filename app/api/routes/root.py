@@ -1,4 +1,4 @@
-"""The root page: where the API, its documentation and the probes are."""
+"""The root page: where the API, its documentation, the web UI and the probes are."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 
 @router.get("/")
 async def index(request: Request) -> dict[str, str]:
-    """The service's name and version, and the paths a newcomer looks for first."""
+    """The service's name and version, and the paths a newcomer looks for first (`ui`: the
+    web UI, for a person with a browser)."""
     settings = request.app.state.settings
     return {
         "name": settings.app_name,
         "version": settings.version,
         "api": API_PREFIX,
         "docs": "/docs",
+        "ui": settings.ui_path,
         "openapi": OPENAPI_PATH,
         "ready": "/ready",
     }
