@@ -18,6 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Uplo
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
 from app.api.routes.jobs import export_download, queue
@@ -459,7 +460,7 @@ async def users_page(
 
 async def _users(
     request: Request,
-    session: Any,
+    session: AsyncSession,
     user: SignedIn,
     page: int,
     status_code: int = 200,
