@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +79,10 @@ async def is_operator(request: Request) -> bool:
         return False
     return any(client in network for network in settings.metrics_network_list)
 
+
+# Where a listing starts: beyond any real table, and inside every backend's integer.
+MAX_OFFSET = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 OperatorDep = Annotated[bool, Depends(is_operator)]

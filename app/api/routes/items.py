@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.api import API_PREFIX
-from app.api.deps import CacheDep, CurrentPrincipal, ReadSessionDep, SessionDep, SettingsDep
+from app.api.deps import (
+    CacheDep,
+    CurrentPrincipal,
+    Offset,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.errors import error_responses, validation_error
 from app.db.models import Item
 from app.schemas.common import SearchText
@@ -20,8 +27,6 @@ router = APIRouter(
     prefix=f"{API_PREFIX}/items", tags=["items"], responses=error_responses(401, 403, 503)
 )
 
-MAX_OFFSET = 2**31 - 1  # beyond any real table; keeps the value inside every backend's int
-
 
 @router.get("", response_model=ItemPage)
 async def list_items(
@@ -30,7 +35,7 @@ async def list_items(
     cache: CacheDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
     q: Annotated[SearchText | None, Query(description="Case-insensitive title search.")] = None,
 ) -> Response:
     if limit > settings.items_max_page_size:

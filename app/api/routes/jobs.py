@@ -13,6 +13,7 @@ from app.api import API_PREFIX
 from app.api.deps import (
     CurrentPrincipal,
     CurrentSuperuser,
+    Offset,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
@@ -124,7 +125,7 @@ async def list_jobs(
     session: ReadSessionDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PAGE_SIZE)] = 20,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    offset: Offset = 0,
 ) -> JobPage:
     """The caller's jobs (everybody's for a superuser), newest first."""
     jobs, total = await service.list_jobs(session, principal, limit=limit, offset=offset)

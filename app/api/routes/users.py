@@ -12,6 +12,7 @@ from app.api.deps import (
     CacheDep,
     CurrentSuperuser,
     CurrentUser,
+    Offset,
     ReadSessionDep,
     SessionDep,
 )
@@ -38,7 +39,7 @@ async def list_all(
     session: ReadSessionDep,
     _admin: CurrentSuperuser,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    offset: Offset = 0,
 ) -> UserPage:
     """Superusers: the users, oldest first."""
     users, total = await list_users(session, limit=limit, offset=offset)
