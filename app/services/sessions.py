@@ -22,8 +22,8 @@ from app.db.base import utcnow
 from app.db.models import BrowserSession, User
 from app.services.access import Principal
 
-# A token is 32 random bytes, URL-safe base64: 43 characters. Anything longer is not one of
-# ours and is refused before it is hashed.
+# A token (the cookie's, a form's CSRF token) is 32 random bytes, URL-safe base64: 43
+# characters. Anything longer is not one of ours and is refused before it is hashed or compared.
 MAX_TOKEN_LENGTH = 64
 
 
@@ -38,6 +38,11 @@ class SignedIn:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _plausible(token: str) -> bool:
+    """Could this be one of our tokens? Anything else is not looked up at all."""
+    return bool(token) and len(token) <= MAX_TOKEN_LENGTH and token.isascii()
 
 
 async def start(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> str:
@@ -60,7 +65,7 @@ async def start(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -
 
 async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
     """The live session of this cookie token and its active user, or None."""
-    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+    if not _plausible(token):
         return None
     row = (
         await session.execute(
@@ -84,7 +89,7 @@ async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
 
 async def end(session: AsyncSession, token: str) -> None:
     """Sign out: the session is gone, whoever holds a copy of the cookie."""
-    if token and len(token) <= MAX_TOKEN_LENGTH and token.isascii():
+    if _plausible(token):
         await session.execute(
             delete(BrowserSession).where(BrowserSession.token_hash == _digest(token))
         )

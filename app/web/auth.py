@@ -21,13 +21,11 @@ from fastapi import Depends, Form, Request, Response
 from app.api.deps import ReadSessionDep
 from app.core.config import Settings
 from app.services import sessions
-from app.services.sessions import SignedIn
+from app.services.sessions import MAX_TOKEN_LENGTH, SignedIn
 
 SESSION_COOKIE = "shipshape_session"
 LOGIN_COOKIE = "shipshape_login"
 LOGIN_COOKIE_SECONDS = 3600
-CSRF_FIELD = "csrf_token"
-MAX_TOKEN_LENGTH = 64
 
 # Pages only load what this site serves; nothing inline, no plugins, no framing.
 CONTENT_SECURITY_POLICY = (
