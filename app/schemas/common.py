@@ -1,10 +1,11 @@
-"""Shared field types: text that is safe to store on every backend (app/core/text.py)."""
+"""Shared field types: text that is safe to store on every backend (app/core/text.py); and
+the one shape of a page of any listing."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from app.core.text import (
     MULTI_LINE_SCHEMA,
@@ -14,7 +15,7 @@ from app.core.text import (
     single_line,
 )
 
-__all__ = ["CallbackUrl", "Description", "Email", "SearchText", "Title"]
+__all__ = ["CallbackUrl", "Description", "Email", "Page", "SearchText", "Title"]
 
 Title = Annotated[
     str,
@@ -38,3 +39,17 @@ CallbackUrl = Annotated[
     StringConstraints(max_length=2048, pattern=CALLBACK_URL_PATTERN),
     Field(json_schema_extra={"format": "uri"}),
 ]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing and where it sits: every listing answers in this shape. Each
+    listing subclasses it under its own name (ItemPage, ...), the name the API document
+    shows."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int

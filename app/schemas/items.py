@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from app.schemas.common import Description, Title
+from app.schemas.common import Description, Page, Title
 
 
 class ItemCreate(BaseModel):
@@ -41,8 +41,5 @@ class ItemPublic(BaseModel):
     updated_at: datetime
 
 
-class ItemPage(BaseModel):
-    items: list[ItemPublic]
-    total: int
-    limit: int
-    offset: int
+class ItemPage(Page[ItemPublic]):
+    pass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.states import JobKind, JobState, WebhookState
-from app.schemas.common import CallbackUrl
+from app.schemas.common import CallbackUrl, Page
 
 if TYPE_CHECKING:
     from app.db.models import Job
@@ -64,8 +64,5 @@ class JobPublic(BaseModel):
         )
 
 
-class JobPage(BaseModel):
-    items: list[JobPublic]
-    total: int
-    limit: int
-    offset: int
+class JobPage(Page[JobPublic]):
+    pass

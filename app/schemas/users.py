@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from app.core.text import Email, single_line
+from app.schemas.common import Page
 
 Username = Annotated[
     str,
@@ -51,11 +52,8 @@ class UserUpdate(BaseModel):
     is_active: bool
 
 
-class UserPage(BaseModel):
-    items: list[UserPublic]
-    total: int
-    limit: int
-    offset: int
+class UserPage(Page[UserPublic]):
+    pass
 
 
 class Token(BaseModel):
