@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -29,15 +30,22 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def sign_in(client: TestClient, username: str, password: str, next_path: str = "") -> str:
-    """Sign in through the form; returns a CSRF token of the signed-in pages."""
+def post_sign_in(
+    client: TestClient, username: str, password: str, next_path: str = ""
+) -> httpx.Response:
+    """The sign-in form, fetched and posted as a browser does; its redirect not followed."""
     page = client.get(f"{UI}/login")
-    response = client.post(
+    return client.post(
         f"{UI}/login",
         data={"username": username, "password": password, "csrf_token": csrf_of(page.text),
               "next": next_path},
         follow_redirects=False,
     )  # fmt: skip
+
+
+def sign_in(client: TestClient, username: str, password: str) -> str:
+    """Sign in through the form; returns a CSRF token of the signed-in pages."""
+    response = post_sign_in(client, username, password)
     assert response.status_code == 303, response.text
     return csrf_of(client.get(f"{UI}/items").text)
 
@@ -63,12 +71,7 @@ def test_pages_need_a_session_and_come_back_after_sign_in(
     make_user("alice", PASSWORD)
     page = client.get(response.headers["location"])
     assert 'name="next" value="/ui/jobs"' in page.text
-    done = client.post(
-        f"{UI}/login",
-        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_of(page.text),
-              "next": "/ui/jobs"},
-        follow_redirects=False,
-    )  # fmt: skip
+    done = post_sign_in(client, "alice", PASSWORD, "/ui/jobs")
     assert done.status_code == 303
     assert done.headers["location"] == "/ui/jobs"
     cookie = done.headers["set-cookie"]
@@ -86,13 +89,7 @@ def test_sign_in_never_redirects_off_the_ui(
     client: TestClient, make_user: Callable[..., Headers], next_path: str
 ) -> None:
     make_user("alice", PASSWORD)
-    page = client.get(f"{UI}/login")
-    done = client.post(
-        f"{UI}/login",
-        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_of(page.text),
-              "next": next_path},
-        follow_redirects=False,
-    )  # fmt: skip
+    done = post_sign_in(client, "alice", PASSWORD, next_path)
     assert done.headers["location"] == "/ui/items"
 
 
