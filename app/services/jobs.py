@@ -325,18 +325,27 @@ class JobAction(StrEnum):
     RETRY = "retry"  # start it afresh: queued, no deliveries counted
 
 
+def allowed_actions(state: JobState) -> list[JobAction]:
+    """What an operator may do to a job in this state: `fail` one that has not finished,
+    `retry` one that has not succeeded. `set_job_state` refuses the others (409)."""
+    allowed = [] if state.finished else [JobAction.FAIL]
+    return allowed if state is JobState.SUCCEEDED else [*allowed, JobAction.RETRY]
+
+
 async def set_job_state(session: AsyncSession, job_id: uuid.UUID, action: JobAction) -> Job:
     """An operator's hand on a job: `fail` ends it now, `retry` starts it afresh."""
     job = await session.get(Job, job_id)
     if job is None:
         raise NotFound("job not found")
+    if action not in allowed_actions(job.state):
+        raise Conflict(
+            f"the job is already {job.state}"
+            if action is JobAction.FAIL
+            else "the job has succeeded; it is not run again"
+        )
     if action is JobAction.FAIL:
-        if job.state in FINISHED:
-            raise Conflict(f"the job is already {job.state}")
         await _fail(session, job, "failed by an operator")
     else:
-        if job.state == JobState.SUCCEEDED:
-            raise Conflict("the job has succeeded; it is not run again")
         job.state, job.error, job.deliveries, job.heartbeat_at = JobState.QUEUED, None, 0, None
         job.done, job.updated_at = 0, utcnow()
         await session.commit()

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
 from app.api.routes.jobs import export_download, queue
 from app.core.config import Settings
-from app.core.states import JobKind, JobState
+from app.core.states import JobKind
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemUpdate
 from app.schemas.jobs import JobPublic
@@ -399,15 +399,9 @@ async def job_page(
         "job.html",
         user=user,
         job=job,
-        actions=_actions(job) if user.principal.is_superuser else [],
+        actions=jobs_service.allowed_actions(job.state) if user.principal.is_superuser else [],
         notice=NOTICES.get(notice or ""),
     )
-
-
-def _actions(job: JobPublic) -> list[JobAction]:
-    """What an operator can do to the job now (the service refuses the others: 409)."""
-    allowed = [] if job.state.finished else [JobAction.FAIL]
-    return allowed if job.state is JobState.SUCCEEDED else [*allowed, JobAction.RETRY]
 
 
 async def job_progress(job_id: uuid.UUID, session: ReadSessionDep, user: SignedInDep) -> Response:
