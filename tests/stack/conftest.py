@@ -27,8 +27,9 @@ DOMAIN = "example.test"
 @dataclass
 class Response:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-cased names; of a repeated header, the last value
     body: bytes
+    header_names: list[str] = field(default_factory=list)  # lower-cased, each time it came
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -111,9 +112,8 @@ class Stack:
         try:
             connection.request(method, path, body=body, headers=headers)
             reply = connection.getresponse()
-            return Response(
-                reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
-            )
+            pairs = [(name.lower(), value) for name, value in reply.getheaders()]
+            return Response(reply.status, dict(pairs), reply.read(), [name for name, _ in pairs])
         finally:
             connection.close()
 
