@@ -22,7 +22,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.config import ConfigError, Settings, get_settings, load_settings
+from app.core.config import EXIT_CONFIG, ConfigError, Settings, get_settings, load_settings
 from app.core.logging import configure_logging, error_text
 
 cli = typer.Typer(
@@ -38,7 +38,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Where a command's result lines go: the terminal (typer.echo), or a log inside a server.
 Say = Callable[..., None]
 
-EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 

@@ -42,6 +42,10 @@ MIN_SECRET_LENGTH = 32
 REDACTED = "********"
 
 
+# The exit status of every command and server that refuses its configuration.
+EXIT_CONFIG = 2
+
+
 class ConfigError(Exception):
     """Configuration that the service refuses to start with. The message is one line."""
 
