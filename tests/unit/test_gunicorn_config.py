@@ -45,7 +45,8 @@ STARTING = """
 import json, sys
 import gunicorn_config
 gunicorn_config.on_starting(server=None)
-print(json.dumps({name: name in sys.modules for name in ("alembic", "app.cli", "typer")}))
+names = ("alembic", "app.cli", "typer", "uvloop", "sqlalchemy.dialects.sqlite.aiosqlite")
+print(json.dumps({name: name in sys.modules for name in names}))
 """
 
 
@@ -77,7 +78,11 @@ def test_the_database_is_prepared_in_a_child_the_master_keeps_nothing_of(
         (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert version == head_revision()
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    assert loaded == dict.fromkeys(("alembic", "app.cli", "typer"), False), loaded
+    assert loaded == {
+        **dict.fromkeys(("alembic", "app.cli", "typer"), False),
+        # and what every worker imports as it starts is imported once, here, to be shared
+        **dict.fromkeys(("uvloop", "sqlalchemy.dialects.sqlite.aiosqlite"), True),
+    }, loaded
 
 
 def test_a_failed_preparation_ends_the_master_with_its_status(tmp_path: Path) -> None:
