@@ -21,6 +21,7 @@ from bench.measure import (
     measure_http,
     measure_image,
     measure_items,
+    measure_memory,
     measure_stack,
     measure_start,
 )
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             steps += [
                 lambda: measure_items(report, seconds, tmp),
                 lambda: measure_image(report, args.quick, tmp),
+                lambda: measure_memory(report, seconds),
                 lambda: measure_start(report),
             ]
             if not args.quick:
