@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from app.api import API_PREFIX
 from app.api.routes.root import OPENAPI_PATH
+from app.api.routing import Route
 from app.web.pages import render
 
 DOCS_PATH = "/docs"
@@ -28,6 +29,6 @@ async def docs_page(request: Request) -> HTMLResponse:
 
 
 def router() -> APIRouter:
-    docs = APIRouter(include_in_schema=False)
+    docs = APIRouter(include_in_schema=False, route_class=Route)
     docs.add_api_route(DOCS_PATH, docs_page, methods=["GET"], response_class=HTMLResponse)
     return docs

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
 from app.api.routes.jobs import export_download, queue
+from app.api.routing import Route
 from app.core.config import Settings
 from app.core.states import JobKind
 from app.schemas.common import SearchText
@@ -573,7 +574,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
 
 def router(settings: Settings) -> APIRouter:
     """The UI's routes under its path; not part of the API document."""
-    pages = APIRouter(prefix=settings.ui_path, include_in_schema=False)
+    pages = APIRouter(prefix=settings.ui_path, include_in_schema=False, route_class=Route)
     for path, endpoint, methods in ROUTES:
         pages.add_api_route(path, endpoint, methods=methods, response_model=None)
     return pages

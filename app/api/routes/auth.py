@@ -10,11 +10,12 @@ from fastapi.security import OAuth2PasswordRequestForm
 from app.api import API_PREFIX
 from app.api.deps import LoginGuardDep, SessionDep, SettingsDep
 from app.api.errors import error_responses
+from app.api.routing import Route
 from app.core.security import create_access_token
 from app.schemas.users import Token
 from app.services.users import log_in
 
-router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=Route)
 
 
 @router.post(

@@ -17,6 +17,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import error_responses, validation_error
+from app.api.routing import Route
 from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
@@ -24,7 +25,10 @@ from app.services import items as service
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
 router = APIRouter(
-    prefix=f"{API_PREFIX}/items", tags=["items"], responses=error_responses(401, 403, 503)
+    prefix=f"{API_PREFIX}/items",
+    tags=["items"],
+    responses=error_responses(401, 403, 503),
+    route_class=Route,
 )
 
 

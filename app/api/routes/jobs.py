@@ -19,6 +19,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import error_responses, validation_error
+from app.api.routing import Route
 from app.core.config import Settings
 from app.core.states import JobKind
 from app.db.models import Job
@@ -31,7 +32,9 @@ from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.worker.dispatch import enqueue, operate
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
-router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=error_responses(401, 403, 503))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["jobs"], responses=error_responses(401, 403, 503), route_class=Route
+)
 
 IMPORT_PATH = f"{API_PREFIX}/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.

@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app.api.deps import OperatorDep
+from app.api.routing import Route
 from app.core import metrics
 from app.services import jobs
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=Route)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from app.api import API_PREFIX
+from app.api.routing import Route
 
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], route_class=Route)
 
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 

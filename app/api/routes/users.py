@@ -17,6 +17,7 @@ from app.api.deps import (
     SessionDep,
 )
 from app.api.errors import error_responses
+from app.api.routing import Route
 from app.db.models import User
 from app.schemas.users import UserCreate, UserPage, UserPublic, UserUpdate
 from app.services.users import create_user, list_users, set_active
@@ -25,7 +26,10 @@ MAX_PAGE_SIZE = 100
 
 # Every route needs a user: 401 without one, 403 for an inactive one (or not a superuser).
 router = APIRouter(
-    prefix=f"{API_PREFIX}/users", tags=["users"], responses=error_responses(401, 403, 503)
+    prefix=f"{API_PREFIX}/users",
+    tags=["users"],
+    responses=error_responses(401, 403, 503),
+    route_class=Route,
 )
 
 
