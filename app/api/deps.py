@@ -123,19 +123,24 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_current_principal(
-    session: ReadSessionDep,
-    settings: SettingsDep,
-    cache: CacheDep,
-    token: Annotated[str, Depends(oauth2_scheme)],
+    request: Request, token: Annotated[str, Depends(oauth2_scheme)]
 ) -> Principal:
     """Who is asking, for routes that only need to know who may do what (the services take
     this): served from the cache when it can be, so such requests need no database round
-    trip for the user. The session is only connected on a cache miss. `get_current_user`
-    is for routes that show the user's account itself."""
-    user_id = _token_user_id(settings, token)
+    trip for the user; on a miss, from a read session of its own. `get_current_user` is
+    for routes that show the user's account itself.
+
+    It asks FastAPI for nothing but the token and takes settings, cache and database from
+    the app: every sub-dependency is solved on each request, and the three it used to
+    declare cost some 25 µs each on every authenticated request."""
+    state = request.app.state
+    user_id = _token_user_id(state.settings, token)
+    cache: ReadCache = state.cache
     principal = await cache.get_principal(user_id)
     if principal is None:
-        principal = await get_principal(session, user_id)
+        db: Database = state.db
+        async with db.read_sessionmaker() as session:
+            principal = await get_principal(session, user_id)
         if principal is None:
             raise _UNAUTHORIZED
         await cache.set_principal(principal)
