@@ -23,18 +23,24 @@ print(json.dumps({"tracked": tracked, "frozen": gc.get_freeze_count()}))
 """
 
 
+def _run_as_master(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter, with this environment's settings over the test's."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        "ENVIRONMENT": "development",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def test_the_preloaded_app_is_frozen_out_of_the_workers_collections(tmp_path: Path) -> None:
     """Before each fork the master moves what it holds into the permanent generation, so a
     worker's full collections never walk the app's objects (measured on the cold items
     page: some 40 % more requests per second, and a shorter p99)."""
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
-        "ENVIRONMENT": "development",
-    }
-    run = subprocess.run(
-        [sys.executable, "-c", MASTER], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    run = _run_as_master(MASTER, DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     assert run.returncode == 0, run.stderr[-2000:]
     counts = json.loads(run.stdout.strip().splitlines()[-1])
     assert counts["tracked"] > 50_000, counts
@@ -50,18 +56,6 @@ print(json.dumps({name: name in sys.modules for name in names}))
 """
 
 
-def _start_master(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-        "ENVIRONMENT": "development",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-c", STARTING], cwd=ROOT, env=environment, capture_output=True,
-        text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def test_the_database_is_prepared_in_a_child_the_master_keeps_nothing_of(
     tmp_path: Path,
 ) -> None:
@@ -69,8 +63,8 @@ def test_the_database_is_prepared_in_a_child_the_master_keeps_nothing_of(
     the CLI and what the migrations leave behind never enter the master, whose pages
     every worker shares (6 MB of PSS for master + one worker)."""
     database = tmp_path / "app.db"
-    run = _start_master(
-        tmp_path, DATABASE_URL=f"sqlite+aiosqlite:///{database}", RUN_MIGRATIONS="true"
+    run = _run_as_master(
+        STARTING, DATABASE_URL=f"sqlite+aiosqlite:///{database}", RUN_MIGRATIONS="true"
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "running migrations" in run.stdout + run.stderr
@@ -85,11 +79,11 @@ def test_the_database_is_prepared_in_a_child_the_master_keeps_nothing_of(
     }, loaded
 
 
-def test_a_failed_preparation_ends_the_master_with_its_status(tmp_path: Path) -> None:
+def test_a_failed_preparation_ends_the_master_with_its_status() -> None:
     """The child's exit status is the master's, as `python -m app prepare`'s would be: an
     unreachable database stops the server before any worker starts."""
     unreachable = {"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db", "DB_WAIT_TIMEOUT": "1"}
-    run = _start_master(tmp_path, **unreachable)
+    run = _run_as_master(STARTING, **unreachable)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "database not reachable after 1s" in run.stderr
     assert '"alembic"' not in run.stdout  # on_starting never returned
