@@ -243,7 +243,7 @@ def wait_for_db(timeout: WaitTimeout = None, json_lines: JsonLines = False) -> N
 
 
 def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer.echo) -> None:
-    from app.db.session import Database, wait_until_reachable
+    from app.db.session import Database, DatabaseRefused, wait_until_reachable
 
     budget = settings.db_wait_timeout if timeout is None else timeout
 
@@ -257,7 +257,14 @@ def _wait_for_database(settings: Settings, timeout: int | None, say: Say = typer
         finally:
             await db.dispose()
 
-    ok, waited, error = asyncio.run(run())
+    try:
+        ok, waited, error = asyncio.run(run())
+    except DatabaseRefused as exc:
+        raise _exit_with(
+            "the database refused the connection settings (DB_USER, DB_PASSWORD, DB_NAME or "
+            f"DATABASE_URL); retrying cannot help: {exc}",
+            EXIT_CONFIG,
+        ) from None
     if not ok:
         raise _exit_with(
             f"database not reachable after {waited:.0f}s (DB_WAIT_TIMEOUT): {error}", EXIT_RUNTIME

@@ -16,7 +16,8 @@
 #   RUN_MIGRATIONS=true    migrate to head first; on Postgres an advisory lock makes
 #                          parallel replicas migrate one at a time, never twice
 #   CREATE_SUPERUSER=true  create the ADMIN_* superuser if it does not exist
-#   DB_WAIT_TIMEOUT=60     seconds to wait for the database before giving up
+#   DB_WAIT_TIMEOUT=60     seconds to wait for the database before giving up (at once,
+#                          exit 2, when it refuses the password, user or database name)
 #
 # POSIX sh (the image may be Debian or Alpine). The final process is exec'd, so it is
 # PID 1 (or tini's child) and receives SIGTERM directly.

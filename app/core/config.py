@@ -388,7 +388,11 @@ class Settings(BaseSettings):
         False, description="Entrypoint: create the ADMIN_* superuser before serving."
     )
     db_wait_timeout: int = Field(
-        60, ge=0, le=3600, description="Entrypoint: seconds to wait for the database at start."
+        60,
+        ge=0,
+        le=3600,
+        description="Entrypoint: seconds to wait for the database at start. A server that "
+        "refuses the password, user or database name ends the wait at once (exit 2).",
     )
 
     # --- Operations ----------------------------------------------------------------------

@@ -212,13 +212,29 @@ class Database:
         metrics.POOL_SIZE.dec(self._pool_size)
 
 
+# SQLSTATEs of a server that is up and refuses these settings, which no retry can change:
+# class 28 (a wrong password, an unknown role, no pg_hba.conf entry) and 3D000 (no such
+# database). A Postgres still initialising refuses TCP connections instead: that is waited for.
+REFUSED_FOR_GOOD = ("28", "3D000")
+
+
+class DatabaseRefused(Exception):
+    """The database answered and refused the connection settings: waiting cannot help."""
+
+
+def _refused_for_good(error: BaseException) -> bool:
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(REFUSED_FOR_GOOD)
+
+
 async def wait_until_reachable(
     db: Database,
     budget_seconds: float,
     progress: Callable[[float, str], None],
     interval: float = 1.0,
 ) -> tuple[bool, float, str]:
-    """Poll `SELECT 1` until it answers or the budget is spent: (ok, seconds waited, error)."""
+    """Poll `SELECT 1` until it answers or the budget is spent: (ok, seconds waited, error).
+    Raises DatabaseRefused at once when the server refuses the credentials or database."""
     started = time.monotonic()
     deadline = started + budget_seconds
     last_report = 0.0
@@ -228,8 +244,10 @@ async def wait_until_reachable(
             async with db.engine.connect() as connection:
                 await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=5)
             return True, time.monotonic() - started, ""
-        except Exception as exc:  # every failure is "not yet"; the last one is reported
+        except Exception as exc:  # any other failure is "not yet"; the last one is reported
             error = describe_error(exc, limit=200)
+            if _refused_for_good(exc):
+                raise DatabaseRefused(error) from None
         now = time.monotonic()
         if now >= deadline:
             return False, now - started, error

@@ -6,6 +6,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -108,12 +110,37 @@ def test_parallel_replicas_migrate_once_under_the_advisory_lock(services: Servic
         services.admin("DROP DATABASE IF EXISTS parallel_migrations WITH (FORCE)")
 
 
+@pytest.mark.parametrize(
+    ("url_of", "said"),
+    [
+        (
+            lambda url: url.replace("postgres:", "postgres:wrong", 1),
+            "password authentication failed",
+        ),
+        (lambda url: url.rsplit("/", 1)[0] + "/absent", 'database "absent" does not exist'),
+    ],
+    ids=["wrong password", "absent database"],
+)
+def test_a_database_that_refuses_the_settings_ends_the_wait_at_once(
+    services: Services, url_of: Callable[[str], str], said: str
+) -> None:
+    """The fault: a wrong password or database name was retried as if the server were not up
+    yet, so a start with a volume initialised with another password failed only after
+    DB_WAIT_TIMEOUT (60 s). The server's answer cannot change by waiting."""
+    url = url_of(services.database_url("postgres"))
+    started = time.monotonic()
+    result = _cli(url, "wait-for-db", "--timeout", "60")
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr
+    assert "retrying cannot help" in result.stderr
+    assert took < 20, f"gave up after {took:.0f}s"
+
+
 def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
     settings: Settings, services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The fault: requests hung up to 10 s, then 500 "unhandled error" with a traceback each."""
-    import time
-
     from tests.helpers import login
 
     bounded = settings.model_copy(
