@@ -77,9 +77,13 @@ if [ "$app_started" = unchanged ] && [ "$worker_started" = unchanged ]; then
     exit 0
 fi
 
-# rollback_other FAILED OTHER: report FAILED's rollback, roll OTHER back too and fail.
+# rollback_other FAILED OTHER: report FAILED's rollback with its latest tasks (their states
+# and errors say why), roll OTHER back too and fail.
 rollback_other() {
     echo "$1: the update failed and Swarm rolled it back: rolling the ${2#"${stack}"_} back too" >&2
+    # (Swarm keeps a few tasks per replica: the list is short.)
+    "$docker" service ps --no-trunc --format '{{.Name}} {{.Image}}: {{.CurrentState}} {{.Error}}' \
+        "$1" >&2 2>/dev/null || true
     "$docker" service rollback --detach "$2" >/dev/null 2>&1 \
         || echo "$2: no previous version to roll back to" >&2
     exit 1

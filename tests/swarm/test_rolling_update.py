@@ -43,8 +43,21 @@ class Swarm:
             cwd=ROOT, env={**self.env, "APP_TAG": tag}, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
         if check:
-            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.returncode == 0, result.stdout + result.stderr + self.diagnosis()
         return result
+
+    def diagnosis(self) -> str:
+        """The tasks of the app and the worker with their errors, and the worker's last log
+        lines: what explains a failed update."""
+        parts = []
+        for name in ("app", "worker"):
+            tasks = docker("service", "ps", "--no-trunc", "--format",
+                           "{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+                           f"{STACK}_{name}", check=False)  # fmt: skip
+            parts.append(f"\n--- {name} tasks:\n{tasks.stdout}{tasks.stderr}")
+        logs = docker("service", "logs", "--tail", "30", "--timestamps", f"{STACK}_worker",
+                      check=False)  # fmt: skip
+        return "".join(parts) + f"\n--- worker log:\n{logs.stdout[-6000:]}{logs.stderr[-2000:]}"
 
     def service(self, name: str, template: str) -> str:
         return docker("service", "inspect", "--format", template, f"{STACK}_{name}").stdout.strip()
@@ -170,7 +183,10 @@ def swarm(prod_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             if name == "admin_password":
                 swarm.admin_password = value
         swarm.deploy("v1")
+        # Updates start from a stack that has converged: both app replicas and the worker
+        # running (healthy: Swarm counts a task with a healthcheck as running only then).
         wait_until(lambda: len(swarm.running_tasks("app")) == 2, 180, "two app replicas running")
+        wait_until(lambda: len(swarm.running_tasks("worker")) == 1, 180, "the worker running")
         wait_until(lambda: swarm.get("/ready") == 200, 180, "/ready 200 through nginx on the swarm")
         yield swarm
     finally:
@@ -275,6 +291,7 @@ def test_a_deploy_that_never_gets_healthy_rolls_the_whole_stack_back(swarm: Swar
     result = swarm.deploy("broken", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "rolling the worker back too" in result.stderr
+    assert f"{IMAGE}:broken: " in result.stderr  # the app's tasks, the failed ones among them
     assert swarm.service("app", "{{.UpdateStatus.State}}") == "rollback_completed"
     wait_until(
         lambda: {name: swarm.service(name, image) for name in ("app", "worker")} == before,
