@@ -85,13 +85,13 @@ run: | $(UV) ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOA
 # Every tier: first the tiers without Docker, one process per CPU, then the Docker tiers one
 # test at a time (they share the engine); both run, and either failing fails the target.
 # With PYTEST_ARGS (e.g. PYTEST_ARGS='-m stack') it is one plain pytest run.
-FAST_TIERS = unit or fuzz or browser
+FAST_TIERS = unit or fuzz or browser or kubernetes
 .PHONY: test
 test: venv ## Run every test tier (Docker tiers skip with a reason when Docker is missing)
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@status=0; \
-	$(RUN) pytest -m "$(FAST_TIERS)" --numprocesses auto || status=$$?; \
-	$(RUN) pytest -m "not ($(FAST_TIERS))" || status=$$?; \
+	$(RUN) pytest -m "$(FAST_TIERS)" --numprocesses auto --durations=10 || status=$$?; \
+	$(RUN) pytest -m "not ($(FAST_TIERS))" --durations=20 || status=$$?; \
 	exit $$status
 else
 	$(RUN) pytest $(PYTEST_ARGS)
