@@ -53,6 +53,40 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
     return load_settings(**values)
 
 
+def count_items(settings: Settings) -> int:
+    """How many items the database holds (a listing gives no total), read directly."""
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from app.db.models import Item
+    from app.db.session import Database
+
+    async def count() -> int:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                return int(await session.scalar(select(func.count()).select_from(Item)) or 0)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(count())
+
+
+def every_row(client: TestClient, path: str, headers: Headers) -> list[dict[str, Any]]:
+    """Every row of a listing, page after page (its largest page size), by cursor."""
+    rows: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"next": None}
+    while True:
+        params = {"limit": 100, **({"cursor": page["next"]} if page["next"] else {})}
+        response = client.get(path, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        rows += page["items"]
+        if not page["next"]:
+            return rows
+
+
 def login(client: TestClient, username: str, password: str) -> Headers:
     response = client.post("/api/v1/auth/token", data={"username": username, "password": password})
     assert response.status_code == 200, response.text

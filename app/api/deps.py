@@ -80,9 +80,16 @@ async def is_operator(request: Request) -> bool:
     return any(client in network for network in settings.metrics_network_list)
 
 
-# Where a listing starts: beyond any real table, and inside every backend's integer.
-MAX_OFFSET = 2**31 - 1
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+# A page's cursor as the previous page gave it (app/services/pagination.py): the base64url
+# alphabet, and far shorter than this bound.
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The `next` or `prev` of the page before; none for the first page.",
+    ),
+]
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 OperatorDep = Annotated[bool, Depends(is_operator)]

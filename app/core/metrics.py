@@ -83,7 +83,8 @@ POOL_SIZE = Gauge(
     "db_pool_size", "Database connections the pools keep open.", multiprocess_mode="livesum"
 )
 JOBS = Gauge(
-    "jobs", "Background jobs by state (read from the database at scrape time).", ["state"],
+    "jobs", "Unfinished background jobs by state (read from the database at scrape time).",
+    ["state"],
     multiprocess_mode="mostrecent",
 )  # fmt: skip
 

@@ -62,6 +62,11 @@ def _email(value: str) -> str:
 SINGLE_LINE_PATTERN = f"^[^{_CONTROLS}]*$"
 MULTI_LINE_PATTERN = f"^[^{_TEXT_CONTROLS}]*$"
 SINGLE_LINE_SCHEMA = Field(json_schema_extra={"pattern": SINGLE_LINE_PATTERN})
+# A search: single-line, and blank or at least 3 characters once stripped (two non-blank
+# characters with one or more between them).
+_BLANK, _CHAR, _EDGE = f"[^\\S{_CONTROLS}]", f"[^{_CONTROLS}]", f"[^\\s{_CONTROLS}]"
+SEARCH_PATTERN = f"^(?:{_BLANK}*|{_CHAR}*{_EDGE}{_CHAR}+{_EDGE}{_CHAR}*)$"
+SEARCH_SCHEMA = Field(json_schema_extra={"pattern": SEARCH_PATTERN})
 MULTI_LINE_SCHEMA = Field(json_schema_extra={"pattern": MULTI_LINE_PATTERN})
 
 Email = Annotated[

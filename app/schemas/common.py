@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from app.core.text import (
     MULTI_LINE_SCHEMA,
+    SEARCH_SCHEMA,
     SINGLE_LINE_SCHEMA,
     Email,
     multi_line,
@@ -26,11 +27,23 @@ Title = Annotated[
 Description = Annotated[
     str, StringConstraints(max_length=10_000), AfterValidator(multi_line), MULTI_LINE_SCHEMA
 ]
+MIN_SEARCH_CHARS = 3
+
+
+def _searchable(text: str) -> str:
+    """Empty (no search) or long enough for Postgres' trigram index to serve it: a shorter
+    pattern has no trigram, and its search would read every row."""
+    if 0 < len(text) < MIN_SEARCH_CHARS:
+        raise ValueError(f"a search needs at least {MIN_SEARCH_CHARS} characters")
+    return text
+
+
 SearchText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=255),
     AfterValidator(single_line),
-    SINGLE_LINE_SCHEMA,
+    AfterValidator(_searchable),
+    SEARCH_SCHEMA,
 ]
 # An absolute http(s) URL (the rest is checked by the webhook service).
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$"
@@ -45,11 +58,16 @@ T = TypeVar("T")
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of a listing and where it sits: every listing answers in this shape. Each
+    """One page of a listing, newest first, and the cursors of the pages around it: every
+    listing answers in this shape (and with the same cursors in a `Link` header). Each
     listing subclasses it under its own name (ItemPage, ...), the name the API document
-    shows."""
+    shows. There is no total: see docs/api.md, "Pages"."""
 
     items: list[T]
-    total: int
     limit: int
-    offset: int
+    next: str | None = Field(
+        description="Cursor of the following (older) page, for `?cursor=`; null on the last page."
+    )
+    prev: str | None = Field(
+        description="Cursor of the preceding (newer) page; null on the first page."
+    )

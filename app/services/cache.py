@@ -8,8 +8,8 @@ change made in the database directly is seen after at most CACHE_TTL_SECONDS (on
 without Redis).
 
 Keys: `item:{id}` for one item; `items:pages:{scope}` for the first pages of a listing, a
-hash with one field per page size, where `scope` is an owner id or `all` (superusers).
-Every write to an owner's items deletes that owner's and the superusers' hashes, so a
+hash with one field per page size (`{limit}:cursor`), where `scope` is an owner id or `all`
+(superusers). Every write to an owner's items deletes that owner's and the superusers' hashes, so a
 cached page costs one round trip to read.
 """
 
@@ -36,6 +36,14 @@ LOCAL_PRINCIPALS_MAX = 10_000
 # Invalidations are always tried: a skipped one could leave a stale page once Redis is back.
 SKIP_AFTER_FAILURE_SECONDS = 5.0
 _ALWAYS_TRIED = frozenset({"delete"})
+
+
+def _page_field(limit: int) -> str:
+    """A page's field in its listing's hash. The value holds the page's cursor before its
+    body; the field name says so, and differs from the bare page size that releases before
+    cursors used, so a release reading one shape never serves the other during a rolling
+    update (both shapes share the hash, so every release's writes drop both)."""
+    return f"{limit}:cursor"
 
 
 class ReadCache:
@@ -92,16 +100,24 @@ class ReadCache:
             self._local.clear()  # many distinct users in one second: start over, stay bounded
         self._local[principal.id] = (time.monotonic() + LOCAL_PRINCIPAL_SECONDS, principal)
 
-    async def get_first_page(self, scope: str, limit: int) -> bytes | None:
-        """The page's JSON exactly as it was stored: it goes out as the response body."""
-        raw = await self._call("hget", f"items:pages:{scope}", str(limit))
-        return bytes(raw) if raw else None
+    async def get_first_page(self, scope: str, limit: int) -> tuple[bytes, str | None] | None:
+        """The page's JSON exactly as it was stored (it goes out as the response body), and
+        its `next` cursor (for the Link header)."""
+        raw = await self._call("hget", f"items:pages:{scope}", _page_field(limit))
+        if not raw:
+            return None
+        following, _, body = bytes(raw).partition(b"\n")
+        return body, following.decode() or None
 
-    async def set_first_page(self, scope: str, limit: int, body: bytes) -> None:
+    async def set_first_page(
+        self, scope: str, limit: int, body: bytes, following: str | None
+    ) -> None:
         if self.redis is None:
             return
         key = f"items:pages:{scope}"
-        await self._call("hset", key, str(limit), body)
+        # One value, one round trip to read: the cursor (base64url, no newline), then the body.
+        value = (following or "").encode() + b"\n" + body
+        await self._call("hset", key, _page_field(limit), value)
         await self._call("expire", key, self.ttl, nx=True)  # the first page stored sets it
 
     async def invalidate(self, owner_id: uuid.UUID, item_id: uuid.UUID | None = None) -> None:

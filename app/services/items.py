@@ -1,4 +1,4 @@
-"""Items: owner-scoped CRUD with pagination and title search, and their read cache.
+"""Items: owner-scoped CRUD with keyset pagination and title search, and their read cache.
 
 The routes call these and only translate HTTP: who may see what (access), what is cached
 and when it goes stale (cache), and the queries all live here.
@@ -8,64 +8,79 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import BindParameter, ColumnElement, bindparam, func, select
+from sqlalchemy import BindParameter, ColumnElement, TextClause, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.db.base import utcnow
-from app.db.models import Item
+from app.db.models import EVERY_ROW_SQL, Item
 from app.db.precompiled import Precompiled
 from app.schemas.items import ItemCreate, ItemPublic, ItemUpdate
 from app.services.access import Principal, check_owner, get_owned
 from app.services.cache import ReadCache
+from app.services.pagination import (
+    Cursor,
+    CursorCodec,
+    Direction,
+    Position,
+    Window,
+    keyset,
+    links,
+    paginate,
+)
 
 # The listing reads plain rows through the table (no ORM objects: nothing on that path is
-# changed or lazily loaded) and the total in the same round trip, as a window count. Its
-# four shapes (own items or all, with or without a title search) are compiled once.
+# changed or lazily loaded), one page by keyset (app/services/pagination.py) and no total.
+# Its shapes (own items or all, a title search or none, first page or after/before a
+# cursor) are compiled once each, on first use.
 _items = Item.__table__.c
 _LISTED = (_items.id, _items.title, _items.description, _items.owner_id, _items.created_at,
-           _items.updated_at, func.count().over().label("total"))  # fmt: skip
+           _items.updated_at)  # fmt: skip
 _LIKE_ESCAPE = "/"
+LISTING = "items"
 
 
-def _filters(*, owner: Any, pattern: Any) -> list[ColumnElement[bool]]:
-    """Whose items (None: everyone's) and a title search (None: any title); the pattern is
-    escaped by _contains(), so that a search for "%" finds a "%"."""
-    filters = []
-    if owner is not None:
-        filters.append(_items.owner_id == owner)
+def _filters(*, owner: Any, pattern: Any) -> list[ColumnElement[bool] | TextClause]:
+    """Whose items (None: everyone's, through their index: EVERY_ROW_SQL) and a title search
+    (None: any title). The pattern is
+    a LIKE operand made by _contains(), so that a search for "%" finds a "%"; ILIKE on the
+    column itself is what Postgres' trigram index (pg_trgm, migration 0005) serves."""
+    filters: list[ColumnElement[bool] | TextClause] = [
+        text(EVERY_ROW_SQL) if owner is None else _items.owner_id == owner
+    ]
     if pattern is not None:
-        filters.append(_items.title.icontains(pattern, escape=_LIKE_ESCAPE))
+        filters.append(_items.title.ilike(pattern, escape=_LIKE_ESCAPE))
     return filters
 
 
-def _listing(*, own: bool, search: bool) -> Precompiled:
+def _listing(*, own: bool, search: bool, direction: Direction | None) -> Precompiled:
     owner: BindParameter[Any] | None = bindparam("owner_id") if own else None
     pattern: BindParameter[Any] | None = bindparam("pattern") if search else None
+    bound = (bindparam("at", type_=_items.created_at.type), bindparam("at_id", type_=Uuid()))
+    statement = select(*_LISTED).where(*_filters(owner=owner, pattern=pattern))
     return Precompiled(
-        select(*_LISTED)
-        .where(*_filters(owner=owner, pattern=pattern))
-        .order_by(_items.created_at.desc(), _items.id)
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
+        keyset(statement, _items.created_at, _items.id, direction, bound).limit(bindparam("limit"))
     )
 
 
-_LISTINGS = {
-    (own, search): _listing(own=own, search=search)
-    for own in (False, True)
-    for search in (False, True)
-}
+_LISTINGS: dict[tuple[bool, bool, Direction | None], Precompiled] = {}
+
+
+def _statement(own: bool, search: bool, direction: Direction | None) -> Precompiled:
+    key = (own, search, direction)
+    if key not in _LISTINGS:
+        _LISTINGS[key] = _listing(own=own, search=search, direction=direction)
+    return _LISTINGS[key]
 
 
 def _contains(text: str) -> str:
-    """The search text as a LIKE operand that matches it literally (what SQLAlchemy's
-    autoescape does for a literal value)."""
+    """The search text as a LIKE operand that matches it literally anywhere in a title."""
     escape = _LIKE_ESCAPE
-    return text.replace(escape, escape * 2).replace("%", escape + "%").replace("_", escape + "_")
+    literal = text.replace(escape, escape * 2).replace("%", escape + "%").replace("_", escape + "_")
+    return f"%{literal}%"
 
 
 def _public(row: Sequence[Any]) -> dict[str, Any]:
@@ -73,7 +88,7 @@ def _public(row: Sequence[Any]) -> dict[str, Any]:
     not read field by field (2.4 times faster), and the ids become str here: asyncpg
     returns its own UUID subclass, which pydantic's JSON writer serializes 3.7 times slower
     than a str. A test keeps this equal to what ItemPage writes."""
-    item_id, title, description, owner_id, created_at, updated_at, _total = row
+    item_id, title, description, owner_id, created_at, updated_at = row
     return {
         "id": str(item_id),
         "title": title,
@@ -84,10 +99,17 @@ def _public(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Page:
-    items: Sequence[Any]  # rows of _LISTED: the ItemPublic fields in order, then the total
-    total: int
+def _position(row: Sequence[Any]) -> Position:
+    return Position(created_at=row[4], id=row[0])
+
+
+def _scope(principal: Principal) -> str:
+    return "all" if principal.is_superuser else str(principal.id)
+
+
+def cursors(settings: Settings, principal: Principal, search: str | None) -> CursorCodec:
+    """The codec of this caller's item cursors for this search."""
+    return CursorCodec(settings.secret_key, LISTING, _scope(principal), search)
 
 
 async def list_items(
@@ -95,50 +117,59 @@ async def list_items(
     principal: Principal,
     *,
     limit: int,
-    offset: int,
+    cursor: Cursor | None = None,
     search: str | None = None,
-) -> Page:
+) -> Window:
+    """One page of the caller's items (everybody's for a superuser), newest first."""
     owner = None if principal.is_superuser else principal.id
     pattern = _contains(search) if search else None
-    listing = _LISTINGS[owner is not None, pattern is not None]
-    params = {"owner_id": owner, "pattern": pattern, "limit": limit, "offset": offset}
-    rows = await listing.all(session, **params)
-    if rows:
-        total = rows[0][-1]
-    elif offset == 0:
-        total = 0
-    else:  # past the end: no row carries the total, so count on its own
-        filters = _filters(owner=owner, pattern=pattern)
-        total = await session.scalar(
-            select(func.count()).select_from(Item.__table__).where(*filters)
+
+    async def read(at: Cursor | None) -> Sequence[Any]:
+        direction = at.direction if at else None
+        listing = _statement(owner is not None, pattern is not None, direction)
+        position = at.position if at else None
+        return await listing.all(
+            session,
+            owner_id=owner,
+            pattern=pattern,
+            at=position.created_at if position else None,
+            at_id=position.id if position else None,
+            limit=limit + 1,
         )
-    return Page(items=rows, total=total or 0)
+
+    return await paginate(read, cursor, limit, _position)
 
 
 async def page_json(
     session: AsyncSession,
     cache: ReadCache,
+    settings: Settings,
     principal: Principal,
     *,
     limit: int,
-    offset: int,
+    cursor: str | None = None,
     search: str | None = None,
-) -> bytes:
-    """One page of the listing as the response body. The first page of an unfiltered listing
-    is served from the cache when it is there, as the bytes stored on the miss."""
-    first_page = offset == 0 and not search
-    scope = "all" if principal.is_superuser else str(principal.id)
+) -> tuple[bytes, str | None, str | None]:
+    """One page of the listing as the response body, and its (next, prev) cursors for the
+    Link header. The first page of an unfiltered listing is served from the cache when it is
+    there, as the bytes stored on the miss."""
+    codec = cursors(settings, principal, search)
+    at = codec.decode(cursor) if cursor else None
+    first_page = at is None and not search
+    scope = _scope(principal)
     if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
-        return cached
-    page = await list_items(session, principal, limit=limit, offset=offset, search=search)
+        body, following = cached
+        return body, following, None
+    found = await list_items(session, principal, limit=limit, cursor=at, search=search)
+    following, preceding = links(codec, found)
     # Rows from the database are trusted (they were validated on the way in): serialized
     # once by pydantic's core, without a validation pass over them. The JSON is the same as
     # ItemPage's (a test compares them).
-    items = [_public(row) for row in page.items]
-    body = to_json({"items": items, "total": page.total, "limit": limit, "offset": offset})
+    items = [_public(row) for row in found.rows]
+    body = to_json({"items": items, "limit": limit, "next": following, "prev": preceding})
     if first_page:
-        await cache.set_first_page(scope, limit, body)
-    return body
+        await cache.set_first_page(scope, limit, body, following)
+    return body, following, preceding
 
 
 async def get_item(session: AsyncSession, principal: Principal, item_id: uuid.UUID) -> Item:

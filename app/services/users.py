@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,7 @@ from app.services.errors import (
     Unauthorized,
 )
 from app.services.login_guard import LoginGuard
+from app.services.pagination import Cursor, CursorCodec, Listed, listed, position_of, seek
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +137,16 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     return user
 
 
-async def list_users(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[User], int]:
-    """One page of the users, oldest first, and how many there are."""
-    total = await session.scalar(select(func.count()).select_from(User))
-    users = await session.scalars(
-        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
-    )
-    return list(users), total or 0
+async def list_users(
+    session: AsyncSession, settings: Settings, *, limit: int, cursor: str | None = None
+) -> Listed[User]:
+    """One page of the users, newest first (for superusers: one listing for all of them)."""
+    codec = CursorCodec(settings.secret_key, "users", "all")
+
+    async def read(at: Cursor | None) -> list[User]:
+        return list(await session.scalars(seek(select(User), User.created_at, User.id, at, limit)))
+
+    return await listed(codec, cursor, limit, read, position_of)
 
 
 async def set_active(

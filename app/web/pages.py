@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from math import ceil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,14 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import CacheDep, LoginGuardDep, ReadSessionDep, SessionDep, SettingsDep
+from app.api.deps import (
+    CacheDep,
+    CursorQuery,
+    LoginGuardDep,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.routes.jobs import export_download, queue
 from app.api.routing import Route
 from app.core.config import Settings
@@ -36,6 +42,7 @@ from app.services import users as users_service
 from app.services.errors import Forbidden, ServiceError
 from app.services.health import run_checks
 from app.services.jobs import JobAction
+from app.services.pagination import links
 from app.services.sessions import SignedIn
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.web.assets import Assets
@@ -55,7 +62,6 @@ from app.web.auth import (
 from app.worker.dispatch import operate
 
 PAGE_SIZE = 20
-MAX_PAGE = 1_000_000  # page numbers beyond any real table are refused, not computed
 IMPORT_PATH = "/import"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -71,7 +77,6 @@ NOTICES = {
     "job-operated": "Job updated.",
 }
 
-Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Notice = Annotated[str | None, Query(max_length=32)]
 
 
@@ -109,8 +114,10 @@ def redirect(settings: Settings, path: str, notice: str | None = None) -> Redire
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _pages(total: int, page: int) -> dict[str, Any]:
-    return {"page": page, "pages": max(1, ceil(total / PAGE_SIZE)), "total": total}
+def _pager(following: str | None, preceding: str | None, cursor: str | None) -> dict[str, Any]:
+    """What _pager.html links to: the older and newer pages, and the first page from any
+    other page."""
+    return {"next": following, "prev": preceding, "paged": cursor is not None}
 
 
 def _errors(exc: ValidationError) -> dict[str, str]:
@@ -213,21 +220,28 @@ async def items_page(
     request: Request,
     session: ReadSessionDep,
     user: SignedInDep,
+    settings: SettingsDep,
     q: Annotated[SearchText | None, Query(description="Title search.")] = None,
-    page: Page = 1,
+    cursor: CursorQuery = None,
     notice: Notice = None,
 ) -> HTMLResponse:
+    codec = items_service.cursors(settings, user.principal, q or None)
     found = await items_service.list_items(
-        session, user.principal, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=q or None
+        session,
+        user.principal,
+        limit=PAGE_SIZE,
+        cursor=codec.decode(cursor) if cursor else None,
+        search=q or None,
     )
+    following, preceding = links(codec, found)
     return render(
         request,
         "items.html",
         user=user,
-        items=found.items,
+        items=found.rows,
         q=q or "",
         notice=NOTICES.get(notice or ""),
-        **_pages(found.total, page),
+        **_pager(following, preceding, cursor),
     )
 
 
@@ -372,18 +386,19 @@ async def export_items(
 async def jobs_page(
     request: Request,
     session: ReadSessionDep,
+    settings: SettingsDep,
     user: SignedInDep,
-    page: Page = 1,
+    cursor: CursorQuery = None,
 ) -> HTMLResponse:
-    jobs, total = await jobs_service.list_jobs(
-        session, user.principal, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    found = await jobs_service.list_jobs(
+        session, settings, user.principal, limit=PAGE_SIZE, cursor=cursor
     )
     return render(
         request,
         "jobs.html",
         user=user,
-        jobs=[JobPublic.of(job) for job in jobs],
-        **_pages(total, page),
+        jobs=[JobPublic.of(job) for job in found.rows],
+        **_pager(found.next, found.prev, cursor),
     )
 
 
@@ -446,28 +461,28 @@ async def users_page(
     request: Request,
     session: ReadSessionDep,
     user: SignedInDep,
-    page: Page = 1,
+    cursor: CursorQuery = None,
     notice: Notice = None,
 ) -> HTMLResponse:
     _superuser(user)
-    return await _users(request, session, user, page, notice=NOTICES.get(notice or ""))
+    return await _users(request, session, user, cursor, notice=NOTICES.get(notice or ""))
 
 
 async def _users(
     request: Request,
     session: AsyncSession,
     user: SignedIn,
-    page: int,
+    cursor: str | None,
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    users, total = await users_service.list_users(
-        session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-    )
+    settings: Settings = request.app.state.settings
+    found = await users_service.list_users(session, settings, limit=PAGE_SIZE, cursor=cursor)
     context.setdefault("values", {})
     context.setdefault("errors", {})
+    pager = _pager(found.next, found.prev, cursor)
     return render(
-        request, "users.html", status_code, user=user, users=users, **_pages(total, page), **context
+        request, "users.html", status_code, user=user, users=found.rows, **pager, **context
     )
 
 
@@ -489,11 +504,11 @@ async def create_user(
         )
         await users_service.create_user(session, data)
     except ValidationError as exc:
-        return await _users(request, session, user, 1, 400, values=values, errors=_errors(exc))
+        return await _users(request, session, user, None, 400, values=values, errors=_errors(exc))
     except ServiceError as exc:
         errors = {"form": exc.detail}
         return await _users(
-            request, session, user, 1, exc.status_code, values=values, errors=errors
+            request, session, user, None, exc.status_code, values=values, errors=errors
         )
     return redirect(settings, "/users", "user-created")
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from tests.docker_utils import ROOT, wait_until
-from tests.helpers import Headers, login, make_settings
+from tests.helpers import Headers, count_items, login, make_settings
 from tests.integration.conftest import Services, pause, unpause
 from tests.server import largest_import, memory
 from tests.unit.test_jobs import csv_bytes
@@ -158,7 +158,7 @@ def _start_import(api: TestClient, headers: Headers, content: bytes) -> str:
 
 
 def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
-    api: TestClient, alice: Headers, worker
+    api: TestClient, alice: Headers, worker, worker_settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
     rows = 60_000
     content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
@@ -169,7 +169,7 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
     done = _finished(api, alice, job_id, timeout=180)
     print(f"\nredelivered and finished {time.monotonic() - started:.1f}s after SIGKILL")
     assert done["state"] == "succeeded", done
-    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == rows
+    assert count_items(worker_settings) == rows
     assert done["result"]["imported"] == rows
 
 
@@ -180,7 +180,7 @@ def test_redis_down_reads_still_come_from_the_database(
     pause(services.redis)
     try:
         assert api.get(f"/api/v1/items/{item['id']}", headers=alice).json()["title"] == "durable"
-        assert api.get("/api/v1/items", headers=alice).json()["total"] == 1
+        assert len(api.get("/api/v1/items", headers=alice).json()["items"]) == 1
         ready = api.get("/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"]["status"] == "error"
@@ -275,7 +275,7 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(
         done = _finished(api, alice, job_id, timeout=120)
     assert done["state"] == "failed", done
     assert done["error"].startswith("the worker was lost 1 times")
-    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == 0
+    assert count_items(worker_settings) == 0
 
 
 def test_a_job_of_a_dead_worker_ends_within_two_heartbeats_of_a_worker_returning(
@@ -304,4 +304,4 @@ def test_a_job_of_a_dead_worker_ends_within_two_heartbeats_of_a_worker_returning
     print(f"\nhanded on {handed_on:.1f} s after a worker returned (heartbeat 1 s)")
     assert handed_on <= 2 * 1 + 1  # two heartbeats, and a second of slack for the polling
     assert done["state"] == "succeeded", done
-    assert api.get("/api/v1/items?limit=1", headers=alice).json()["total"] == rows
+    assert count_items(worker_settings) == rows

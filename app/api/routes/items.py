@@ -5,18 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api import API_PREFIX
 from app.api.deps import (
     CacheDep,
     CurrentPrincipal,
-    Offset,
+    CursorQuery,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
 )
 from app.api.errors import error_responses, validation_error
+from app.api.pages import LISTING_RESPONSES, link_header
 from app.api.routing import Route
 from app.db.models import Item
 from app.schemas.common import SearchText
@@ -32,27 +33,36 @@ router = APIRouter(
 )
 
 
-@router.get("", response_model=ItemPage)
+@router.get("", response_model=ItemPage, responses=LISTING_RESPONSES)
 async def list_items(
+    request: Request,
     session: ReadSessionDep,
     settings: SettingsDep,
     cache: CacheDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
-    offset: Offset = 0,
-    q: Annotated[SearchText | None, Query(description="Case-insensitive title search.")] = None,
+    cursor: CursorQuery = None,
+    q: Annotated[
+        SearchText | None,
+        Query(description="Case-insensitive title search: at least 3 characters, or none."),
+    ] = None,
 ) -> Response:
+    """The caller's items (everybody's for a superuser), newest first, a page at a time."""
     if limit > settings.items_max_page_size:
         raise validation_error(
             ["query", "limit"],
             f"Input should be less than or equal to {settings.items_max_page_size}",
             limit,
         )
-    body = await service.page_json(
-        session, cache, principal, limit=limit, offset=offset, search=q or None
+    body, following, preceding = await service.page_json(
+        session, cache, settings, principal, limit=limit, cursor=cursor, search=q or None
     )
     # The body is the page's JSON already (the response_model still documents the schema).
-    return Response(content=body, media_type="application/json")
+    return Response(
+        content=body,
+        media_type="application/json",
+        headers=link_header(request, following, preceding),
+    )
 
 
 @router.post(

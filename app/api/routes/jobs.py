@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, UploadFile, status
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    File,
+    Form,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,12 +23,13 @@ from app.api import API_PREFIX
 from app.api.deps import (
     CurrentPrincipal,
     CurrentSuperuser,
-    Offset,
+    CursorQuery,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
 )
 from app.api.errors import error_responses, validation_error
+from app.api.pages import LISTING_RESPONSES, link_header
 from app.api.routing import Route
 from app.core.config import Settings
 from app.core.states import JobKind
@@ -123,17 +134,21 @@ async def export_items(
     return JobPublic.of(job)
 
 
-@router.get("/jobs", response_model=JobPage)
+@router.get("/jobs", response_model=JobPage, responses=LISTING_RESPONSES)
 async def list_jobs(
+    request: Request,
+    response: Response,
     session: ReadSessionDep,
+    settings: SettingsDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PAGE_SIZE)] = 20,
-    offset: Offset = 0,
+    cursor: CursorQuery = None,
 ) -> JobPage:
     """The caller's jobs (everybody's for a superuser), newest first."""
-    jobs, total = await service.list_jobs(session, principal, limit=limit, offset=offset)
+    page = await service.list_jobs(session, settings, principal, limit=limit, cursor=cursor)
+    response.headers.update(link_header(request, page.next, page.prev))
     return JobPage(
-        items=[JobPublic.of(job) for job in jobs], total=total, limit=limit, offset=offset
+        items=[JobPublic.of(job) for job in page.rows], limit=limit, next=page.next, prev=page.prev
     )
 
 

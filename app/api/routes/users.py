@@ -5,18 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api import API_PREFIX
 from app.api.deps import (
     CacheDep,
     CurrentSuperuser,
     CurrentUser,
-    Offset,
+    CursorQuery,
     ReadSessionDep,
     SessionDep,
+    SettingsDep,
 )
 from app.api.errors import error_responses
+from app.api.pages import LISTING_RESPONSES, link_header
 from app.api.routing import Route
 from app.db.models import User
 from app.schemas.users import UserCreate, UserPage, UserPublic, UserUpdate
@@ -38,20 +40,24 @@ async def read_me(user: CurrentUser) -> User:
     return user
 
 
-@router.get("", response_model=UserPage)
+@router.get("", response_model=UserPage, responses=LISTING_RESPONSES)
 async def list_all(
+    request: Request,
+    response: Response,
     session: ReadSessionDep,
+    settings: SettingsDep,
     _admin: CurrentSuperuser,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Offset = 0,
+    cursor: CursorQuery = None,
 ) -> UserPage:
-    """Superusers: the users, oldest first."""
-    users, total = await list_users(session, limit=limit, offset=offset)
+    """Superusers: the users, newest first."""
+    page = await list_users(session, settings, limit=limit, cursor=cursor)
+    response.headers.update(link_header(request, page.next, page.prev))
     return UserPage(
-        items=[UserPublic.model_validate(user) for user in users],
-        total=total,
+        items=[UserPublic.model_validate(user) for user in page.rows],
         limit=limit,
-        offset=offset,
+        next=page.next,
+        prev=page.prev,
     )
 
 

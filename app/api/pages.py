@@ -1,0 +1,33 @@
+"""What every listing route adds to its page: the `Link` header (RFC 8288) with the page's
+`next` and `prev` cursors, as links relative to the request's own URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from app.api.errors import error_responses
+
+# A listing's answers in the API document: its page, with the Link header; 400 for a cursor
+# that is not this listing's.
+LISTING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'The `next` and `prev` pages (RFC 8288): `<URL>; rel="next"`.',
+                "schema": {"type": "string"},
+            }
+        }
+    },
+    **error_responses(400),
+}
+
+
+def link_header(request: Request, following: str | None, preceding: str | None) -> dict[str, str]:
+    links = [
+        f'<{request.url.path}?{request.url.include_query_params(cursor=cursor).query}>; rel="{rel}"'
+        for rel, cursor in (("next", following), ("prev", preceding))
+        if cursor
+    ]
+    return {"Link": ", ".join(links)} if links else {}

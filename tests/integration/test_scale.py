@@ -1,0 +1,269 @@
+"""Cost does not grow with the data: every listing's and count's plan on Postgres, with
+200,000 rows in each table, reads a page's worth of rows, not the table.
+
+The statements checked are the ones the service sends: every SELECT reaching asyncpg while
+the API answers is recorded with its arguments, then run again under EXPLAIN (ANALYZE,
+FORMAT JSON). The check is the plan's shape and the rows each node read, never a timing:
+no sequential scan, no window aggregate, no sort over the table, and at most a page and one
+row read by the scans (the rows a search matches, for a search). Each statement is planned
+twice: as the first executions of a prepared statement are (a plan for its values), and as
+Postgres may plan it after five (a generic plan, for any values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings
+from app.db.session import Database
+from app.main import create_app
+from app.services import jobs as jobs_service
+from app.services.pagination import CursorCodec, Direction, Position
+from tests.helpers import Headers, login, make_settings
+
+ROWS = 200_000
+PAGE = 50
+METRICS_TOKEN = "scale-test-metrics-token"
+SEEDED = [
+    # alice's items: the rows of one "import" share a created_at (1,000 each), as real ones do
+    f"""INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
+        SELECT gen_random_uuid(), 'item ' || n, NULL, :alice,
+               now() - (n / 1000) * interval '1 second', now()
+        FROM generate_series(1, {ROWS}) AS n""",
+    """INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
+        SELECT gen_random_uuid(), 'other ' || n, NULL, :bob, now() - n * interval '1 ms', now()
+        FROM generate_series(1, 1000) AS n""",
+    # alice's jobs: all finished but 15
+    f"""INSERT INTO jobs (id, kind, owner_id, state, done, total, deliveries, webhook_state,
+                          webhook_attempts, heartbeat_at, created_at, updated_at)
+        SELECT gen_random_uuid(), 'import', :alice,
+               CASE WHEN n <= 10 THEN 'queued' WHEN n <= 15 THEN 'running' ELSE 'succeeded' END,
+               0, 0, 1, 'none', 0, now(), now() - n * interval '1 second', now()
+        FROM generate_series(1, {ROWS}) AS n""",
+    f"""INSERT INTO users (id, username, email, hashed_password, is_active, is_superuser,
+                           created_at)
+        SELECT gen_random_uuid(), 'user' || n, 'user' || n || '@example.com', 'x', true, false,
+               now() - n * interval '1 second'
+        FROM generate_series(1, {ROWS}) AS n""",
+    "ANALYZE",
+]
+SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Index Scan", "Bitmap Heap Scan"}
+
+
+class Recorder:
+    """Every SELECT the service sends through asyncpg, with its arguments."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    def take(self) -> list[tuple[str, tuple[Any, ...]]]:
+        taken, self.statements = self.statements, []
+        return [(sql, args) for sql, args in taken if sql.lstrip().upper().startswith("SELECT")]
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    found = Recorder()
+    fetch = asyncpg.connection.Connection.fetch
+    prepared_fetch = asyncpg.prepared_stmt.PreparedStatement.fetch
+
+    async def fetch_recorded(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        found.statements.append((query, args))
+        return await fetch(self, query, *args, **kwargs)
+
+    async def prepared_recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        found.statements.append((self.get_query(), args))
+        return await prepared_fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch_recorded)
+    monkeypatch.setattr(asyncpg.prepared_stmt.PreparedStatement, "fetch", prepared_recorded)
+    return found
+
+
+def _connect(settings: Settings) -> Any:
+    url = make_url(settings.database_url)
+    return asyncpg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        database=url.database,
+    )  # fmt: skip
+
+
+def _sql(settings: Settings, statements: list[str], **values: str) -> list[Any]:
+    async def run() -> list[Any]:
+        connection = await _connect(settings)
+        try:
+            found = []
+            for statement in statements:
+                for name, value in values.items():
+                    statement = statement.replace(f":{name}", f"'{value}'")
+                found.append(await connection.fetch(statement))
+            return found
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def plans(settings: Settings, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The statement's plan, run (ANALYZE), for its values and as a generic plan."""
+
+    async def run() -> list[dict[str, Any]]:
+        connection = await _connect(settings)
+        try:
+            found = []
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await connection.execute(f"SET plan_cache_mode = {mode}")
+                explained = await connection.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args
+                )
+                found.append(json.loads(explained)[0]["Plan"])
+            return found
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def rows_read(node: dict[str, Any]) -> int:
+    loops = node.get("Actual Loops", 1)
+    return int(
+        (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+         + node.get("Rows Removed by Index Recheck", 0)) * loops
+    )  # fmt: skip
+
+
+def problems(settings: Settings, sql: str, args: tuple[Any, ...], bound: int) -> list[str]:
+    found = []
+    for plan in plans(settings, sql, args):
+        for node in nodes(plan):
+            kind = node["Node Type"]
+            if kind in ("Seq Scan", "WindowAgg"):
+                found.append(f"{kind} on {node.get('Relation Name', '?')}")
+            if kind in SCANS and rows_read(node) > bound:
+                index = node.get("Index Name", node.get("Relation Name", "?"))
+                found.append(f"{kind} of {index} read {rows_read(node)} rows (bound {bound})")
+            if kind == "Sort" and node.get("Actual Rows", 0) > bound:
+                found.append(f"Sort of {node['Actual Rows']} rows")
+    return [f"{p}\n    in: {' '.join(sql.split())[:300]}" for p in found]
+
+
+@pytest.fixture
+def seeded(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, Headers]]]:
+    from app.services.users import ensure_superuser_standalone
+
+    scaled = make_settings(tmp_path, settings.database_url, metrics_token=METRICS_TOKEN)
+    asyncio.run(ensure_superuser_standalone(scaled))
+    with TestClient(create_app(scaled)) as client:
+        admin = login(client, scaled.admin_username, scaled.admin_password)
+        ids = {}
+        for name in ("alice", "bob"):
+            body = {"username": name, "email": f"{name}@example.com", "password": "x" * 12}
+            created = client.post("/api/v1/users", json=body, headers=admin)
+            assert created.status_code == 201, created.text
+            ids[name] = created.json()["id"]
+        _sql(scaled, SEEDED, **ids)
+        people = {"admin": admin, **{n: login(client, n, "x" * 12) for n in ids}}
+        yield client, people
+
+
+def _deep(settings: Settings, listing: str, scope: str, table: str, where: str) -> list[str]:
+    """Cursors (both ways) at the row 150,000 deep into a listing."""
+    [[row]] = _sql(
+        settings,
+        [f"SELECT created_at, id FROM {table} {where} "
+         f"ORDER BY created_at DESC, id DESC OFFSET 150000 LIMIT 1"],
+    )  # fmt: skip
+    codec = CursorCodec(settings.secret_key, listing, scope)
+    at = Position(row["created_at"], row["id"])
+    return [codec.encode(direction, at) for direction in Direction]
+
+
+def test_every_listing_and_count_reads_a_page_not_the_table(
+    seeded: tuple[TestClient, dict[str, Headers]], settings: Settings, recorder: Recorder
+) -> None:
+    client, people = seeded
+    alice, admin = people["alice"], people["admin"]
+    alice_id = client.get("/api/v1/users/me", headers=alice).json()["id"]
+    recorder.take()
+    checked: list[tuple[str, int]] = []  # (what, bound on the rows read)
+
+    def get(what: str, path: str, headers: Headers, bound: int = PAGE + 1, **params: Any) -> Any:
+        """The page (its JSON), once every statement it sent has passed the checks."""
+        recorder.take()
+        response = client.get(path, params={"limit": PAGE, **params}, headers=headers)
+        assert response.status_code == 200, (what, response.text)
+        statements = recorder.take()
+        assert statements, f"{what}: no statement reached the database"
+        for sql, args in statements:
+            failures = problems(settings, sql, args, bound)
+            assert not failures, f"{what}:\n" + "\n".join(failures)
+        checked.append((what, bound))
+        return response.json() if path != "/metrics" else response.text
+
+    mine = f"WHERE owner_id = '{alice_id}'"
+    for who, headers, scope, where in (
+        ("alice", alice, alice_id, mine),
+        ("a superuser", admin, "all", ""),
+    ):
+        first = get(f"{who}'s first items page", "/api/v1/items", headers)
+        assert len(first["items"]) == PAGE
+        get(f"{who}'s second items page", "/api/v1/items", headers, cursor=first["next"])
+        for cursor in _deep(settings, "items", scope, "items", where):
+            deep = get(f"{who}'s items page 3,000 pages deep", "/api/v1/items", headers,
+                       cursor=cursor)  # fmt: skip
+            assert len(deep["items"]) == PAGE
+    # A search matching 111 of alice's titles, and one matching all of them.
+    rare = get("a rare title search", "/api/v1/items", alice, bound=111 + PAGE + 1, q="item 1999")
+    assert len(rare["items"]) == PAGE
+    get("a title search matching every row", "/api/v1/items", alice, q="tem")
+
+    for who, headers, scope, where in (
+        ("alice", alice, alice_id, mine),
+        ("a superuser", admin, "all", ""),
+    ):
+        first = get(f"{who}'s first jobs page", "/api/v1/jobs", headers)
+        for cursor in _deep(settings, "jobs", scope, "jobs", where):
+            get(f"{who}'s jobs page 3,000 pages deep", "/api/v1/jobs", headers, cursor=cursor)
+    first = get("the first users page", "/api/v1/users", admin)
+    for cursor in _deep(settings, "users", "all", "users", ""):
+        get("the users page 3,000 pages deep", "/api/v1/users", admin, cursor=cursor)
+
+    # The counts: the metrics' jobs per state, and the reaper's search for stalled jobs.
+    metrics = get("/metrics", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"}, bound=15)
+    assert 'jobs{state="queued"} 10.0' in metrics
+
+    async def reap() -> None:
+        db = Database(settings)
+        try:
+            await jobs_service.reap_stalled_jobs(db, settings)
+        finally:
+            await db.dispose()
+
+    asyncio.run(reap())
+    for sql, args in recorder.take():
+        assert not (failures := problems(settings, sql, args, 15)), "\n".join(failures)
+    assert len(checked) == 20
+
+
+def test_the_counts_are_the_unfinished_jobs_alone(
+    seeded: tuple[TestClient, dict[str, Headers]], settings: Settings
+) -> None:
+    client, _ = seeded
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    assert 'jobs{state="queued"} 10.0' in metrics
+    assert 'jobs{state="running"} 5.0' in metrics
