@@ -185,6 +185,30 @@ async def _operate(settings: Settings, job_id: uuid.UUID, action: str) -> str:
         await db.dispose()
 
 
+@cli.command()
+@friendly_errors
+def sweep() -> None:
+    """Delete the finished jobs past JOB_RETENTION_DAYS with their files, and files without a
+    job (the worker does this every hour; for a cron job or by hand)."""
+    with _quiet_logs():  # the sweep's log record: the result is said below
+        swept = asyncio.run(_sweep(_settings()))
+    if swept is None:
+        typer.echo("another sweep is running: nothing done")
+    else:
+        typer.echo(f"deleted {swept.jobs} expired jobs and {swept.orphans} files without a job")
+
+
+async def _sweep(settings: Settings) -> Any:
+    from app.db.session import Database
+    from app.services import retention
+
+    db = Database(settings)
+    try:
+        return await retention.sweep(db, settings)
+    finally:
+        await db.dispose()
+
+
 @cli.command("create-superuser")
 @friendly_errors
 def create_superuser() -> None:

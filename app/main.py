@@ -6,6 +6,7 @@ and gunicorn use it. Every process logs its resolved (redacted) configuration at
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -36,6 +37,7 @@ from app.core.middleware import (
 )
 from app.core.security import configure_password_hashing
 from app.db.session import Database
+from app.services import retention
 from app.services.cache import ReadCache
 from app.services.health import HealthState
 from app.services.login_guard import LoginGuard
@@ -109,10 +111,20 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         app.state.login_guard = LoginGuard(settings)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
+        # Without a worker, this process runs the jobs, so it sweeps what they leave too.
+        sweeping = (
+            asyncio.create_task(retention.sweep_periodically(app.state.db, settings))
+            if settings.jobs_run_in_process
+            else None
+        )
         try:
             yield
         finally:
             app.state.health.shutting_down = True
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             if app.state.redis is not None and redis is None:  # close only what we opened
                 await app.state.redis.aclose()
             await app.state.db.dispose()

@@ -242,6 +242,13 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = Field(
         100, ge=1, description="Recycle a worker process after this many jobs."
     )
+    job_retention_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="Days a finished job (and its export or upload file) is kept; then a "
+        "sweep in the worker deletes it. `DELETE /api/v1/jobs/{id}` deletes one sooner.",
+    )
     uploads_dir: str = Field("./uploads", description="Where uploaded import files are kept.")
     storage_dir: str = Field("./storage", description="Where export files are written.")
     max_request_bytes: int = Field(

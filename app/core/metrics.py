@@ -82,6 +82,16 @@ POOL_CHECKED_OUT = Gauge(
 POOL_SIZE = Gauge(
     "db_pool_size", "Database connections the pools keep open.", multiprocess_mode="livesum"
 )
+STORAGE_BYTES = Gauge(
+    "storage_bytes", "Bytes of files in the uploads and the exports folder (read at scrape time).",
+    ["volume"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+STORAGE_FILES = Gauge(
+    "storage_files", "Files in the uploads and the exports folder (read at scrape time).",
+    ["volume"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
 JOBS = Gauge(
     "jobs", "Unfinished background jobs by state (read from the database at scrape time).",
     ["state"],

@@ -21,6 +21,9 @@ from app.db.base import Base, UTCDateTime, utcnow
 EVERY_ROW_SQL = "created_at > '-infinity'"
 UNFINISHED = tuple(state for state in JobState if not state.finished)
 UNFINISHED_SQL = "state IN ({})".format(", ".join(f"'{state.value}'" for state in UNFINISHED))
+FINISHED_SQL = "state IN ({})".format(
+    ", ".join(f"'{state.value}'" for state in JobState if state.finished)
+)
 
 
 def _enum(states: type[StrEnum]) -> Enum:
@@ -104,6 +107,13 @@ class Job(Base):
             "state",
             postgresql_where=text(UNFINISHED_SQL),
             sqlite_where=text(UNFINISHED_SQL),
+        ),
+        # The retention sweep finds the jobs that ended longest ago through this one.
+        Index(
+            "ix_jobs_finished_updated_at",
+            "updated_at",
+            postgresql_where=text(FINISHED_SQL),
+            sqlite_where=text(FINISHED_SQL),
         ),
     )
 

@@ -32,7 +32,7 @@ from app.db.models import EVERY_ROW_SQL, UNFINISHED, UNFINISHED_SQL, Item, Job, 
 from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.schemas.jobs import JobPublic
-from app.services import csvfiles, webhooks
+from app.services import csvfiles, retention, webhooks
 from app.services.access import Principal, get_owned
 from app.services.cache import ReadCache
 from app.services.errors import Conflict, NotFound, TooLarge
@@ -170,15 +170,32 @@ async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID
     return await get_owned(session, principal, Job, job_id, "job")
 
 
-def export_file(settings: Settings, job: Job) -> Path:
+async def delete_job(
+    session: AsyncSession, settings: Settings, principal: Principal, job_id: uuid.UUID
+) -> None:
+    """Delete a finished job of the caller's (anyone's, for a superuser) and its files now,
+    instead of JOB_RETENTION_DAYS after it ended (409 while it is queued or running). A
+    download under way keeps reading the file it opened."""
+    job = await get_job(session, principal, job_id)
+    if not job.state.finished:
+        raise Conflict(f"the job is {job.state}: it can be deleted once it has finished")
+    await session.delete(job)
+    await session.commit()
+    retention.remove_files(settings, job_id)
+
+
+def open_export(settings: Settings, job: Job) -> tuple[BinaryIO, int]:
+    """A finished export's file, opened (and its size): once open, it stays readable to the
+    end even if the job is deleted meanwhile."""
     if job.kind != JobKind.EXPORT:
         raise NotFound("only export jobs have a download")
     if job.state != JobState.SUCCEEDED:
         raise Conflict(f"the export is {job.state}, not finished")
-    path = export_path(settings, job.id)
-    if not path.exists():
-        raise NotFound("the export file is gone")
-    return path
+    try:
+        handle = export_path(settings, job.id).open("rb")
+    except FileNotFoundError:
+        raise NotFound("the export file is gone") from None
+    return handle, os.fstat(handle.fileno()).st_size
 
 
 class Outcome(StrEnum):
@@ -222,12 +239,16 @@ async def _run_claimed(
     except Exception:
         await session.rollback()
         # The exception's text may hold SQL, parameters or paths: it goes to the log,
-        # and the user reads a reference to it.
+        # and the user reads a reference to it. An import keeps its upload for a retry.
         logger.exception("job failed", extra=log_fields(job_id=str(job.id)))
+        export_path(settings, job.id).with_suffix(".csv.partial").unlink(missing_ok=True)
         await _fail(session, job, f"the job failed on an internal error (job {job.id})")
         return
     if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
         await cache.invalidate(job.owner_id)
+    if job.kind == JobKind.IMPORT and job.state.finished:
+        # Succeeded, or refused for what the file holds: no run needs it again.
+        upload_path(settings, job.id).unlink(missing_ok=True)
     logger.info(
         "job finished",
         extra=log_fields(job_id=str(job.id), kind=job.kind, state=job.state, rows=job.total),
@@ -385,6 +406,9 @@ async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> No
     The parsing and validation run in a thread: the event loop keeps serving requests
     while an import runs in the web process (no broker)."""
     path = upload_path(settings, job.id)
+    if not path.exists():  # deleted when the import was refused for it: nothing to retry
+        await _fail(session, job, "the uploaded file is gone: upload it again")
+        return
     try:
         job.total = await asyncio.to_thread(_count_rows, path, settings.import_max_rows)
         await _progress(session, job, 0)

@@ -75,6 +75,7 @@ NOTICES = {
     "user-deactivated": "User deactivated: signed out everywhere.",
     "signed-out": "You are signed out.",
     "job-operated": "Job updated.",
+    "job-deleted": "Job deleted, with its file.",
 }
 
 Notice = Annotated[str | None, Query(max_length=32)]
@@ -389,6 +390,7 @@ async def jobs_page(
     settings: SettingsDep,
     user: SignedInDep,
     cursor: CursorQuery = None,
+    notice: Notice = None,
 ) -> HTMLResponse:
     found = await jobs_service.list_jobs(
         session, settings, user.principal, limit=PAGE_SIZE, cursor=cursor
@@ -398,6 +400,7 @@ async def jobs_page(
         "jobs.html",
         user=user,
         jobs=[JobPublic.of(job) for job in found.rows],
+        notice=NOTICES.get(notice or ""),
         **_pager(found.next, found.prev, cursor),
     )
 
@@ -416,6 +419,7 @@ async def job_page(
         user=user,
         job=job,
         actions=jobs_service.allowed_actions(job.state) if user.principal.is_superuser else [],
+        retention_days=request.app.state.settings.job_retention_days,
         notice=NOTICES.get(notice or ""),
     )
 
@@ -436,8 +440,15 @@ async def job_progress(job_id: uuid.UUID, session: ReadSessionDep, user: SignedI
 
 async def download(
     job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, user: SignedInDep
-) -> FileResponse:
+) -> Response:
     return export_download(settings, await jobs_service.get_job(session, user.principal, job_id))
+
+
+async def delete_job(
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, user: FormUserDep
+) -> RedirectResponse:
+    await jobs_service.delete_job(session, settings, user.principal, job_id)
+    return redirect(settings, "/jobs", "job-deleted")
 
 
 async def operate_job(
@@ -578,6 +589,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/{job_id:uuid}", job_page, ["GET"]),
     ("/jobs/{job_id:uuid}/progress", job_progress, ["GET"]),
     ("/jobs/{job_id:uuid}/download", download, ["GET"]),
+    ("/jobs/{job_id:uuid}/delete", delete_job, ["POST"]),  # before the operators' actions
     ("/jobs/{job_id:uuid}/{action}", operate_job, ["POST"]),
     ("/users", users_page, ["GET"]),
     ("/users", create_user, ["POST"]),

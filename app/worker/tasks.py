@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from app.core.config import Settings, get_settings
 from app.core.logging import describe_error, log_fields
 from app.db.session import Database
-from app.services import webhooks
+from app.services import retention, webhooks
 from app.services.cache import ReadCache
 from app.services.jobs import (
     Outcome,
@@ -69,9 +69,25 @@ def _reap_once(settings: Settings) -> None:
         logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
 
 
+async def _sweep(settings: Settings) -> None:
+    db = Database(settings)
+    try:
+        await retention.sweep(db, settings)
+    finally:
+        await db.dispose()
+
+
+def _sweep_once(settings: Settings) -> None:
+    try:
+        asyncio.run(_sweep(settings))
+    except Exception as exc:  # the database is down: the next round tries again
+        logger.warning("retention sweep failed", extra=log_fields(error=describe_error(exc)))
+
+
 class JobReaper(bootsteps.StartStopStep):  # type: ignore[misc]  # celery has no types
     """Every half heartbeat interval, hand on the jobs of workers that died (their heartbeat
-    stopped), so that a job ends within two intervals.
+    stopped), so that a job ends within two intervals; and every SWEEP_INTERVAL_SECONDS,
+    delete what has passed its retention (app/services/retention.py).
 
     It runs on the timer of the worker's main process, in that process's only thread. As a
     thread of its own it made the pool hang: the pool forks its processes from the main
@@ -81,18 +97,23 @@ class JobReaper(bootsteps.StartStopStep):  # type: ignore[misc]  # celery has no
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.trefs: list[Any] = []
 
     def start(self, parent: Any) -> None:
         settings = get_settings()
-        self.tref = parent.timer.call_repeatedly(
-            settings.job_heartbeat_seconds / 2, _reap_once, (settings,)
-        )
+        self.trefs = [
+            parent.timer.call_repeatedly(
+                settings.job_heartbeat_seconds / 2, _reap_once, (settings,)
+            ),
+            parent.timer.call_repeatedly(
+                retention.SWEEP_INTERVAL_SECONDS, _sweep_once, (settings,)
+            ),
+        ]
 
     def stop(self, parent: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
+        for tref in self.trefs:
+            tref.cancel()
+        self.trefs = []
 
 
 async def _deliver(job_id: uuid.UUID, attempt: int) -> bool:

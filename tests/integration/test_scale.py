@@ -27,6 +27,7 @@ from app.core.config import Settings
 from app.db.session import Database
 from app.main import create_app
 from app.services import jobs as jobs_service
+from app.services import retention
 from app.services.pagination import CursorCodec, Direction, Position
 from tests.helpers import Headers, login, make_settings
 
@@ -247,15 +248,18 @@ def test_every_listing_and_count_reads_a_page_not_the_table(
     metrics = get("/metrics", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"}, bound=15)
     assert 'jobs{state="queued"} 10.0' in metrics
 
-    async def reap() -> None:
+    async def reap_and_sweep() -> None:
         db = Database(settings)
         try:
             await jobs_service.reap_stalled_jobs(db, settings)
+            assert await retention.sweep(db, settings) == retention.Swept(0, 0)
         finally:
             await db.dispose()
 
-    asyncio.run(reap())
-    for sql, args in recorder.take():
+    asyncio.run(reap_and_sweep())
+    swept = recorder.take()
+    assert any("updated_at <" in sql for sql, _ in swept)
+    for sql, args in swept:
         assert not (failures := problems(settings, sql, args, 15)), "\n".join(failures)
     assert len(checked) == 20
 

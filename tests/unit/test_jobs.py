@@ -161,10 +161,10 @@ def test_jobs_are_private_and_unknown_ids_404(client: TestClient, make_user) -> 
 def test_an_unfinished_export_cannot_be_downloaded(settings: Settings) -> None:
     from app.db.models import Job
     from app.services.errors import Conflict
-    from app.services.jobs import export_file
+    from app.services.jobs import open_export
 
     with pytest.raises(Conflict, match="running"):
-        export_file(settings, Job(id=uuid.uuid4(), kind="export", state="running"))
+        open_export(settings, Job(id=uuid.uuid4(), kind="export", state="running"))
 
 
 def redeliver(settings: Settings, job_id: str) -> None:
@@ -444,10 +444,13 @@ def test_superusers_fail_or_retry_a_job_by_hand(
     client: TestClient, make_user, admin_headers, settings: Settings
 ) -> None:
     alice = make_user("alice")
-    stuck = upload(client, alice, csv_bytes([["stuck", ""]]))["id"]
-    # As a worker that died mid-import leaves it: running, its rows rolled back.
+    content = csv_bytes([["stuck", ""]])
+    stuck = upload(client, alice, content)["id"]
+    # As a worker that died mid-import leaves it: running, its rows rolled back, the upload
+    # still there (an import that ended deleted it).
     _set_job(settings, stuck, state="running", deliveries=1)
     _delete_items(settings)
+    (Path(settings.uploads_dir) / f"{stuck}.csv").write_bytes(content)
     assert client.post(f"/api/v1/jobs/{stuck}/fail", headers=alice).status_code == 403
     failed = client.post(f"/api/v1/jobs/{stuck}/fail", headers=admin_headers)
     assert failed.status_code == 200, failed.text

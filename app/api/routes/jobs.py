@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import (
     APIRouter,
@@ -16,7 +17,7 @@ from fastapi import (
     UploadFile,
     status,
 )
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import API_PREFIX
@@ -51,6 +52,7 @@ IMPORT_PATH = f"{API_PREFIX}/items/import"
 # Room for the multipart framing and the form's other fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_JOBS_PAGE_SIZE = 100
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
 
 
 def _callback(url: str | None, settings: Settings) -> str | None:
@@ -180,9 +182,23 @@ async def operate_job(
     return JobPublic.of(job)
 
 
+@router.delete(
+    "/jobs/{job_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404, 409),
+)
+async def delete_job(
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> Response:
+    """Delete a finished job and its file now (409 while it is queued or running); finished
+    jobs are deleted JOB_RETENTION_DAYS after they ended in any case."""
+    await service.delete_job(session, settings, principal, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get(
     "/jobs/{job_id:uuid}/download",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}}, "description": "The CSV file"},
         **error_responses(404, 409),
@@ -190,17 +206,28 @@ async def operate_job(
 )
 async def download_export(
     job_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, principal: CurrentPrincipal
-) -> FileResponse:
+) -> StreamingResponse:
     """The CSV of a finished export."""
     return export_download(settings, await service.get_job(session, principal, job_id))
 
 
-def export_download(settings: Settings, job: Job) -> FileResponse:
+def export_download(settings: Settings, job: Job) -> StreamingResponse:
     """A finished export's file as an attachment (409 while it runs); the web UI's download
-    too. Never kept by a cache: it holds a user's data."""
-    return FileResponse(
-        service.export_file(settings, job),
+    too. Never kept by a cache: it holds a user's data. The file is opened here: a job
+    deleted while its file is sent does not cut the download short."""
+    handle, size = service.open_export(settings, job)
+    return StreamingResponse(
+        _chunks(handle),
         media_type="text/csv",
-        filename=f"items-{job.id}.csv",
-        headers={"Cache-Control": "no-store"},
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="items-{job.id}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(DOWNLOAD_CHUNK_BYTES):
+            yield chunk

@@ -3,12 +3,14 @@ METRICS_ALLOWED_NETWORKS); nginx does not serve it to the public either."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app.api.deps import OperatorDep
 from app.api.routing import Route
 from app.core import metrics
-from app.services import jobs
+from app.services import jobs, retention
 
 router = APIRouter(tags=["health"], route_class=Route)
 
@@ -25,5 +27,10 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
     if counts is not None:  # else the database did not answer: the gauges keep their values
         for state, count in counts.items():
             metrics.JOBS.labels(state).set(count)
+    # Bounded by retention (app/services/retention.py): a few thousand files at most.
+    used = await asyncio.to_thread(retention.storage_in_use, request.app.state.settings)
+    for volume, (files, size) in used.items():
+        metrics.STORAGE_FILES.labels(volume).set(files)
+        metrics.STORAGE_BYTES.labels(volume).set(size)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
