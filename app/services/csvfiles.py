@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from app.core.text import is_clean
 
@@ -29,6 +29,11 @@ _FORMULA = re.compile(r"^'*[=+\-@\t\r]")
 # A field longer than this is refused with its line number (csv's own limit is 128 KiB).
 MAX_FIELD_CHARS = 20_000
 csv.field_size_limit(MAX_FIELD_CHARS)
+# The longest line a valid row can have: every column at the field limit, every character a
+# doubled quote, quoted, with the commas between. A longer line is refused before the csv
+# module splits it: the fields of one line (5,000,000 commas are 5,000,001 fields) would
+# cost memory the file's size does not show.
+MAX_LINE_CHARS = (len(COLUMNS) + len(EXPORT_ONLY_COLUMNS)) * (2 * MAX_FIELD_CHARS + 3)
 
 
 def neutralise(cell: str) -> str:
@@ -59,7 +64,8 @@ class ItemCsvReader:
         self.max_rows = max_rows
         self.rows_read = 0
         self._handle: IO[str] = path.open(encoding="utf-8-sig", newline="")
-        self._reader = csv.reader(self._handle)
+        self._lines_read = 0
+        self._reader = csv.reader(self._bounded_lines())
         try:
             self.columns = self._header()
         except BaseException:
@@ -91,6 +97,17 @@ class ItemCsvReader:
         if unknown:
             raise CsvProblem(f"unknown CSV columns: {_names(unknown)}")
         return header
+
+    def _bounded_lines(self) -> Iterator[str]:
+        """The file's lines, each read only up to MAX_LINE_CHARS + 1 characters."""
+        while line := self._handle.readline(MAX_LINE_CHARS + 1):
+            self._lines_read += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise CsvProblem(
+                    f"line {self._lines_read} is longer than {MAX_LINE_CHARS} characters: "
+                    "no valid row is that long"
+                )
+            yield line
 
     def _records(self) -> Iterator[list[str]]:
         while True:
@@ -154,3 +171,12 @@ class _NeutralisingWriter:
 
     def writerow(self, cells: list[object]) -> None:
         self._writer.writerow([neutralise(str(cell)) for cell in cells])
+
+    def write_items(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of (id, title, description, created_at, updated_at). Only the two texts can
+        hold a formula: an id is hex digits and dashes, a time an ISO date (digits first)."""
+        self._writer.writerows(
+            (str(item_id), neutralise(title), neutralise(description or ""),
+             created_at.isoformat(), updated_at.isoformat())
+            for item_id, title, description, created_at, updated_at in rows
+        )  # fmt: skip
