@@ -262,7 +262,7 @@ class Settings(BaseSettings):
         5_000_000, ge=1, le=1_000_000_000, description="Largest CSV upload accepted (413 above)."
     )
     import_max_rows: int = Field(
-        100_000,
+        1_000_000,
         ge=1,
         le=10_000_000,
         description="Most rows one CSV import may have; a larger file fails its job with a "

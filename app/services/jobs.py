@@ -13,15 +13,15 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, and_, func, insert, select, text, tuple_, update
+from sqlalchemy import Table, Uuid, and_, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -29,6 +29,7 @@ from app.core.logging import describe_error, log_fields
 from app.core.states import JobKind, JobState, WebhookState
 from app.db.base import utcnow
 from app.db.models import EVERY_ROW_SQL, UNFINISHED, UNFINISHED_SQL, Item, Job, User
+from app.db.precompiled import Precompiled, Rows
 from app.db.session import Database
 from app.schemas.items import ItemCreate
 from app.schemas.jobs import JobPublic
@@ -46,7 +47,8 @@ _EXPORTED = (_items.id, _items.title, _items.description, _items.created_at, _it
 
 FINISHED = tuple(state for state in JobState if state.finished)
 UPLOAD_CHUNK_BYTES = 64 * 1024
-CHUNK_ROWS = 1000  # rows read, validated, inserted or exported at a time
+EXPORT_CHUNK_ROWS = 10_000  # rows exported at a time
+IMPORT_BATCH_ROWS = 5000  # rows read, validated and written at a time
 MAX_REPORTED_ROWS = 100  # a report of the first rejected rows; the count says how many
 
 
@@ -220,7 +222,7 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
             return Outcome.HELD  # another delivery claimed it first
         heartbeat = asyncio.create_task(_heartbeat(db, job_id, settings.job_heartbeat_seconds))
         try:
-            await _run_claimed(session, settings, cache, job)
+            await _run_claimed(db, session, settings, cache, job)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -229,20 +231,22 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
 
 
 async def _run_claimed(
-    session: AsyncSession, settings: Settings, cache: ReadCache, job: Job
+    db: Database, session: AsyncSession, settings: Settings, cache: ReadCache, job: Job
 ) -> None:
+    job_id = job.id  # readable after a rollback, which expires the job's attributes
     try:
         if job.kind == JobKind.IMPORT:
-            await _run_import(session, settings, job)
+            await _run_import(db, session, settings, job)
         else:
             await _run_export(session, settings, job)
     except Exception:
         await session.rollback()
         # The exception's text may hold SQL, parameters or paths: it goes to the log,
         # and the user reads a reference to it. An import keeps its upload for a retry.
-        logger.exception("job failed", extra=log_fields(job_id=str(job.id)))
-        export_path(settings, job.id).with_suffix(".csv.partial").unlink(missing_ok=True)
-        await _fail(session, job, f"the job failed on an internal error (job {job.id})")
+        logger.exception("job failed", extra=log_fields(job_id=str(job_id)))
+        export_path(settings, job_id).with_suffix(".csv.partial").unlink(missing_ok=True)
+        await session.refresh(job)
+        await _fail(session, job, f"the job failed on an internal error (job {job_id})")
         return
     if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
         await cache.invalidate(job.owner_id)
@@ -399,12 +403,13 @@ async def _fail(session: AsyncSession, job: Job, error: str, **result: Any) -> N
     await session.commit()
 
 
-async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> None:
-    """Three streaming passes over the file, each holding one chunk of rows at a time:
-    count the rows (the progress total), validate every row (nothing is written unless
-    all are valid), then insert them in batches in one transaction with the job's success.
-    The parsing and validation run in a thread: the event loop keeps serving requests
-    while an import runs in the web process (no broker)."""
+async def _run_import(db: Database, session: AsyncSession, settings: Settings, job: Job) -> None:
+    """Two streaming passes over the file, each holding a batch of rows at a time: count the
+    rows (the progress total), then validate them and write the valid ones, in one
+    transaction with the job's success. A file with any invalid row writes nothing: its
+    transaction is rolled back, and the report lists the rows. The parsing and validation
+    of the next batch run in a thread while the database writes the one before: the event
+    loop keeps serving requests while an import runs in the web process (no broker)."""
     path = upload_path(settings, job.id)
     if not path.exists():  # deleted when the import was refused for it: nothing to retry
         await _fail(session, job, "the uploaded file is gone: upload it again")
@@ -412,21 +417,21 @@ async def _run_import(session: AsyncSession, settings: Settings, job: Job) -> No
     try:
         job.total = await asyncio.to_thread(_count_rows, path, settings.import_max_rows)
         await _progress(session, job, 0)
-        rejected = await _validate_rows(session, job, path, settings.import_max_rows)
-        if rejected.count:
-            await _fail(
-                session,
-                job,
-                f"{rejected.count} of {job.total} rows are invalid: nothing was imported",
-                imported=0,
-                rejected=rejected.count,
-                rows=rejected.rows,
-            )
-            return
-        await _insert_rows(session, job, path, settings.import_max_rows)
+        rejected = await _write_rows(db, session, job, path, settings.import_max_rows)
     except csvfiles.CsvProblem as problem:
         await session.rollback()
         await _fail(session, job, str(problem))
+        return
+    if rejected.count:
+        await session.rollback()  # the rows written before the first invalid one
+        await _fail(
+            session,
+            job,
+            f"{rejected.count} of {job.total} rows are invalid: nothing was imported",
+            imported=0,
+            rejected=rejected.count,
+            rows=rejected.rows,
+        )
         return
     job.state, job.done, job.updated_at = JobState.SUCCEEDED, job.total, utcnow()
     job.result = {"imported": job.total, "rejected": 0, "rows": []}
@@ -449,65 +454,129 @@ class _Rejected:
             self.rows.append({"line": line, "errors": errors})
 
 
-def _validated(rows: list[csvfiles.Row], rejected: _Rejected) -> list[tuple[int, ItemCreate]]:
-    valid = []
-    for row in rows:
-        if row.values is None:
-            rejected.add(row.line, [str(row.error)])
-            continue
+_IMPORTED = ("id", "title", "description", "owner_id", "created_at", "updated_at")
+Record = tuple[uuid.UUID, str, str | None, uuid.UUID, datetime, datetime]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    rows: int  # read from the file: 0 at its end
+    records: list[Record]  # the valid ones, as the items table's rows (_IMPORTED)
+
+
+class _RecordMaker:
+    """The items of one import's valid rows. Their ids are stable (a second run of the same
+    job could not add other rows): the job's id with its last 32 bits replaced by the row's
+    line, which is as unique as the job's id and a tenth of the cost of uuid5 (3.5 µs a row,
+    a third of the whole import's budget at 100,000 rows/s)."""
+
+    def __init__(self, job: Job) -> None:
+        self.base = job.id.int >> 32 << 32
+        self.owner = job.owner_id
+        self.now = utcnow()
+
+    def batch(self, reader: csvfiles.ItemCsvReader, rejected: _Rejected) -> _Batch:
+        rows = reader.chunk(IMPORT_BATCH_ROWS)
+        records: list[Record] = []
+        for row in rows:
+            if row.values is None:
+                rejected.add(row.line, [str(row.error)])
+                continue
+            try:
+                data = ItemCreate.model_validate(_clean(row.values))
+            except ValidationError as exc:
+                rejected.add(
+                    row.line,
+                    [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()],
+                )
+                continue
+            item_id = uuid.UUID(int=self.base | row.line)
+            records.append((item_id, data.title, data.description, self.owner, self.now, self.now))
+        return _Batch(len(rows), records)
+
+
+Progress = Callable[[int], Awaitable[None]]
+Write = Callable[[list[Record]], Awaitable[None]]
+
+
+async def _read_rows(
+    job: Job, path: Path, max_rows: int, write: Write | None, progress: Progress | None
+) -> _Rejected:
+    """Read and validate every row, a batch at a time; `write` the valid ones of each batch
+    until the first invalid row, and report the rows read to `progress`."""
+    rejected = _Rejected()
+    maker = _RecordMaker(job)
+    with csvfiles.ItemCsvReader(path, max_rows) as reader:
+        following = asyncio.create_task(asyncio.to_thread(maker.batch, reader, rejected))
         try:
-            valid.append((row.line, ItemCreate.model_validate(_clean(row.values))))
-        except ValidationError as exc:
-            rejected.add(
-                row.line, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-            )
-    return valid
+            while (batch := await following).rows:
+                # One thread reads the file at a time: the next batch starts after this one.
+                following = asyncio.create_task(asyncio.to_thread(maker.batch, reader, rejected))
+                if write is not None and not rejected.count:
+                    await write(batch.records)
+                if progress is not None:
+                    await progress(reader.rows_read)
+        finally:
+            # A batch still being read ends before the file closes (a thread is not stopped
+            # by cancelling the task that waits for it).
+            with contextlib.suppress(Exception):
+                await following
+    return rejected
 
 
-def _next_valid_chunk(
-    reader: csvfiles.ItemCsvReader, rejected: _Rejected
-) -> tuple[int, list[tuple[int, ItemCreate]]]:
-    rows = reader.chunk(CHUNK_ROWS)
-    return len(rows), _validated(rows, rejected)
+async def _write_rows(
+    db: Database, session: AsyncSession, job: Job, path: Path, max_rows: int
+) -> _Rejected:
+    """Validate every row and write the valid ones inside the session's transaction
+    (committed, or rolled back, by the caller). On Postgres in one pass, the progress going
+    through a session of its own, outside that transaction. SQLite has one writer at a
+    time, which the transaction is: the rows are validated first, with the progress
+    committed as it goes, then written."""
+    connection = await session.connection()
 
+    async def write(records: list[Record]) -> None:
+        await _insert(session, records)
 
-async def _validate_rows(session: AsyncSession, job: Job, path: Path, max_rows: int) -> _Rejected:
-    rejected = _Rejected()
-    with csvfiles.ItemCsvReader(path, max_rows) as reader:
-        while True:
-            count, _ = await asyncio.to_thread(_next_valid_chunk, reader, rejected)
-            if not count:
-                return rejected
-            await _progress(session, job, reader.rows_read)
+    if connection.dialect.name == "postgresql":
 
+        async def report(done: int) -> None:
+            await _report_progress(db, job.id, done)
 
-async def _insert_rows(session: AsyncSession, job: Job, path: Path, max_rows: int) -> None:
-    """Every row, in batches, inside the session's transaction (committed by the caller)."""
-    now = utcnow()
-    rejected = _Rejected()
-    with csvfiles.ItemCsvReader(path, max_rows) as reader:
-        while True:
-            count, valid = await asyncio.to_thread(_next_valid_chunk, reader, rejected)
-            if not count:
-                break
-            await session.execute(
-                # Core, not the ORM bulk path: 100,000 rows in 9.9 s instead of 11.4 s.
-                insert(_ITEMS_TABLE),
-                [
-                    {
-                        # Stable ids: a second run of the same job could not add other rows.
-                        "id": uuid.uuid5(job.id, str(line)),
-                        "title": data.title,
-                        "description": data.description,
-                        "owner_id": job.owner_id,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for line, data in valid
-                ],
-            )
-    if rejected.count:  # the file changed between the passes
+        return await _read_rows(job, path, max_rows, write, report)
+
+    async def commit_progress(done: int) -> None:
+        await _progress(session, job, done)
+
+    rejected = await _read_rows(job, path, max_rows, None, commit_progress)
+    if not rejected.count and (await _read_rows(job, path, max_rows, write, None)).count:
         raise csvfiles.CsvProblem("the file changed while it was imported")
+    return rejected
+
+
+async def _insert(session: AsyncSession, records: list[Record]) -> None:
+    if not records:
+        return
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        # COPY (binary, through asyncpg) on the session's own connection, so inside its
+        # transaction: 4 to 5 times the rows per second of a multi-row INSERT.
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        await driver.copy_records_to_table("items", records=records, columns=_IMPORTED)
+        return
+    await session.execute(
+        insert(_ITEMS_TABLE), [dict(zip(_IMPORTED, record, strict=True)) for record in records]
+    )
+
+
+async def _report_progress(db: Database, job_id: uuid.UUID, done: int) -> None:
+    async with db.session() as progress:
+        await progress.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(done=done, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        await progress.commit()
 
 
 def _clean(row: Mapping[str, str | None]) -> dict[str, Any]:
@@ -515,37 +584,67 @@ def _clean(row: Mapping[str, str | None]) -> dict[str, Any]:
     return {"title": row.get("title") or "", "description": description or None}
 
 
+def _export_chunk(*, everybody: bool) -> Precompiled:
+    """The next EXPORT_CHUNK_ROWS rows after a position, oldest first, created before the
+    export began: a range of the (owner, created_at, id) index, or for a superuser of the
+    index of everybody's items (EVERY_ROW_SQL). Compiled once; on Postgres the rows come
+    straight from the driver (app/db/precompiled.py)."""
+    scope = text(EVERY_ROW_SQL) if everybody else _items.owner_id == bindparam("owner_id")
+    position = tuple_(_items.created_at, _items.id)
+    after = tuple_(bindparam("at", type_=_items.created_at.type), bindparam("at_id", type_=Uuid()))
+    return Precompiled(
+        select(*_EXPORTED)
+        .where(scope, _items.created_at <= bindparam("until", type_=_items.created_at.type))
+        .where(position > after)
+        .order_by(_items.created_at, _items.id)
+        .limit(bindparam("limit"))
+    )
+
+
+_EXPORT_CHUNKS = {everybody: _export_chunk(everybody=everybody) for everybody in (False, True)}
+_START = (datetime(1, 1, 2, tzinfo=UTC), uuid.UUID(int=0))  # before every row
+
+
 async def _run_export(session: AsyncSession, settings: Settings, job: Job) -> None:
+    """The caller's items (everybody's for a superuser) that exist when the export starts,
+    oldest first, a chunk at a time: each chunk is its own short query after the last row
+    of the one before (keyset), so memory stays bounded and no cursor is held across the
+    progress commits. The rows are formatted and written in a thread."""
     owner = await session.get(User, job.owner_id)
-    base = select(*_EXPORTED).order_by(_items.created_at, _items.id)
-    if owner is None or not owner.is_superuser:
-        base = base.where(_items.owner_id == job.owner_id)
-    else:  # everybody's items, through the index of all of them
-        base = base.where(text(EVERY_ROW_SQL))
-    job.total = await session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    query = base
+    everybody = owner is not None and owner.is_superuser
+    until = utcnow()  # rows created later are not this export's: progress never passes total
+    counted = select(func.count()).select_from(Item).where(Item.created_at <= until)
+    scope = text(EVERY_ROW_SQL) if everybody else Item.owner_id == job.owner_id
+    job.total = await session.scalar(counted.where(scope)) or 0
     target = export_path(settings, job.id)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".csv.partial")
     done = 0
+    chunk = _EXPORT_CHUNKS[everybody]
+
+    async def after(at: datetime, at_id: uuid.UUID) -> Rows:
+        return await chunk.all(
+            session, owner_id=job.owner_id, until=until, at=at, at_id=at_id,
+            limit=EXPORT_CHUNK_ROWS,
+        )  # fmt: skip
+
     with partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csvfiles.writer(handle)
         writer.writerow(["id", "title", "description", "created_at", "updated_at"])
-        # Chunk by chunk, each its own short query after the last row of the one before
-        # (keyset pagination): memory stays bounded and no cursor is held across the
-        # progress commits.
-        while rows := (await session.execute(query.limit(CHUNK_ROWS))).all():
-            for row in rows:
-                writer.writerow(
-                    [row.id, row.title, row.description or "", row.created_at.isoformat(),
-                     row.updated_at.isoformat()]
-                )  # fmt: skip
+        rows = await after(*_START)
+        while rows:
+            # The thread writes this chunk while the database reads the next one.
+            writing = asyncio.create_task(asyncio.to_thread(writer.write_items, rows))
+            try:
+                following = await after(rows[-1][3], rows[-1][0])  # its created_at and id
+            finally:
+                await writing
             done += len(rows)
             await _progress(session, job, done)
-            last = rows[-1]
-            query = base.where(tuple_(_items.created_at, _items.id) > (last.created_at, last.id))
+            rows = following
     os.replace(partial, target)
-    job.state, job.done, job.updated_at = JobState.SUCCEEDED, done, utcnow()
+    # Rows deleted meanwhile were counted but not written: the total is what was written.
+    job.state, job.done, job.total, job.updated_at = JobState.SUCCEEDED, done, done, utcnow()
     job.result = {"file": target.name, "rows": done}
     await session.commit()
 

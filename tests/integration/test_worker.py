@@ -188,12 +188,18 @@ def test_redis_down_reads_still_come_from_the_database(
         unpause(services.redis)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(largest_import(), id="100,000 rows of 4.2 MB"),
+        pytest.param(b"title\n" + b"x\n" * 1_000_000, id="IMPORT_MAX_ROWS: 1,000,000 rows"),
+    ],
+)
 def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
-    api: TestClient, alice: Headers, worker
+    api: TestClient, alice: Headers, worker, content: bytes, worker_settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
     """The attack: a 100k-row CSV OOM-killed the worker (512 MiB); 40k rows peaked at
     304 MiB. The largest allowed file must stay far below that, with progress moving."""
-    content = largest_import()
     [child] = _children(worker.pid)  # the pool process that runs the job (concurrency 1)
     idle = memory(child)
     job_id = api.post(
@@ -214,6 +220,7 @@ def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
         f"peak RSS {peak / 2**20:.0f} MiB ({(peak - idle) / 2**20:.0f} MiB over idle)"
     )
     assert done["state"] == "succeeded", done
+    assert count_items(worker_settings) == content.count(b"\n") - 1
     assert len(seen) >= 3
     assert peak - idle < 150 * 2**20
 

@@ -219,16 +219,16 @@ def test_an_import_that_fails_inside_keeps_its_upload_for_a_retry(
     from app.services import jobs
 
     alice = make_user("alice")
-    real = jobs._insert_rows
+    real = jobs._insert
 
     async def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("the database fell over")
 
-    monkeypatch.setattr(jobs, "_insert_rows", broken)
+    monkeypatch.setattr(jobs, "_insert", broken)
     failed = upload(client, alice, csv_bytes([["second try", ""]]))
     assert client.get(f"/api/v1/jobs/{failed['id']}", headers=alice).json()["state"] == "failed"
     assert (Path(settings.uploads_dir) / f"{failed['id']}.csv").exists()
-    monkeypatch.setattr(jobs, "_insert_rows", real)
+    monkeypatch.setattr(jobs, "_insert", real)
     client.post(f"/api/v1/jobs/{failed['id']}/retry", headers=admin_headers)
     assert client.get(f"/api/v1/jobs/{failed['id']}", headers=alice).json()["state"] == "succeeded"
     assert list(Path(settings.uploads_dir).iterdir()) == []
