@@ -62,7 +62,10 @@ def _listing(*, own: bool, search: bool, direction: Direction | None) -> Precomp
     bound = (bindparam("at", type_=_items.created_at.type), bindparam("at_id", type_=Uuid()))
     statement = select(*_LISTED).where(*_filters(owner=owner, pattern=pattern))
     return Precompiled(
-        keyset(statement, _items.created_at, _items.id, direction, bound).limit(bindparam("limit"))
+        keyset(statement, _items.created_at, _items.id, direction, bound).limit(bindparam("limit")),
+        # Whether the trigram index or the owner's index serves a search depends on how
+        # many titles the pattern matches: only a plan made for the pattern can tell.
+        planned_each_time=search,
     )
 
 
