@@ -177,6 +177,10 @@ bench: venv ## Benchmarks against same-run baselines: table + bench/results/late
 	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk): using the slower Python load generator"
 	$(RUN) python -m bench.run $(BENCH_ARGS)
 
+.PHONY: bench-scale
+bench-scale: venv ## Requests, import and export at 1,000, 100,000 and 1,000,000 rows on Postgres (BENCH_ARGS=--huge: 10,000,000 too)
+	$(RUN) python -m bench.scale $(BENCH_ARGS)
+
 # --- compose stacks ----------------------------------------------------------------------
 
 .env.dev:
