@@ -38,6 +38,7 @@ from app.services.access import Principal, get_owned
 from app.services.cache import ReadCache
 from app.services.errors import Conflict, NotFound, TooLarge
 from app.services.pagination import Cursor, CursorCodec, Listed, listed, position_of, seek
+from app.services.retention import export_path, upload_path
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ UPLOAD_CHUNK_BYTES = 64 * 1024
 EXPORT_CHUNK_ROWS = 10_000  # rows exported at a time
 IMPORT_BATCH_ROWS = 5000  # rows read, validated and written at a time
 MAX_REPORTED_ROWS = 100  # a report of the first rejected rows; the count says how many
-
-
-def upload_path(settings: Settings, job_id: uuid.UUID) -> Path:
-    return Path(settings.uploads_dir) / f"{job_id}.csv"
-
-
-def export_path(settings: Settings, job_id: uuid.UUID) -> Path:
-    return Path(settings.storage_dir) / f"{job_id}.csv"
 
 
 async def create_job(
@@ -240,12 +233,11 @@ async def _run_claimed(
         else:
             await _run_export(session, settings, job)
     except Exception:
-        await session.rollback()
         # The exception's text may hold SQL, parameters or paths: it goes to the log,
         # and the user reads a reference to it. An import keeps its upload for a retry.
         logger.exception("job failed", extra=log_fields(job_id=str(job_id)))
         export_path(settings, job_id).with_suffix(".csv.partial").unlink(missing_ok=True)
-        await session.refresh(job)
+        await _roll_back(session, job)
         await _fail(session, job, f"the job failed on an internal error (job {job_id})")
         return
     if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
@@ -419,11 +411,11 @@ async def _run_import(db: Database, session: AsyncSession, settings: Settings, j
         await _progress(session, job, 0)
         rejected = await _write_rows(db, session, job, path, settings.import_max_rows)
     except csvfiles.CsvProblem as problem:
-        await session.rollback()
+        await _roll_back(session, job)
         await _fail(session, job, str(problem))
         return
     if rejected.count:
-        await session.rollback()  # the rows written before the first invalid one
+        await _roll_back(session, job)  # the rows written before the first invalid one
         await _fail(
             session,
             job,
@@ -436,6 +428,13 @@ async def _run_import(db: Database, session: AsyncSession, settings: Settings, j
     job.state, job.done, job.updated_at = JobState.SUCCEEDED, job.total, utcnow()
     job.result = {"imported": job.total, "rejected": 0, "rows": []}
     await session.commit()  # the rows and the job's success, together or not at all
+
+
+async def _roll_back(session: AsyncSession, job: Job) -> None:
+    """Roll the session back and read the job again: a rollback expires what the session
+    holds, and an expired attribute cannot be loaded on first access under asyncio."""
+    await session.rollback()
+    await session.refresh(job)
 
 
 def _count_rows(path: Path, max_rows: int) -> int:
