@@ -26,6 +26,12 @@ FINISHED_SQL = "state IN ({})".format(
 )
 
 
+def _everybody_by_time(name: str) -> Index:
+    """The index of a table's rows by (created_at, id), partial on EVERY_ROW_SQL."""
+    every_row = text(EVERY_ROW_SQL)
+    return Index(name, "created_at", "id", postgresql_where=every_row, sqlite_where=every_row)
+
+
 def _enum(states: type[StrEnum]) -> Enum:
     """A state column: VARCHAR(16) holding the member's value (no database enum type, so a
     new member needs no ALTER TYPE), read back as the enum member."""
@@ -65,13 +71,7 @@ class Item(Base):
     # no SQLite form).
     __table_args__ = (
         Index("ix_items_owner_id_created_at_id", "owner_id", "created_at", "id"),
-        Index(
-            "ix_items_created_at_id",
-            "created_at",
-            "id",
-            postgresql_where=text(EVERY_ROW_SQL),
-            sqlite_where=text(EVERY_ROW_SQL),
-        ),
+        _everybody_by_time("ix_items_created_at_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -95,13 +95,7 @@ class Job(Base):
     # them alone, however many finished jobs the table keeps.
     __table_args__ = (
         Index("ix_jobs_owner_id_created_at_id", "owner_id", "created_at", "id"),
-        Index(
-            "ix_jobs_created_at_id",
-            "created_at",
-            "id",
-            postgresql_where=text(EVERY_ROW_SQL),
-            sqlite_where=text(EVERY_ROW_SQL),
-        ),
+        _everybody_by_time("ix_jobs_created_at_id"),
         Index(
             "ix_jobs_unfinished",
             "state",

@@ -1,4 +1,5 @@
-"""Retention: nothing the jobs leave behind grows without bound.
+"""Retention: nothing the jobs leave behind grows without bound. The jobs' files are named
+here (`upload_path`, `export_path`), beside what deletes them.
 
 - A finished job (succeeded or failed) is deleted JOB_RETENTION_DAYS after it ended, with its
   files (an export's CSV, an import's upload), by `sweep`; a user may delete one sooner
@@ -50,14 +51,18 @@ class Swept:
     orphans: int  # files deleted that had no job
 
 
+def upload_path(settings: Settings, job_id: uuid.UUID) -> Path:
+    return Path(settings.uploads_dir) / f"{job_id}.csv"
+
+
+def export_path(settings: Settings, job_id: uuid.UUID) -> Path:
+    return Path(settings.storage_dir) / f"{job_id}.csv"
+
+
 def job_files(settings: Settings, job_id: uuid.UUID) -> list[Path]:
     """Every file a job may have: its upload, its export and the export being written."""
-    export = Path(settings.storage_dir) / f"{job_id}.csv"
-    return [
-        Path(settings.uploads_dir) / f"{job_id}.csv",
-        export,
-        export.with_suffix(".csv.partial"),
-    ]
+    export = export_path(settings, job_id)
+    return [upload_path(settings, job_id), export, export.with_suffix(".csv.partial")]
 
 
 def remove_files(settings: Settings, job_id: uuid.UUID) -> None:
