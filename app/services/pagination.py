@@ -126,6 +126,24 @@ class CursorCodec:
         return Cursor(_DIRECTIONS[code], position)
 
 
+def beyond(
+    created_at: Column, row_id: Column, direction: Direction | None, bound: tuple[Any, Any]
+) -> list[ColumnElement[bool]]:
+    """The condition of a page in `direction` from the position `bound` (values or bound
+    parameters): none for the first page (`direction` None)."""
+    if direction is None:
+        return []
+    key, at = tuple_(created_at, row_id), tuple_(*bound)
+    return [key < at if direction is Direction.NEXT else key > at]
+
+
+def ordering(created_at: Column, row_id: Column, direction: Direction | None) -> list[Any]:
+    """A page's order: newest first, or oldest first for the rows before a position."""
+    if direction is Direction.PREV:
+        return [created_at.asc(), row_id.asc()]
+    return [created_at.desc(), row_id.desc()]
+
+
 def keyset(
     statement: Select[Any],
     created_at: Column,
@@ -133,15 +151,12 @@ def keyset(
     direction: Direction | None,
     bound: tuple[Any, Any] = (None, None),
 ) -> Select[Any]:
-    """The statement ordered for a page in `direction` from the position `bound` (values or
-    bound parameters; ignored for the first page, `direction` None). Rows before the position
-    come oldest first: `window` turns them round. The caller adds the limit: a page and one."""
-    key = tuple_(created_at, row_id)
-    if direction is None:
-        return statement.order_by(created_at.desc(), row_id.desc())
-    if direction is Direction.NEXT:
-        return statement.where(key < tuple_(*bound)).order_by(created_at.desc(), row_id.desc())
-    return statement.where(key > tuple_(*bound)).order_by(created_at.asc(), row_id.asc())
+    """The statement ordered for a page in `direction` from the position `bound` (ignored for
+    the first page, `direction` None). Rows before the position come oldest first: `window`
+    turns them round. The caller adds the limit: a page and one."""
+    return statement.where(*beyond(created_at, row_id, direction, bound)).order_by(
+        *ordering(created_at, row_id, direction)
+    )
 
 
 def seek(

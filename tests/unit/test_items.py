@@ -334,3 +334,27 @@ def test_malformed_json_body_is_422(client: TestClient, make_user) -> None:
 def test_search_with_control_characters_is_422(client: TestClient, make_user) -> None:
     response = client.get("/api/v1/items", params={"q": "a\x00b"}, headers=make_user("alice"))
     assert response.status_code == 422
+
+
+def test_a_search_pages_the_same_whether_its_matches_are_near_or_far(
+    client: TestClient, make_user, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search reads the newest rows first, then its matches through the index: every
+    match is seen once, in order, forward and back, wherever the matches sit."""
+    from app.services import items as service
+
+    monkeypatch.setattr(service, "SEARCH_SCAN_ROWS", 3)
+    alice = make_user("alice")
+    titles = [f"{'red' if n % 4 == 0 or n < 2 else 'blue'} {n:02d}" for n in range(24)]
+    for title in titles:
+        create(client, alice, title)
+    expected = [t for t in reversed(titles) if t.startswith("red")]
+    forward = walk(client, alice, limit=2, q="red")
+    assert [t for p in forward for t in p] == expected
+    last = client.get("/api/v1/items?limit=2&q=red", headers=alice).json()
+    while last["next"]:
+        last = client.get(
+            f"/api/v1/items?limit=2&q=red&cursor={last['next']}", headers=alice
+        ).json()
+    back = walk(client, alice, limit=2, direction="prev", q="red", cursor=last["prev"])
+    assert [t for p in reversed(back) for t in p] == expected[: -len(last["items"])]
