@@ -9,7 +9,8 @@ For each size a fresh database is seeded with `generate_series` (one user's item
 1,000 that share a created_at as imports do, 1,000 of another user's, as many jobs), then the
 service (`python -m app serve`, production defaults, no Redis: every read reaches the
 database) answers over HTTP on 127.0.0.1: the first items page, the page 1,000 pages deep
-(through its cursor), a title search, the first jobs page, /health and /metrics, each the median
+(through its cursor), a title search that finds one title at every size and one whose
+matches grow with the table ("item 999": 1, 111, 1,111), the first jobs page, /health and /metrics, each the median
 of ROUNDS sequential requests. Then an import of IMPORT_ROWS rows and an export of every item,
 in rows per second, and the server's peak RSS. Prints a table and writes bench/results/scale.md.
 """
@@ -49,8 +50,9 @@ ROUNDS = 60
 IMPORT_ROWS = 100_000
 GOAL_RATIO = 1.5
 PASSWORD = "bench-scale-password"  # noqa: S105 - a throwaway database on 127.0.0.1
-REQUESTS = ("first items page", "items page 1,000 pages deep", "title search",
-            "first jobs page", "/health", "/metrics")  # fmt: skip
+REQUESTS = ("first items page", "items page 1,000 pages deep", "title search, one match",
+            "title search, matches grow with the table", "first jobs page", "/health",
+            "/metrics")  # fmt: skip
 
 
 @dataclass
@@ -73,6 +75,11 @@ SEED = [
     ("""INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
         SELECT gen_random_uuid(), 'other ' || n, NULL, $1, now() - n * interval '1 ms', now()
         FROM generate_series(1, 1000) AS n""", ("bob",)),
+    # The one title a search for "needle" finds, at every size, half-way down the listing.
+    ("""INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
+        VALUES (gen_random_uuid(), 'the needle', NULL, $1,
+                now() - interval '1 hour' - ($2::int / 2000) * interval '1 second', now())""",
+     ("alice", "rows")),
     ("""INSERT INTO jobs (id, kind, owner_id, state, done, total, deliveries, webhook_state,
                           webhook_attempts, created_at, updated_at)
         SELECT gen_random_uuid(), 'import', $1,
@@ -250,7 +257,11 @@ def measure(port: int, rows: int, say: Any) -> Level:
         paths = {
             "first items page": (f"/api/v1/items?limit={PAGE}", alice),
             "items page 1,000 pages deep": (f"/api/v1/items?limit={PAGE}&cursor={cursor}", alice),
-            "title search": (f"/api/v1/items?limit={PAGE}&q=item%20999", alice),
+            "title search, one match": (f"/api/v1/items?limit={PAGE}&q=needle", alice),
+            "title search, matches grow with the table": (
+                f"/api/v1/items?limit={PAGE}&q=item%20999",
+                alice,
+            ),
             "first jobs page": (f"/api/v1/jobs?limit={PAGE}", alice),
             "/health": ("/health", operator),
             "/metrics": ("/metrics", operator),
