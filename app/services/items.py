@@ -26,13 +26,12 @@ from app.services.pagination import (
     Cursor,
     CursorCodec,
     Direction,
+    Listed,
     Position,
-    Window,
     beyond,
     keyset,
-    links,
+    listed,
     ordering,
-    paginate,
 )
 
 # The listing reads plain rows through the table (no ORM objects: nothing on that path is
@@ -48,9 +47,9 @@ LISTING = "items"
 
 def _filters(*, owner: Any, pattern: Any) -> list[ColumnElement[bool] | TextClause]:
     """Whose items (None: everyone's, through their index: EVERY_ROW_SQL) and a title search
-    (None: any title). The pattern is
-    a LIKE operand made by _contains(), so that a search for "%" finds a "%"; ILIKE on the
-    column itself is what Postgres' trigram index (pg_trgm, migration 0005) serves."""
+    (None: any title). The pattern is a LIKE operand made by _contains(), so that a search
+    for "%" finds a "%"; ILIKE on the column itself is what Postgres' trigram index (pg_trgm,
+    migration 0005) serves."""
     filters: list[ColumnElement[bool] | TextClause] = [
         text(EVERY_ROW_SQL) if owner is None else _items.owner_id == owner
     ]
@@ -149,22 +148,20 @@ def _scope(principal: Principal) -> str:
     return "all" if principal.is_superuser else str(principal.id)
 
 
-def cursors(settings: Settings, principal: Principal, search: str | None) -> CursorCodec:
-    """The codec of this caller's item cursors for this search."""
-    return CursorCodec(settings.secret_key, LISTING, _scope(principal), search)
-
-
 async def list_items(
     session: AsyncSession,
+    settings: Settings,
     principal: Principal,
     *,
     limit: int,
-    cursor: Cursor | None = None,
+    cursor: str | None = None,
     search: str | None = None,
-) -> Window:
-    """One page of the caller's items (everybody's for a superuser), newest first."""
+) -> Listed[Any]:
+    """One page of the caller's items (everybody's for a superuser), newest first, after
+    (or before) the `cursor` of a page of the same listing and search."""
     owner = None if principal.is_superuser else principal.id
     pattern = _contains(search) if search else None
+    codec = CursorCodec(settings.secret_key, LISTING, _scope(principal), search)
 
     async def read(at: Cursor | None) -> Sequence[Any]:
         direction = at.direction if at else None
@@ -185,7 +182,7 @@ async def list_items(
             return recent
         return await _statement(own, _Stage.MATCHES, direction).all(session, **params)
 
-    return await paginate(read, cursor, limit, _position)
+    return await listed(codec, cursor, limit, read, _position)
 
 
 async def page_json(
@@ -201,23 +198,20 @@ async def page_json(
     """One page of the listing as the response body, and its (next, prev) cursors for the
     Link header. The first page of an unfiltered listing is served from the cache when it is
     there, as the bytes stored on the miss."""
-    codec = cursors(settings, principal, search)
-    at = codec.decode(cursor) if cursor else None
-    first_page = at is None and not search
+    first_page = cursor is None and not search
     scope = _scope(principal)
     if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
         body, following = cached
         return body, following, None
-    found = await list_items(session, principal, limit=limit, cursor=at, search=search)
-    following, preceding = links(codec, found)
+    page = await list_items(session, settings, principal, limit=limit, cursor=cursor, search=search)
     # Rows from the database are trusted (they were validated on the way in): serialized
     # once by pydantic's core, without a validation pass over them. The JSON is the same as
     # ItemPage's (a test compares them).
-    items = [_public(row) for row in found.rows]
-    body = to_json({"items": items, "limit": limit, "next": following, "prev": preceding})
+    items = [_public(row) for row in page.rows]
+    body = to_json({"items": items, "limit": limit, "next": page.next, "prev": page.prev})
     if first_page:
-        await cache.set_first_page(scope, limit, body, following)
-    return body, following, preceding
+        await cache.set_first_page(scope, limit, body, page.next)
+    return body, page.next, page.prev
 
 
 async def get_item(session: AsyncSession, principal: Principal, item_id: uuid.UUID) -> Item:

@@ -42,7 +42,6 @@ from app.services import users as users_service
 from app.services.errors import Forbidden, ServiceError
 from app.services.health import run_checks
 from app.services.jobs import JobAction
-from app.services.pagination import links
 from app.services.sessions import SignedIn
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.web.assets import Assets
@@ -226,15 +225,9 @@ async def items_page(
     cursor: CursorQuery = None,
     notice: Notice = None,
 ) -> HTMLResponse:
-    codec = items_service.cursors(settings, user.principal, q or None)
     found = await items_service.list_items(
-        session,
-        user.principal,
-        limit=PAGE_SIZE,
-        cursor=codec.decode(cursor) if cursor else None,
-        search=q or None,
+        session, settings, user.principal, limit=PAGE_SIZE, cursor=cursor, search=q or None
     )
-    following, preceding = links(codec, found)
     return render(
         request,
         "items.html",
@@ -242,7 +235,7 @@ async def items_page(
         items=found.rows,
         q=q or "",
         notice=NOTICES.get(notice or ""),
-        **_pager(following, preceding, cursor),
+        **_pager(found.next, found.prev, cursor),
     )
 
 
