@@ -42,6 +42,7 @@ from app.services import users as users_service
 from app.services.errors import Forbidden, ServiceError
 from app.services.health import run_checks
 from app.services.jobs import JobAction
+from app.services.pagination import Listed
 from app.services.sessions import SignedIn
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
 from app.web.assets import Assets
@@ -114,10 +115,10 @@ def redirect(settings: Settings, path: str, notice: str | None = None) -> Redire
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _pager(following: str | None, preceding: str | None, cursor: str | None) -> dict[str, Any]:
+def _pager(found: Listed[Any], cursor: str | None) -> dict[str, Any]:
     """What _pager.html links to: the older and newer pages, and the first page from any
     other page."""
-    return {"next": following, "prev": preceding, "paged": cursor is not None}
+    return {"next": found.next, "prev": found.prev, "paged": cursor is not None}
 
 
 def _errors(exc: ValidationError) -> dict[str, str]:
@@ -235,7 +236,7 @@ async def items_page(
         items=found.rows,
         q=q or "",
         notice=NOTICES.get(notice or ""),
-        **_pager(found.next, found.prev, cursor),
+        **_pager(found, cursor),
     )
 
 
@@ -394,7 +395,7 @@ async def jobs_page(
         user=user,
         jobs=[JobPublic.of(job) for job in found.rows],
         notice=NOTICES.get(notice or ""),
-        **_pager(found.next, found.prev, cursor),
+        **_pager(found, cursor),
     )
 
 
@@ -484,7 +485,7 @@ async def _users(
     found = await users_service.list_users(session, settings, limit=PAGE_SIZE, cursor=cursor)
     context.setdefault("values", {})
     context.setdefault("errors", {})
-    pager = _pager(found.next, found.prev, cursor)
+    pager = _pager(found, cursor)
     return render(
         request, "users.html", status_code, user=user, users=found.rows, **pager, **context
     )
