@@ -167,13 +167,13 @@ def jobs(
 async def _operate(settings: Settings, job_id: uuid.UUID, action: str) -> str:
     from fastapi import BackgroundTasks
 
-    from app.db.session import Database
+    from app.db.session import Database, Workload
     from app.services.cache import ReadCache
     from app.services.errors import ServiceError
     from app.services.jobs import JobAction
     from app.worker.dispatch import operate
 
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     background = BackgroundTasks()
     try:
         job = await operate(background, db, settings, ReadCache(None, 0), job_id, JobAction(action))
@@ -199,10 +199,10 @@ def sweep() -> None:
 
 
 async def _sweep(settings: Settings) -> Any:
-    from app.db.session import Database
+    from app.db.session import Database, Workload
     from app.services import retention
 
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     try:
         return await retention.sweep(db, settings)
     finally:
@@ -424,10 +424,10 @@ def shell(
 ) -> None:
     """Python shell with `settings`, `db`, `models` and `run` (run a coroutine) loaded."""
     from app.db import models
-    from app.db.session import Database
+    from app.db.session import Database, Workload
 
     settings = _settings()
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     # One event loop for the whole session: the pool's connections belong to the loop that
     # opened them, so a loop per `run` (asyncio.run) broke the second query on Postgres.
     runner = asyncio.Runner()

@@ -19,14 +19,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.core.logging import describe_error, log_fields
 from app.core.middleware import CONNECTION_LOST
-from app.services.errors import ServiceError
+from app.db.session import unavailable
+from app.services.errors import UNAVAILABLE_RETRY_AFTER, ServiceError
 
 logger = logging.getLogger("app.error")
 
@@ -115,14 +116,9 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-# Errors that mean "the database cannot be reached now", not "this request is wrong": the
-# connection refused or reset, a timeout, a connection the server closed (after a restart).
-_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError)
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     broken = isinstance(exc, DBAPIError) and exc.connection_invalidated
-    if not (broken or isinstance(exc, _UNAVAILABLE)):
+    if not unavailable(exc):
         # Any other database error is a bug: raised on, to the 500 handler and its log
         # line with the stack.
         raise exc
@@ -137,7 +133,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={"detail": "the database is unavailable; try again shortly"},
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
     )
 
 

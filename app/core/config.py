@@ -189,10 +189,19 @@ class Settings(BaseSettings):
         description="Postgres connect timeout; a request that cannot connect gets 503 by then.",
     )
     db_statement_timeout_seconds: float = Field(
-        30.0,
+        5.0,
+        gt=0,
+        le=600,
+        description="Longest one Postgres statement of a request may take (Postgres's "
+        "statement_timeout, and the driver's own bound 1 s later for a server that does not "
+        "answer): the request gets 503 by then.",
+    )
+    job_statement_timeout_seconds: float = Field(
+        120.0,
         gt=0,
         le=3600,
-        description="Longest a single Postgres statement may take (jobs work in small batches).",
+        description="The same bound for the worker and the CLI: one batch of an import, "
+        "export or retention sweep. Migrations have none.",
     )
 
     # --- Redis ---------------------------------------------------------------------------

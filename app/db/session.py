@@ -7,12 +7,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,7 +37,29 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+class Workload(StrEnum):
+    """What an engine's connections are for, which decides how long one statement may run."""
+
+    REQUESTS = "requests"  # DB_STATEMENT_TIMEOUT_SECONDS: the request answers 503 by then
+    JOBS = "jobs"  # JOB_STATEMENT_TIMEOUT_SECONDS: one batch of an import, export or sweep
+    MIGRATIONS = "migrations"  # unbounded: an index built over a large table takes its time
+
+
+def statement_timeout(settings: Settings, workload: Workload) -> float | None:
+    if workload is Workload.REQUESTS:
+        return settings.db_statement_timeout_seconds
+    if workload is Workload.JOBS:
+        return settings.job_statement_timeout_seconds
+    return None
+
+
+# Margin of the driver's own timeout over the server's statement_timeout: a server that
+# answers cancels the statement itself (the connection stays usable); the driver's timeout
+# is for a server that does not answer at all (paused, partitioned).
+CLIENT_TIMEOUT_MARGIN_SECONDS = 1.0
+
+
+def create_engine(settings: Settings, workload: Workload = Workload.REQUESTS) -> AsyncEngine:
     url = settings.sqlalchemy_url
     kwargs: dict[str, Any] = {"echo": settings.db_echo}
     if settings.is_sqlite:
@@ -60,10 +84,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_pre_ping=False,
             pool_recycle=1800,
             poolclass=FairQueuePool,
-            connect_args={
-                "timeout": settings.db_connect_timeout_seconds,
-                "command_timeout": settings.db_statement_timeout_seconds,
-            },
+            connect_args=postgres_connect_args(settings, workload),
             # Waiting for a pooled connection is bounded as well: a 503, not a hang.
             pool_timeout=settings.db_connect_timeout_seconds * 2,
         )
@@ -73,7 +94,48 @@ def create_engine(settings: Settings) -> AsyncEngine:
     else:
         _ping_after_idle(engine)
         event.listen(engine.sync_engine, "handle_error", _client_state_error_is_a_disconnect)
+        event.listen(engine.sync_engine, "do_connect", _unreachable_is_operational)
     return engine
+
+
+def postgres_connect_args(settings: Settings, workload: Workload) -> dict[str, Any]:
+    args: dict[str, Any] = {"timeout": settings.db_connect_timeout_seconds}
+    bound = statement_timeout(settings, workload)
+    if bound is not None:
+        args["command_timeout"] = bound + CLIENT_TIMEOUT_MARGIN_SECONDS
+        args["server_settings"] = {"statement_timeout": str(round(bound * 1000))}
+    return args
+
+
+def _unreachable_is_operational(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect, and turn every socket error into the driver's OperationalError.
+
+    asyncpg raises the socket's own errors from connect: a refused connection is a
+    ConnectionError, but a host whose name no longer resolves (a stopped container, a DNS
+    outage) raises socket.gaierror, an OSError that no database error handler expected: a
+    500 with a traceback for every request while Postgres was stopped. As an
+    OperationalError it is what it means, "the database cannot be reached now", for the
+    API, the web UI, the worker and the CLI alike."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:  # gaierror, refused, unreachable, reset, timed out
+        raise dialect.loaded_dbapi.OperationalError(describe_error(exc)) from exc
+
+
+# SQLSTATE classes that mean "not now" rather than "this request is wrong": 08 connection
+# exception, 53 insufficient resources (too many connections, disk full), 57 operator
+# intervention (statement_timeout, a server shutting down or not yet accepting connections).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "cannot be reached now" (a 503), not a bug (a 500)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    return isinstance(exc, PoolTimeout | ConnectionError | TimeoutError)
 
 
 def _client_state_error_is_a_disconnect(context: Any) -> None:
@@ -182,8 +244,8 @@ def _lower(value: str | None) -> str | None:
 class Database:
     """One engine and session factory per process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.engine = create_engine(settings)
+    def __init__(self, settings: Settings, workload: Workload = Workload.REQUESTS) -> None:
+        self.engine = create_engine(settings, workload)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # For requests that only read (GET, HEAD) on Postgres: no BEGIN and ROLLBACK around
         # them, two round trips fewer. Each statement sees its own snapshot, so such a

@@ -39,13 +39,17 @@ class TooManyRequests(ServiceError):
     status_code = 429
 
 
+# Seconds a client is asked to wait (`Retry-After`) when a dependency is down.
+UNAVAILABLE_RETRY_AFTER = "5"
+
+
 class Unavailable(ServiceError):
     """A dependency (database, job queue) cannot be reached; nothing was done."""
 
     status_code = 503
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Retry-After": "5"})
+        super().__init__(detail, headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
 
 
 class Busy(ServiceError):

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings, get_settings
 from app.core.logging import describe_error, log_fields
-from app.db.session import Database
+from app.db.session import Database, Workload
 from app.services import retention, webhooks
 from app.services.cache import ReadCache
 from app.services.jobs import (
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 async def _run(job_id: uuid.UUID) -> tuple[Outcome, bool]:
     settings = get_settings()
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     url = settings.resolved_redis_url
     redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
     try:
@@ -53,7 +53,7 @@ def run_job_task(self: Task, job_id: str) -> None:
 
 
 async def _reap(settings: Settings) -> list[uuid.UUID]:
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     try:
         requeued, _ = await reap_stalled_jobs(db, settings)
         return requeued
@@ -70,7 +70,7 @@ def _reap_once(settings: Settings) -> None:
 
 
 async def _sweep(settings: Settings) -> None:
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     try:
         await retention.sweep(db, settings)
     finally:
@@ -118,7 +118,7 @@ class JobReaper(bootsteps.StartStopStep):  # type: ignore[misc]  # celery has no
 
 async def _deliver(job_id: uuid.UUID, attempt: int) -> bool:
     settings = get_settings()
-    db = Database(settings)
+    db = Database(settings, Workload.JOBS)
     try:
         return await attempt_webhook(db, settings, job_id, attempt)
     finally:

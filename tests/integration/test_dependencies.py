@@ -6,10 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -168,6 +170,88 @@ def test_postgres_down_is_a_fast_503_and_one_log_line_then_recovers(
             30,
             "requests to succeed again",
         )
+
+
+def test_a_paused_database_is_a_503_before_it_comes_back(
+    settings: Settings, services: Services
+) -> None:
+    """The fault: with Postgres paused for 15 s, every request stalled for the whole pause and
+    none got a 503 (only new connections were bounded; a statement could wait 30 s). With the
+    default bounds a request on a pooled connection is answered 503 while Postgres is still
+    paused: the pause lasts until the answer arrives, or 60 s at most."""
+    from tests.helpers import login
+
+    # The documented default bounds (docs/faults.md): a request waits at most about 6 s.
+    assert (settings.db_statement_timeout_seconds, settings.db_connect_timeout_seconds) == (5, 3)
+    with TestClient(create_app(settings)) as client:
+        asyncio.run(ensure_superuser_standalone(settings))
+        admin = login(client, settings.admin_username, settings.admin_password)
+        assert client.post("/api/v1/items", json={"title": "before"}, headers=admin).is_success
+        answers: list[tuple[int, str | None, bool]] = []
+        paused = threading.Event()
+
+        def write() -> None:
+            started = time.monotonic()
+            response = client.post("/api/v1/items", json={"title": "during"}, headers=admin)
+            answers.append(
+                (response.status_code, response.headers.get("Retry-After"), paused.is_set())
+            )
+            print(f"\nanswered {response.status_code} after {time.monotonic() - started:.1f}s")
+
+        pause(services.postgres)
+        paused.set()
+        try:
+            writer = threading.Thread(target=write)
+            writer.start()
+            writer.join(60)
+        finally:
+            paused.clear()
+            unpause(services.postgres)
+        writer.join()
+        assert answers == [(503, "5", True)]
+        wait_until(
+            lambda: client.get("/api/v1/items", headers=admin).status_code == 200,
+            60,
+            "requests to succeed again",
+        )
+
+
+def test_a_statement_that_runs_into_the_server_timeout_is_a_503(
+    settings: Settings, services: Services
+) -> None:
+    """A server that answers but is stuck (here: a lock held elsewhere) cancels the statement
+    at DB_STATEMENT_TIMEOUT_SECONDS; SQLSTATE 57014 is "not now", a 503, not a 500."""
+    from tests.helpers import login
+
+    quick = settings.model_copy(update={"db_statement_timeout_seconds": 1.0})
+
+    async def hold_lock(released: threading.Event, held: threading.Event) -> None:
+        connection = await asyncpg.connect(
+            settings.database_url.replace("postgresql+asyncpg", "postgresql")
+        )
+        try:
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+                held.set()
+                await asyncio.to_thread(released.wait)
+        finally:
+            await connection.close()
+
+    with TestClient(create_app(quick)) as client:
+        asyncio.run(ensure_superuser_standalone(quick))
+        admin = login(client, quick.admin_username, quick.admin_password)
+        released, held = threading.Event(), threading.Event()
+        locker = threading.Thread(target=asyncio.run, args=(hold_lock(released, held),))
+        locker.start()
+        try:
+            assert held.wait(60)
+            response = client.post("/api/v1/items", json={"title": "blocked"}, headers=admin)
+        finally:
+            released.set()
+            locker.join()
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        assert client.post("/api/v1/items", json={"title": "after"}, headers=admin).is_success
 
 
 def test_a_read_on_a_connection_the_database_closed_is_answered_from_a_fresh_one(

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import OperatorDep
 from app.api.routing import Route
+from app.services.errors import UNAVAILABLE_RETRY_AFTER
 from app.services.health import HealthState, run_checks
 
 router = APIRouter(tags=["health"], route_class=Route)
@@ -34,15 +35,21 @@ async def _report(request: Request) -> tuple[bool, dict[str, Any], HealthState]:
     return healthy, checks, state
 
 
+def _answer(healthy: bool, content: dict[str, Any]) -> JSONResponse:
+    """200, or 503 with `Retry-After` as every other answer of a dependency that is down."""
+    if healthy:
+        return JSONResponse(status_code=200, content=content)
+    return JSONResponse(
+        status_code=503, content=content, headers={"Retry-After": UNAVAILABLE_RETRY_AFTER}
+    )
+
+
 @router.get("/ready", responses={503: {"description": "A dependency check failed"}})
 @router.head("/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """Serve traffic? Database reachable, schema at head, Redis (if configured), not stopping."""
     healthy, checks, _ = await _report(request)
-    return JSONResponse(
-        status_code=200 if healthy else 503,
-        content={"status": "ready" if healthy else "not ready", "checks": checks},
-    )
+    return _answer(healthy, {"status": "ready" if healthy else "not ready", "checks": checks})
 
 
 @router.get("/health", responses={503: {"description": "A dependency check failed"}})
@@ -54,10 +61,10 @@ async def health(request: Request, operator: OperatorDep) -> JSONResponse:
     settings = request.app.state.settings
     status = "ok" if healthy else "degraded"
     if not operator:
-        return JSONResponse(status_code=200 if healthy else 503, content={"status": status})
-    return JSONResponse(
-        status_code=200 if healthy else 503,
-        content={
+        return _answer(healthy, {"status": status})
+    return _answer(
+        healthy,
+        {
             "status": status,
             "service": settings.app_name,
             "version": settings.version,

@@ -13,7 +13,7 @@ from app.core.config import get_settings
 from app.db import models  # noqa: F401 - registers the tables on the metadata
 from app.db.base import Base
 from app.db.migrate import MIGRATION_LOCK_KEY
-from app.db.session import create_engine
+from app.db.session import Workload, create_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -44,7 +44,7 @@ def _do_run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     settings = config.attributes.get("settings") or get_settings()
-    engine = create_engine(settings)
+    engine = create_engine(settings, Workload.MIGRATIONS)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_do_run)
