@@ -45,6 +45,7 @@ from app.web import docs as web_docs
 from app.web import errors as web_errors
 from app.web import pages as web_pages
 from app.web.assets import Assets
+from app.worker.dispatch import recover_in_process
 
 logger = logging.getLogger("app")
 
@@ -111,20 +112,24 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         app.state.login_guard = LoginGuard(settings)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
-        # Without a worker, this process runs the jobs, so it sweeps what they leave too.
-        sweeping = (
-            asyncio.create_task(retention.sweep_periodically(app.state.db, settings))
+        # Without a worker, this process runs the jobs, so it looks after them as the
+        # worker would: it takes back the jobs of a run that stopped and sweeps what they leave.
+        chores = (
+            [
+                asyncio.create_task(retention.sweep_periodically(app.state.db, settings)),
+                asyncio.create_task(recover_in_process(app.state.db, settings, app.state.cache)),
+            ]
             if settings.jobs_run_in_process
-            else None
+            else []
         )
         try:
             yield
         finally:
             app.state.health.shutting_down = True
-            if sweeping is not None:
-                sweeping.cancel()
+            for chore in chores:
+                chore.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeping
+                    await chore
             if app.state.redis is not None and redis is None:  # close only what we opened
                 await app.state.redis.aclose()
             await app.state.db.dispose()

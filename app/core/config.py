@@ -247,6 +247,14 @@ class Settings(BaseSettings):
         description="How often a running job shows it is alive; a job whose worker died is "
         "handed on (or failed) within twice this.",
     )
+    job_resend_after_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="A job `queued` this long is sent to the broker again (the database row "
+        "is the truth; a lost message, after an evicted or flushed Redis, cannot lose the "
+        "job). A duplicate does nothing: a job runs once.",
+    )
     worker_concurrency: int = Field(2, ge=1, le=64, description="Worker processes per worker.")
     worker_max_tasks_per_child: int = Field(
         100, ge=1, description="Recycle a worker process after this many jobs."

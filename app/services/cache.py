@@ -19,9 +19,11 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.core.logging import log_fields
 from app.services.access import Principal
@@ -44,6 +46,14 @@ def _page_field(limit: int) -> str:
     cursors used, so a release reading one shape never serves the other during a rolling
     update (both shapes share the hash, so every release's writes drop both)."""
     return f"{limit}:cursor"
+
+
+def _store_page(key: str, field: str, value: bytes, ttl: int) -> Callable[[Pipeline], Any]:
+    def store(pipe: Pipeline) -> Any:
+        pipe.hset(key, field, value)
+        pipe.expire(key, ttl, nx=True)
+
+    return store
 
 
 class ReadCache:
@@ -117,8 +127,10 @@ class ReadCache:
         key = f"items:pages:{scope}"
         # One value, one round trip to read: the cursor (base64url, no newline), then the body.
         value = (following or "").encode() + b"\n" + body
-        await self._call("hset", key, _page_field(limit), value)
-        await self._call("expire", key, self.ttl, nx=True)  # the first page stored sets it
+        # In one transaction: a hash stored without its expiry (Redis failed between the
+        # two commands) would never be evicted, as Redis evicts only keys with a TTL
+        # (`volatile-lru`, docs/operations.md). The first page stored sets the expiry.
+        await self._call("transaction", _store_page(key, _page_field(limit), value, self.ttl))
 
     async def invalidate(self, owner_id: uuid.UUID, item_id: uuid.UUID | None = None) -> None:
         """After a write: drop the item and the owner's and superusers' cached pages."""

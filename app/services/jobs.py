@@ -351,6 +351,44 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
     return requeued, failed
 
 
+RESEND_BATCH = 1000  # jobs sent again per round at most; the next round takes the rest
+
+
+async def resend_forgotten_jobs(db: Database, settings: Settings) -> list[uuid.UUID]:
+    """Jobs `queued` for longer than JOB_RESEND_AFTER_SECONDS, to send to the broker again.
+
+    The row is the truth, the broker's message only a copy: Redis may have lost it (evicted
+    under memory pressure, flushed, restored from an older file), and then the job waited
+    for ever. Each one found moves its `updated_at` on, so it is sent once per period and by
+    one reaper of several; a message that was not lost after all makes a second delivery,
+    which finds the job claimed or finished and does nothing."""
+    cutoff = utcnow() - timedelta(seconds=settings.job_resend_after_seconds)
+    # Through the index of the unfinished jobs (its predicate, literally), never the table.
+    forgotten = and_(text(UNFINISHED_SQL), Job.state == JobState.QUEUED, Job.updated_at < cutoff)
+    async with db.session() as session:
+        found = list(
+            await session.scalars(
+                select(Job.id).where(forgotten).order_by(Job.updated_at).limit(RESEND_BATCH)
+            )
+        )
+        if not found:
+            return []
+        result = await session.execute(
+            update(Job)
+            .where(Job.id.in_(found), forgotten)
+            .values(updated_at=utcnow())
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        resent = list(result.scalars())
+        await session.commit()
+    if resent:
+        logger.warning(
+            "queued jobs sent again", extra=log_fields(jobs=[str(job_id) for job_id in resent])
+        )
+    return resent
+
+
 class JobAction(StrEnum):
     FAIL = "fail"  # end it now, as failed
     RETRY = "retry"  # start it afresh: queued, no deliveries counted

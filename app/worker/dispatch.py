@@ -19,7 +19,14 @@ from app.db.session import Database
 from app.services import webhooks
 from app.services.cache import ReadCache
 from app.services.errors import Unavailable
-from app.services.jobs import JobAction, attempt_webhook, run_job, set_job_state
+from app.services.jobs import (
+    JobAction,
+    attempt_webhook,
+    reap_stalled_jobs,
+    resend_forgotten_jobs,
+    run_job,
+    set_job_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,28 @@ async def run_in_process(
         if not await attempt_webhook(db, settings, job_id, attempt):
             return
         await asyncio.sleep(webhooks.backoff_seconds(settings, attempt))  # retry backoff
+
+
+async def recover_in_process(db: Database, settings: Settings, cache: ReadCache) -> None:
+    """Without a broker this process is the worker, and its reaper: every half heartbeat
+    interval, the jobs whose run stopped beating (the process running them was stopped)
+    and those queued for longer than JOB_RESEND_AFTER_SECONDS (the process that accepted
+    them stopped first) run here. Until cancelled; the runs it started are cancelled too."""
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                requeued, _ = await reap_stalled_jobs(db, settings)
+                for job_id in requeued + await resend_forgotten_jobs(db, settings):
+                    run = asyncio.create_task(run_in_process(db, settings, cache, job_id))
+                    running.add(run)
+                    run.add_done_callback(running.discard)
+            except Exception as exc:  # the database is down: the next round tries again
+                logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
+            await asyncio.sleep(settings.job_heartbeat_seconds / 2)
+    finally:
+        for run in running:
+            run.cancel()
 
 
 async def operate(

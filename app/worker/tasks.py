@@ -19,6 +19,7 @@ from app.services.jobs import (
     Outcome,
     attempt_webhook,
     reap_stalled_jobs,
+    resend_forgotten_jobs,
     run_job,
     webhook_event,
 )
@@ -56,7 +57,7 @@ async def _reap(settings: Settings) -> list[uuid.UUID]:
     db = Database(settings, Workload.JOBS)
     try:
         requeued, _ = await reap_stalled_jobs(db, settings)
-        return requeued
+        return requeued + await resend_forgotten_jobs(db, settings)
     finally:
         await db.dispose()
 
@@ -86,7 +87,8 @@ def _sweep_once(settings: Settings) -> None:
 
 class JobReaper(bootsteps.StartStopStep):  # type: ignore[misc]  # celery has no types
     """Every half heartbeat interval, hand on the jobs of workers that died (their heartbeat
-    stopped), so that a job ends within two intervals; and every SWEEP_INTERVAL_SECONDS,
+    stopped), so that a job ends within two intervals, and send again the jobs queued for
+    longer than JOB_RESEND_AFTER_SECONDS (the broker lost them); every SWEEP_INTERVAL_SECONDS,
     delete what has passed its retention (app/services/retention.py).
 
     It runs on the timer of the worker's main process, in that process's only thread. As a

@@ -199,3 +199,23 @@ def test_after_a_failure_reads_skip_redis_for_a_while_but_invalidations_do_not()
 
     asyncio.run(use())
     assert down.calls == ["get", "delete", "get"]
+
+
+def test_every_key_the_cache_writes_expires(
+    client: TestClient, redis: FakeAsyncRedis, make_user
+) -> None:  # type: ignore[no-untyped-def]
+    """Redis evicts only keys with a TTL (`volatile-lru`), so that it never evicts the job
+    queue's: a cache key without one would stay for good, and fill Redis until it refuses
+    writes."""
+    alice = make_user("alice")
+    item = client.post("/api/v1/items", json={"title": "kept"}, headers=alice).json()
+    client.get(f"/api/v1/items/{item['id']}", headers=alice)
+    for limit in ("10", "50"):
+        titles(client, alice, limit=limit)
+
+    async def ttls() -> dict[bytes, int]:
+        return {key: await redis.ttl(key) async for key in redis.scan_iter()}
+
+    found = asyncio.run(ttls())
+    assert {key.split(b":")[0] for key in found} == {b"principal", b"item", b"items"}
+    assert all(0 < ttl <= 60 for ttl in found.values()), found
