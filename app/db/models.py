@@ -124,6 +124,11 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     # import: the rejected rows; export: the file name and row count
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Where a run stopped and the next one resumes (an export's position and file size),
+    # committed with the progress; internal, never shown.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     webhook_state: Mapped[WebhookState] = mapped_column(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,6 +197,15 @@ def open_export(settings: Settings, job: Job) -> tuple[BinaryIO, int]:
 class Outcome(StrEnum):
     DONE = "done"  # finished now, or earlier, or unknown: nothing more to do
     HELD = "held"  # a live run holds the job (its heartbeat is fresh): look again later
+    CONTINUE = "continue"  # a slice ended at its checkpoint: queued again, send it again
+
+
+# An export runs in slices of this share of TASK_TIME_LIMIT: each ends at a checkpoint and
+# the next continues from it, so no export of any size runs into the worker's time limit.
+EXPORT_SLICE_SHARE = 0.5
+# An import is one transaction (all rows or none) and cannot be cut: it stops this long
+# before TASK_TIME_LIMIT, rolled back and failed with that reason, instead of being killed.
+IMPORT_TIME_MARGIN_SECONDS = 15.0
 
 
 async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uuid.UUID) -> Outcome:
@@ -209,37 +219,41 @@ async def run_job(db: Database, settings: Settings, cache: ReadCache, job_id: uu
         if job.state == JobState.RUNNING and not _stalled(job, settings):
             return Outcome.HELD
         if job.deliveries >= settings.job_max_deliveries:
-            await _give_up(session, job)
+            await _give_up(session, settings, job)
             return Outcome.DONE
         if not await _claim(session, job):
             return Outcome.HELD  # another delivery claimed it first
         heartbeat = asyncio.create_task(_heartbeat(db, job_id, settings.job_heartbeat_seconds))
         try:
-            await _run_claimed(db, session, settings, cache, job)
+            return await _run_claimed(db, session, settings, cache, job)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-    return Outcome.DONE
 
 
 async def _run_claimed(
     db: Database, session: AsyncSession, settings: Settings, cache: ReadCache, job: Job
-) -> None:
+) -> Outcome:
     job_id = job.id  # readable after a rollback, which expires the job's attributes
+    started = time.monotonic()
     try:
         if job.kind == JobKind.IMPORT:
-            await _run_import(db, session, settings, job)
-        else:
-            await _run_export(session, settings, job)
+            limit = settings.task_time_limit - IMPORT_TIME_MARGIN_SECONDS
+            await _run_import(db, session, settings, job, started + limit)
+        elif not await _run_export(
+            session, settings, job, started + settings.task_time_limit * EXPORT_SLICE_SHARE
+        ):
+            await _continue_later(session, job)
+            return Outcome.CONTINUE
     except Exception:
         # The exception's text may hold SQL, parameters or paths: it goes to the log,
         # and the user reads a reference to it. An import keeps its upload for a retry.
         logger.exception("job failed", extra=log_fields(job_id=str(job_id)))
-        export_path(settings, job_id).with_suffix(".csv.partial").unlink(missing_ok=True)
+        _discard_partial(settings, job_id)
         await _roll_back(session, job)
         await _fail(session, job, f"the job failed on an internal error (job {job_id})")
-        return
+        return Outcome.DONE
     if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
         await cache.invalidate(job.owner_id)
     if job.kind == JobKind.IMPORT and job.state.finished:
@@ -249,6 +263,15 @@ async def _run_claimed(
         "job finished",
         extra=log_fields(job_id=str(job.id), kind=job.kind, state=job.state, rows=job.total),
     )
+    return Outcome.DONE
+
+
+async def _continue_later(session: AsyncSession, job: Job) -> None:
+    """Queue the job again after a slice: a slice that ended by itself is not a start
+    that was lost, so it does not count against JOB_MAX_DELIVERIES."""
+    job.state, job.deliveries, job.updated_at = JobState.QUEUED, job.deliveries - 1, utcnow()
+    await session.commit()
+    logger.info("job continues", extra=log_fields(job_id=str(job.id), done=job.done))
 
 
 def _stale_before(settings: Settings) -> datetime:
@@ -279,6 +302,16 @@ async def _claim(session: AsyncSession, job: Job) -> bool:
     return True
 
 
+def _partial_path(settings: Settings, job_id: uuid.UUID) -> Path:
+    """The export being written: renamed to its final name when complete."""
+    return export_path(settings, job_id).with_suffix(".csv.partial")
+
+
+def _discard_partial(settings: Settings, job_id: uuid.UUID) -> None:
+    """An export that has failed for good leaves nothing half-written in storage."""
+    _partial_path(settings, job_id).unlink(missing_ok=True)
+
+
 def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
@@ -287,8 +320,9 @@ def _lost_message(deliveries: int) -> str:
     return f"the worker was lost {deliveries} times while running this job; it is not retried again"
 
 
-async def _give_up(session: AsyncSession, job: Job) -> None:
+async def _give_up(session: AsyncSession, settings: Settings, job: Job) -> None:
     # Every earlier start ended without an outcome: the worker died running it.
+    _discard_partial(settings, job.id)
     await _fail(session, job, _lost_message(job.deliveries))
     logger.error("job given up", extra=log_fields(job_id=str(job.id), deliveries=job.deliveries))
 
@@ -341,6 +375,7 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
                 if values["state"] == JobState.QUEUED:
                     requeued.append(job_id)
                 else:
+                    _discard_partial(settings, job_id)
                     failed += 1
         await session.commit()
     if requeued or failed:
@@ -428,12 +463,19 @@ async def _progress(session: AsyncSession, job: Job, done: int) -> None:
 
 async def _fail(session: AsyncSession, job: Job, error: str, **result: Any) -> None:
     job.state, job.error, job.updated_at = JobState.FAILED, error, utcnow()
+    job.checkpoint = None
     if result:
         job.result = result
     await session.commit()
 
 
-async def _run_import(db: Database, session: AsyncSession, settings: Settings, job: Job) -> None:
+class _OutOfTime(Exception):
+    """An import reached its deadline (TASK_TIME_LIMIT less a margin) between two batches."""
+
+
+async def _run_import(
+    db: Database, session: AsyncSession, settings: Settings, job: Job, deadline: float
+) -> None:
     """Two streaming passes over the file, each holding a batch of rows at a time: count the
     rows (the progress total), then validate them and write the valid ones, in one
     transaction with the job's success. A file with any invalid row writes nothing: its
@@ -447,10 +489,19 @@ async def _run_import(db: Database, session: AsyncSession, settings: Settings, j
     try:
         job.total = await asyncio.to_thread(_count_rows, path, settings.import_max_rows)
         await _progress(session, job, 0)
-        rejected = await _write_rows(db, session, job, path, settings.import_max_rows)
+        rejected = await _write_rows(db, session, job, path, settings.import_max_rows, deadline)
     except csvfiles.CsvProblem as problem:
         await _roll_back(session, job)
         await _fail(session, job, str(problem))
+        return
+    except _OutOfTime:
+        await _roll_back(session, job)
+        await _fail(
+            session,
+            job,
+            f"the import did not finish within TASK_TIME_LIMIT ({settings.task_time_limit} s): "
+            "nothing was imported; import the file in smaller parts",
+        )
         return
     if rejected.count:
         await _roll_back(session, job)  # the rows written before the first invalid one
@@ -562,7 +613,7 @@ async def _read_rows(
 
 
 async def _write_rows(
-    db: Database, session: AsyncSession, job: Job, path: Path, max_rows: int
+    db: Database, session: AsyncSession, job: Job, path: Path, max_rows: int, deadline: float
 ) -> _Rejected:
     """Validate every row and write the valid ones inside the session's transaction
     (committed, or rolled back, by the caller). On Postgres in one pass, the progress going
@@ -572,6 +623,8 @@ async def _write_rows(
     connection = await session.connection()
 
     async def write(records: list[Record]) -> None:
+        if time.monotonic() > deadline:
+            raise _OutOfTime
         await _insert(session, records)
 
     if connection.dialect.name == "postgresql":
@@ -582,6 +635,8 @@ async def _write_rows(
         return await _read_rows(job, path, max_rows, write, report)
 
     async def commit_progress(done: int) -> None:
+        if time.monotonic() > deadline:
+            raise _OutOfTime
         await _progress(session, job, done)
 
     rejected = await _read_rows(job, path, max_rows, None, commit_progress)
@@ -642,48 +697,113 @@ _EXPORT_CHUNKS = {everybody: _export_chunk(everybody=everybody) for everybody in
 _START = (datetime(1, 1, 2, tzinfo=UTC), uuid.UUID(int=0))  # before every row
 
 
-async def _run_export(session: AsyncSession, settings: Settings, job: Job) -> None:
+@dataclass
+class _ExportCheckpoint:
+    """Where an export stands: rows up to `until` are its own; those up to (at, at_id) are
+    in the partial file's first `size` bytes; `done` of them."""
+
+    until: datetime
+    at: datetime
+    at_id: uuid.UUID
+    size: int
+    done: int
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "until": self.until.isoformat(),
+            "at": self.at.isoformat(),
+            "at_id": str(self.at_id),
+            "size": self.size,
+            "done": self.done,
+        }
+
+    @classmethod
+    def of(cls, saved: dict[str, Any] | None, partial: Path) -> _ExportCheckpoint | None:
+        """The checkpoint a run committed, if its file still holds what it says."""
+        try:
+            assert saved is not None  # noqa: S101 - caught below, as any other shape
+            found = cls(
+                until=datetime.fromisoformat(saved["until"]),
+                at=datetime.fromisoformat(saved["at"]),
+                at_id=uuid.UUID(saved["at_id"]),
+                size=int(saved["size"]),
+                done=int(saved["done"]),
+            )
+            return found if partial.stat().st_size >= found.size else None
+        except (AssertionError, KeyError, TypeError, ValueError, OSError):
+            return None
+
+
+async def _run_export(session: AsyncSession, settings: Settings, job: Job, deadline: float) -> bool:
     """The caller's items (everybody's for a superuser) that exist when the export starts,
     oldest first, a chunk at a time: each chunk is its own short query after the last row
     of the one before (keyset), so memory stays bounded and no cursor is held across the
-    progress commits. The rows are formatted and written in a thread."""
+    progress commits. The rows are formatted and written in a thread.
+
+    Each progress commit is a checkpoint (the file synced to disk first): a run after a
+    lost worker, or the next slice, truncates the file to it and goes on from there. At
+    `deadline` the run stops at a checkpoint and returns False (to continue later); True
+    once the export is complete."""
     owner = await session.get(User, job.owner_id)
     everybody = owner is not None and owner.is_superuser
-    until = utcnow()  # rows created later are not this export's: progress never passes total
-    counted = select(func.count()).select_from(Item).where(Item.created_at <= until)
-    scope = text(EVERY_ROW_SQL) if everybody else Item.owner_id == job.owner_id
-    job.total = await session.scalar(counted.where(scope)) or 0
     target = export_path(settings, job.id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".csv.partial")
-    done = 0
+    partial = _partial_path(settings, job.id)
     chunk = _EXPORT_CHUNKS[everybody]
+    resumed = _ExportCheckpoint.of(job.checkpoint, partial)
+    if resumed is None:
+        until = utcnow()  # rows created later are not this export's: progress never passes total
+        counted = select(func.count()).select_from(Item).where(Item.created_at <= until)
+        scope = text(EVERY_ROW_SQL) if everybody else Item.owner_id == job.owner_id
+        job.total = await session.scalar(counted.where(scope)) or 0
+        at: tuple[datetime, uuid.UUID] = _START
+        done = 0
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            csvfiles.writer(handle).writerow(
+                ["id", "title", "description", "created_at", "updated_at"]
+            )
+    else:
+        until, at, done = resumed.until, (resumed.at, resumed.at_id), resumed.done
+        os.truncate(partial, resumed.size)  # what a lost run wrote after its checkpoint goes
+        logger.info("export resumed", extra=log_fields(job_id=str(job.id), done=done))
 
-    async def after(at: datetime, at_id: uuid.UUID) -> Rows:
+    async def after(position: tuple[datetime, uuid.UUID]) -> Rows:
         return await chunk.all(
-            session, owner_id=job.owner_id, until=until, at=at, at_id=at_id,
+            session, owner_id=job.owner_id, until=until, at=position[0], at_id=position[1],
             limit=EXPORT_CHUNK_ROWS,
         )  # fmt: skip
 
-    with partial.open("w", newline="", encoding="utf-8") as handle:
+    with partial.open("a", newline="", encoding="utf-8") as handle:
         writer = csvfiles.writer(handle)
-        writer.writerow(["id", "title", "description", "created_at", "updated_at"])
-        rows = await after(*_START)
+        rows = await after(at)
         while rows:
             # The thread writes this chunk while the database reads the next one.
             writing = asyncio.create_task(asyncio.to_thread(writer.write_items, rows))
             try:
-                following = await after(rows[-1][3], rows[-1][0])  # its created_at and id
+                following = await after((rows[-1][3], rows[-1][0]))  # its created_at and id
             finally:
                 await writing
             done += len(rows)
+            await asyncio.to_thread(_sync, handle)
+            job.checkpoint = _ExportCheckpoint(
+                until, rows[-1][3], rows[-1][0], os.fstat(handle.fileno()).st_size, done
+            ).saved()
             await _progress(session, job, done)
             rows = following
+            if rows and time.monotonic() > deadline:
+                return False
     os.replace(partial, target)
     # Rows deleted meanwhile were counted but not written: the total is what was written.
     job.state, job.done, job.total, job.updated_at = JobState.SUCCEEDED, done, done, utcnow()
     job.result = {"file": target.name, "rows": done}
+    job.checkpoint = None
     await session.commit()
+    return True
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 async def record_webhook(

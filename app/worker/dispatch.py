@@ -21,6 +21,7 @@ from app.services.cache import ReadCache
 from app.services.errors import Unavailable
 from app.services.jobs import (
     JobAction,
+    Outcome,
     attempt_webhook,
     reap_stalled_jobs,
     resend_forgotten_jobs,
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 async def run_in_process(
     db: Database, settings: Settings, cache: ReadCache, job_id: uuid.UUID
 ) -> None:
-    await run_job(db, settings, cache, job_id)
+    while await run_job(db, settings, cache, job_id) is Outcome.CONTINUE:
+        pass  # the next slice of a long export, right away: no time limit here
     for attempt in range(1, settings.webhook_max_attempts + 1):
         if not await attempt_webhook(db, settings, job_id, attempt):
             return

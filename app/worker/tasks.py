@@ -45,6 +45,11 @@ async def _run(job_id: uuid.UUID) -> tuple[Outcome, bool]:
 @shared_task(name="shipshape.run_job", bind=True, max_retries=None)
 def run_job_task(self: Task, job_id: str) -> None:
     outcome, webhook = asyncio.run(_run(uuid.UUID(job_id)))
+    if outcome is Outcome.CONTINUE:
+        # The slice ended at its checkpoint, well within the time limit: the next one goes
+        # to the back of the queue, behind the jobs that waited meanwhile.
+        run_job_task.apply_async(args=[job_id], ignore_result=True)
+        return
     if outcome is Outcome.HELD:
         # Another run holds the job. If its worker died (this may be the redelivery of the
         # job it was running), its heartbeat goes stale: look again once it would be.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -171,6 +172,60 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
     assert done["state"] == "succeeded", done
     assert count_items(worker_settings) == rows
     assert done["result"]["imported"] == rows
+
+
+def _seed_items(settings: Settings, owner: str, rows: int) -> None:
+    """`rows` items of `owner`, 1,000 to a created_at (as the rows of one import)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+        try:
+            await connection.execute(
+                f"""INSERT INTO items (id, title, description, owner_id, created_at, updated_at)
+                    SELECT gen_random_uuid(), 'row ' || n, NULL, '{owner}',
+                           now() - (n / 1000) * interval '1 second', now()
+                    FROM generate_series(1, {rows}) AS n"""
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def test_an_export_whose_worker_is_killed_resumes_where_it_stopped(
+    api: TestClient, alice: Headers, worker, worker_settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The fault: a worker killed 80,000 rows into a 256,000-row export made the next run
+    start from zero; with the time limit it ended `failed` as "the worker was lost 3 times"
+    and left its partial file. Now the next run goes on from the last checkpoint."""
+    rows = 400_000
+    _seed_items(worker_settings, api.get("/api/v1/users/me", headers=alice).json()["id"], rows)
+    job_id = api.post("/api/v1/items/export", headers=alice).json()["id"]
+    wait_until(
+        lambda: _job(api, alice, job_id)["progress"]["done"] >= 20_000, 60,
+        "the export to pass a checkpoint", interval=0.02,
+    )  # fmt: skip
+    [child] = _children(worker.pid)
+    os.kill(child, signal.SIGKILL)
+    done = _finished(api, alice, job_id, timeout=180)
+    assert done["state"] == "succeeded", done
+    assert done["progress"] == {"done": rows, "total": rows}
+    exported = (Path(worker_settings.storage_dir) / f"{job_id}.csv").read_text().splitlines()
+    assert len(exported) == rows + 1
+    assert len({line.split(",", 1)[0] for line in exported[1:]}) == rows  # each row once
+    assert not list(Path(worker_settings.storage_dir).glob("*.partial"))
+    resumed = [
+        json.loads(line)
+        for log in tmp_path.glob("worker-*.log")
+        for line in log.read_text().splitlines()
+        if '"message":"export resumed"' in line
+    ]
+    assert len(resumed) == 1, resumed
+    assert resumed[0]["done"] >= 20_000, resumed
+    print(f"\nresumed after {resumed[0]['done']:,} of {rows:,} rows")
 
 
 def test_redis_down_reads_still_come_from_the_database(
