@@ -20,10 +20,9 @@ from celery.signals import setup_logging
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.worker.dispatch import ENQUEUE_TIMEOUT_SECONDS
 
 _apps: dict[str, Celery] = {}
-
-ENQUEUE_TIMEOUT_SECONDS = 2.0
 
 
 def make_celery(settings: Settings) -> Celery:

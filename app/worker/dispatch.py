@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from dataclasses import dataclass
 
 from fastapi import BackgroundTasks
 
@@ -30,6 +32,20 @@ from app.services.jobs import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+# Seconds a submission may wait for the broker, all of it (connection, send), before 503.
+ENQUEUE_TIMEOUT_SECONDS = 2.0
+# After a failed send, submissions are refused at once for this long.
+SKIP_BROKER_AFTER_FAILURE_SECONDS = 2.0
+
+
+@dataclass
+class _BrokerState:
+    down_until: float = 0.0
+
+
+_broker = _BrokerState()
 
 
 async def run_in_process(
@@ -95,10 +111,20 @@ async def enqueue(
     if settings.jobs_run_in_process:
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
+    if time.monotonic() < _broker.down_until:
+        raise Unavailable("the job queue is unavailable; nothing was queued")
     try:
-        # A blocking network call: in a thread, the event loop keeps serving meanwhile.
-        await asyncio.to_thread(_send, settings, job_id)
+        # A blocking network call: in a thread, the event loop keeps serving meanwhile. The
+        # whole send is bounded, not only each socket operation: with many submissions at
+        # once, those waiting for one of the client's pooled connections took up to 10 s.
+        # A send that completes after the bound delivers a job whose row the caller has
+        # removed: the worker finds no job and does nothing.
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
+            await asyncio.to_thread(_send, settings, job_id)
     except Exception as exc:
+        # Later submissions are refused at once for a while instead of each waiting out
+        # the timeout (Retry-After says when to come back).
+        _broker.down_until = time.monotonic() + SKIP_BROKER_AFTER_FAILURE_SECONDS
         logger.warning(
             "job queue unavailable",
             extra=log_fields(job_id=str(job_id), error=describe_error(exc)),
