@@ -163,6 +163,11 @@ def test_database_outage_turns_ready_503_and_recovers_without_restarting_the_app
         body = stack.https("GET", "/ready").json()
         assert body["checks"]["database"]["status"] == "error"
         assert all(stack.https("GET", "/live").status == 200 for _ in range(10))
+        # The stopped container's name no longer resolves: a write is a 503, not a 500.
+        login = stack.https("POST", "/api/v1/auth/token", b"username=a&password=b", FORM)
+        assert login.status == 503, login.body
+        assert login.headers["retry-after"] == "5"
+        assert login.json() == {"detail": "the database is unavailable; try again shortly"}
     finally:
         stack.compose("start", "db")
     wait_until(
@@ -172,6 +177,23 @@ def test_database_outage_turns_ready_503_and_recovers_without_restarting_the_app
     )
     assert docker("inspect", "--format", "{{.State.StartedAt}}", *apps).stdout == started_at
     assert set(docker("inspect", "--format", "{{.RestartCount}}", *apps).stdout.split()) == {"0"}
+
+
+def test_with_no_app_replica_up_nginx_answers_the_apis_json_503(stack: Stack) -> None:
+    """The fault: with both replicas restarting, 2,016 requests got nginx's HTML 502 page,
+    without Retry-After."""
+    stack.compose("stop", "app")
+    try:
+        for method, path in (("GET", "/api/v1/items"), ("POST", "/api/v1/items"), ("GET", "/ui")):
+            reply = stack.https(method, path)
+            assert reply.status == 503, (method, path, reply.status, reply.body)
+            assert reply.headers["content-type"] == "application/json"
+            assert reply.headers["retry-after"] == "5"
+            assert reply.json() == {"detail": "the service is unavailable; try again shortly"}
+            assert reply.headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        stack.compose("start", "app")
+    stack.wait_ready()
 
 
 def _served_certificate(stack: Stack) -> str:
@@ -223,6 +245,13 @@ def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stac
     assert served == leaf.strip()
     # A graceful reload: the app behind it was never interrupted.
     assert stack.https("GET", "/ready").status == 200
+    # Its healthcheck reads the certificate it keeps fresh, on a read-only root filesystem.
+    certbot = stack.container("certbot")
+    assert (
+        docker("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", certbot).stdout.strip()
+        == "true"
+    )
+    wait_until(lambda: _healthy(certbot), 120, "the certbot service to turn healthy")
 
 
 def _healthy(container: str) -> bool:
