@@ -39,6 +39,9 @@ PROJECT_NAME ?= $(or $(shell sed -n 's/^COMPOSE_PROJECT_NAME=//p' $(ENV_FILE) 2>
 COMPOSE_CMD = $(DOCKER) compose --project-name $(PROJECT_NAME) --env-file $(ENV_FILE) \
               -f docker-compose.yml -f $(OVERLAY)
 COMPOSE = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE_CMD)
+# Every profile of the compose files: `down` and `destroy` remove their containers too (a
+# certbot container left behind kept the stack's network and volumes in use).
+ALL_PROFILES = --profile certbot --profile tools
 SERVICE ?=
 # Production secrets are files, one per secret: SECRETS_DIR from the env file, else secrets/$(ENV).
 SECRETS_DIR ?= $(or $(shell sed -n 's/^SECRETS_DIR=//p' $(ENV_FILE) 2>/dev/null),secrets/$(ENV))
@@ -273,7 +276,9 @@ staging: ## The production stack with .env.staging
 .PHONY: certbot
 certbot: ENV = prod
 certbot: env-file ## Obtain and renew the TLS certificate (HTTP-01) for DOMAIN
-	$(COMPOSE) --profile certbot up --detach certbot
+	@test -n "$$($(COMPOSE) ps --quiet --status running nginx)" || { \
+	    echo "nginx of project $(PROJECT_NAME) is not running: start the stack first (make prod ENV=$(ENV))" >&2; exit 1; }
+	$(COMPOSE) --profile certbot up --detach --no-deps certbot
 
 .PHONY: shell
 shell: env-file ## Python shell in the running app container (ENV=dev|prod|staging)
@@ -304,7 +309,7 @@ ps: env-file ## The stack's containers and their health
 
 .PHONY: down
 down: env-file ## Stop and remove the stack's containers (volumes are kept)
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE) $(ALL_PROFILES) down --remove-orphans
 
 .PHONY: destroy
 destroy: env-file ## Remove the stack with its volumes: the database and all files (asks first; CONFIRM=1 does not)
@@ -315,7 +320,7 @@ destroy: env-file ## Remove the stack with its volumes: the database and all fil
 	    printf 'type the project name (%s) to go on: ' "$(PROJECT_NAME)"; read -r answer || true; \
 	    [ "$$answer" = "$(PROJECT_NAME)" ] || { echo "nothing removed" >&2; exit 1; }; \
 	fi; \
-	$(COMPOSE) down --volumes --remove-orphans; \
+	$(COMPOSE) $(ALL_PROFILES) down --volumes --remove-orphans; \
 	for volume in $$volumes; do $(DOCKER) volume rm --force $$volume >/dev/null; done; \
 	echo "removed project $(PROJECT_NAME) and its volumes"
 
