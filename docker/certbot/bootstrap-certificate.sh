@@ -4,7 +4,8 @@
 #
 # Usage: the entrypoint of a one-shot container of the certbot image, which has openssl
 # (the official nginx Alpine image has only the libraries, not the command); no arguments.
-#   DOMAIN    the host name the certificate is for
+#   DOMAIN          the host name the certificate is for
+#   BOOTSTRAP_DIR   where it goes (default /etc/letsencrypt/bootstrap)
 #
 # Writes /etc/letsencrypt/bootstrap/$DOMAIN/fullchain.pem and privkey.pem (the letsencrypt
 # volume, which nginx mounts read-only) unless the certificate there is good for 30 more
@@ -12,7 +13,7 @@
 set -o errexit -o nounset
 
 domain="${DOMAIN:?DOMAIN is required}"
-dir="/etc/letsencrypt/bootstrap/$domain"
+dir="${BOOTSTRAP_DIR:-/etc/letsencrypt/bootstrap}/$domain"
 
 log() {
     printf '{"level":"%s","logger":"tls-bootstrap","message":"%s"}\n' "$1" "$2"
@@ -28,9 +29,26 @@ umask 077
 mkdir -p "$dir"
 rm -rf "$dir/.new"
 mkdir "$dir/.new"
-openssl req -x509 -nodes -newkey rsa:2048 -days 90 \
-    -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
+# A server certificate, not a CA: openssl's default configuration gives a self-signed
+# certificate CA:TRUE, which TLS scanners (sslyze) refuse as a leaf. The extensions come
+# from a configuration of our own, the same for every openssl version.
+cat > "$dir/.new/openssl.cnf" <<EOF
+[req]
+distinguished_name = subject
+x509_extensions = leaf
+prompt = no
+[subject]
+CN = $domain
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:$domain
+subjectKeyIdentifier = hash
+EOF
+openssl req -x509 -nodes -newkey rsa:2048 -days 90 -config "$dir/.new/openssl.cnf" \
     -keyout "$dir/.new/privkey.pem" -out "$dir/.new/fullchain.pem" 2>/dev/null
+rm "$dir/.new/openssl.cnf"
 # The key first: nginx notices a change by the certificate, which is written last.
 mv "$dir/.new/privkey.pem" "$dir/privkey.pem"
 mv "$dir/.new/fullchain.pem" "$dir/fullchain.pem"
