@@ -365,10 +365,13 @@ backups: env-file ## List the backups
 
 .PHONY: restore
 restore: ENV = prod
-restore: env-file ## Restore FILE=daily/<name>.dump (verified first), then migrate
+restore: env-file ## Restore FILE=daily/<name>.dump (verified first), then migrate; writes get 503 meanwhile
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=daily/<name>.dump (see make backups)" >&2; exit 2; }
-	$(COMPOSE) run --rm --no-deps --entrypoint /bin/sh backup /opt/shipshape/restore.sh /backups/$(FILE)
-	$(COMPOSE) run --rm --no-deps app migrate
+	$(COMPOSE) run --rm --no-deps --env KEEP_MAINTENANCE=1 --entrypoint /bin/sh backup \
+	    /opt/shipshape/restore.sh /backups/$(FILE)
+	@migrated=0; $(COMPOSE) run --rm --no-deps app migrate || migrated=$$?; \
+	$(COMPOSE) run --rm --no-deps --entrypoint /bin/sh backup /opt/shipshape/restore.sh --end-maintenance; \
+	[ "$$migrated" = 0 ] || { echo "restored $(FILE), but the migrations failed: make migrate ENV=$(ENV)" >&2; exit 1; }
 	@echo "restored $(FILE) and migrated to head"
 
 # --- Swarm ------------------------------------------------------------------------------

@@ -104,6 +104,10 @@ def postgres_connect_args(settings: Settings, workload: Workload) -> dict[str, A
     if bound is not None:
         args["command_timeout"] = bound + CLIENT_TIMEOUT_MARGIN_SECONDS
         args["server_settings"] = {"statement_timeout": str(round(bound * 1000))}
+    else:
+        # The migrations after a restore run while the database refuses everyone else's
+        # writes (scripts/restore.sh, maintenance): theirs must go through.
+        args["server_settings"] = {"default_transaction_read_only": "off"}
     return args
 
 
@@ -122,10 +126,11 @@ def _unreachable_is_operational(dialect: Any, _record: Any, cargs: Any, cparams:
         raise dialect.loaded_dbapi.OperationalError(describe_error(exc)) from exc
 
 
-# SQLSTATE classes that mean "not now" rather than "this request is wrong": 08 connection
+# SQLSTATEs that mean "not now" rather than "this request is wrong": classes 08 connection
 # exception, 53 insufficient resources (too many connections, disk full), 57 operator
-# intervention (statement_timeout, a server shutting down or not yet accepting connections).
-UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+# intervention (statement_timeout, a server shutting down or not yet accepting connections),
+# and 25006, a write while the database is read-only (maintenance during a restore).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57", "25006")
 
 
 def unavailable(exc: BaseException) -> bool:

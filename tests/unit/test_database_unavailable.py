@@ -78,6 +78,8 @@ class _Orig(Exception):
         ("57P03", True),  # the server is starting and does not accept connections yet
         ("53300", True),  # too many connections
         ("08006", True),  # the connection failed
+        ("25006", True),  # a write while the database is read-only (a restore's maintenance)
+        ("25001", False),  # other transaction-state errors are bugs
         ("23505", False),  # a unique violation is the request's (or the code's) fault
         ("42P01", False),  # no such table: a bug, a 500
         ("40001", False),  # a serialization failure is retried by the code, not the client
@@ -118,4 +120,7 @@ def test_each_workload_bounds_its_statements_on_the_server_and_in_the_driver(
     assert postgres_connect_args(settings, Workload.JOBS)["server_settings"] == {
         "statement_timeout": "90000"
     }
-    assert postgres_connect_args(settings, Workload.MIGRATIONS) == {"timeout": 2.0}
+    assert postgres_connect_args(settings, Workload.MIGRATIONS) == {
+        "timeout": 2.0,
+        "server_settings": {"default_transaction_read_only": "off"},
+    }
