@@ -194,3 +194,22 @@ def test_an_export_given_up_after_its_last_delivery_leaves_no_partial_file(
     assert job(client, alice, job_id)["state"] == JobState.FAILED
     assert _row(settings, job_id, "checkpoint")[0] is None
     assert not partial.exists()
+
+
+def test_rows_added_during_an_export_are_not_its_own_and_progress_never_passes_total(
+    client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The fault: progress exceeded its total when rows were added while an export ran."""
+    accepted = client.post("/api/v1/items/export", headers=alice).json()
+    job_id = accepted["id"]
+    _queue_export_without_running_it(settings, job_id)
+    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)
+    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    for n in range(15):
+        client.post("/api/v1/items", json={"title": f"later {n}"}, headers=alice)
+    while _deliver(settings, job_id) is Outcome.CONTINUE:
+        progress = job(client, alice, job_id)["progress"]
+        assert progress["done"] <= progress["total"] == ITEMS
+    finished = job(client, alice, job_id)
+    assert finished["progress"] == {"done": ITEMS, "total": ITEMS}
+    assert _exported_titles(settings, job_id) == [f"item {n:02}" for n in range(ITEMS)]
