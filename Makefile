@@ -419,17 +419,8 @@ deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image 
 	$(STACK_ENV) DOCKER=$(DOCKER) sh scripts/deploy-swarm.sh $(STACK_NAME) docker-stack.yml
 
 .PHONY: rollback
-rollback: ## Roll the app and worker back to their previous image (each that has one)
-	@# After Swarm's own automatic rollback the app has no previous spec any more: that is
-	@# reported, not an error, and the worker is still rolled back (no mixed versions).
-	@status=0; for service in app worker; do \
-	    if out=$$($(DOCKER) service rollback $(STACK_NAME)_$$service 2>&1); then \
-	        echo "$(STACK_NAME)_$$service: rolled back"; continue; fi; \
-	    case "$$out" in \
-	        *"does not have a previous spec"*) echo "$(STACK_NAME)_$$service: no previous version to roll back to";; \
-	        *) echo "$(STACK_NAME)_$$service: $$out" >&2; status=1;; \
-	    esac; \
-	done; exit $$status
+rollback: ## Roll the app and worker back, together, to the image the app ran before its last update
+	DOCKER=$(DOCKER) sh scripts/rollback-swarm.sh $(STACK_NAME)
 
 # --- images ----------------------------------------------------------------------------
 

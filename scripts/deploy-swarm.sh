@@ -7,10 +7,13 @@
 # Environment: the values docker-stack.yml reads (the Makefile loads the env file into it),
 # DEPLOY_TIMEOUT=900 (seconds to wait for the update), DOCKER=docker (the client to run).
 #
-# Swarm rolls a service back by itself when its new tasks do not get healthy, but only that
-# service: a broken image that passes the worker's own check would leave the worker on it
-# while the app is back on the old one. So when one of the two was rolled back, the other is
-# rolled back too, and this exits 1: the stack is never half old, half new. POSIX sh.
+# Swarm rolls a service back by itself when its new tasks do not get healthy (for the app:
+# ready once, scripts/healthcheck.py), but only that service: a broken image that passes the
+# worker's own check would leave the worker on it while the app is back on the old one. So
+# when one of the two was rolled back, the other is rolled back too, and this exits 1: the
+# stack is never half old, half new. A service whose task template the deploy left as it was
+# (the same image and settings) has no update to wait for. A new stack is waited for until
+# every replica of both runs (healthy). POSIX sh.
 set -o errexit -o nounset
 
 if [ $# -lt 1 ]; then
@@ -28,6 +31,9 @@ inspect() {  # SERVICE TEMPLATE
     "$docker" service inspect --format "$2" "$1" 2>/dev/null || true
 }
 version() { inspect "$1" '{{.Version.Index}}'; }
+# What the tasks run: a change here, and only here, makes Swarm replace them. (`stack deploy`
+# submits every service again, so the version index changes even when nothing else does.)
+template() { inspect "$1" '{{json .Spec.TaskTemplate}}'; }
 started() { inspect "$1" '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}'; }
 
 # update_state SERVICE STARTED_BEFORE: updating, completed or rolled_back (the update that
@@ -45,9 +51,20 @@ update_state() {
     esac
 }
 
+# converged SERVICE: every replica the service wants is running (healthy, with a healthcheck).
+converged() {
+    replicas=$("$docker" service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' \
+        | sed -n "s|^$1 ||p")
+    running=${replicas%%/*}
+    wanted=${replicas#*/}
+    wanted=${wanted%% *}
+    [ -n "$running" ] && [ "$running" = "$wanted" ] && [ "$wanted" != 0 ]
+}
+
 app_version=$(version "$app")
+app_template=$(template "$app")
 app_started=$(started "$app")
-worker_version=$(version "$worker")
+worker_template=$(template "$worker")
 worker_started=$(started "$worker")
 
 case "${PUBLISH_IP:-0.0.0.0}" in
@@ -57,6 +74,18 @@ case "${PUBLISH_IP:-0.0.0.0}" in
             "the host's firewall" >&2 ;;
 esac
 
+# The image the app runs now becomes the one `make rollback` returns to, unless this deploy
+# keeps it (then the earlier record stays).
+deploying="${APP_IMAGE:-shipshape}:${APP_TAG:-}"
+running=$(inspect "$app" '{{.Spec.TaskTemplate.ContainerSpec.Image}}')
+running=${running%@sha256:*}
+if [ -n "$running" ] && [ "$running" != "$deploying" ]; then
+    APP_PREVIOUS_IMAGE=$running
+else
+    APP_PREVIOUS_IMAGE=$(inspect "$app" '{{index .Spec.Labels "shipshape.previous-image"}}')
+fi
+export APP_PREVIOUS_IMAGE
+
 # Swarm configs are immutable: name them after their files' content (see docker-stack.yml).
 CONFIGS_VERSION=$(cd "$(dirname "$file")" \
     && sed -n 's/^  [a-z_]*: {file: \([^,}]*\).*/\1/p' "$(basename "$file")" | xargs cat | cksum | cut -d ' ' -f 1)
@@ -65,15 +94,26 @@ export CONFIGS_VERSION
 "$docker" stack deploy --prune --with-registry-auth -c "$file" "$stack"
 echo "deploying ${APP_IMAGE:-shipshape}:${APP_TAG:-?} to $stack"
 
+deadline=$(( $(date +%s) + timeout ))
 if [ -z "$app_version" ]; then
-    echo "new stack: follow it with: docker service ps $app $worker"
+    echo "new stack: waiting for every replica of $app and $worker to run"
+    until converged "$app" && converged "$worker"; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "the new stack does not run after ${timeout}s; see docker service ps $app $worker" >&2
+            "$docker" service ps --no-trunc --format '{{.Name}} {{.Image}}: {{.CurrentState}} {{.Error}}' \
+                "$app" "$worker" >&2 2>/dev/null || true
+            exit 1
+        fi
+        sleep 2  # polling interval, bounded by the deadline
+    done
+    echo "$app and $worker: running"
     exit 0
 fi
-# A service whose spec the deploy left as it was has no update to wait for.
-[ "$(version "$app")" != "$app_version" ] || app_started=unchanged
-[ "$(version "$worker")" != "$worker_version" ] || worker_started=unchanged
+# A service whose task template the deploy left as it was has no update to wait for.
+[ "$(template "$app")" != "$app_template" ] || app_started=unchanged
+[ "$(template "$worker")" != "$worker_template" ] || worker_started=unchanged
 if [ "$app_started" = unchanged ] && [ "$worker_started" = unchanged ]; then
-    echo "$app and $worker unchanged"
+    echo "$app and $worker unchanged: they already run this image and these settings"
     exit 0
 fi
 
@@ -89,7 +129,6 @@ rollback_other() {
     exit 1
 }
 
-deadline=$(( $(date +%s) + timeout ))
 while :; do
     app_state=completed
     worker_state=completed

@@ -158,6 +158,13 @@ def swarm(prod_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "broken",
         'USER 0\nRUN printf "import sys\\nsys.exit(1)\\n" > /app/scripts/healthcheck.py\nUSER 10001:10001',
     )
+    # An image that runs, answers /live and never /ready: readiness must gate the rollout.
+    build_variant(
+        "unready",
+        "USER 0\nRUN sed -i 's/healthy, checks, _ = await _report(request)/healthy, checks, _ = "
+        "False, {}, None/' /app/app/api/routes/health.py && grep -q 'False, {}, None' "
+        "/app/app/api/routes/health.py\nUSER 10001:10001",
+    )
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DOMAIN", "BASE_URL", "PUBLISH_IP")},
         "STACK_NAME": STACK,
@@ -182,11 +189,12 @@ def swarm(prod_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             swarm.created_secrets.append(full)
             if name == "admin_password":
                 swarm.admin_password = value
-        swarm.deploy("v1")
-        # Updates start from a stack that has converged: both app replicas and the worker
-        # running (healthy: Swarm counts a task with a healthcheck as running only then).
-        wait_until(lambda: len(swarm.running_tasks("app")) == 2, 180, "two app replicas running")
-        wait_until(lambda: len(swarm.running_tasks("worker")) == 1, 180, "the worker running")
+        first = swarm.deploy("v1")
+        # The first deploy returns once the stack runs (it returned at once): both app
+        # replicas and the worker running, healthy (for the app: ready once).
+        assert "new stack: waiting for every replica" in first.stdout
+        assert len(swarm.running_tasks("app")) == 2, swarm.diagnosis()
+        assert len(swarm.running_tasks("worker")) == 1, swarm.diagnosis()
         wait_until(lambda: swarm.get("/ready") == 200, 180, "/ready 200 through nginx on the swarm")
         yield swarm
     finally:
@@ -283,6 +291,36 @@ def test_rolling_update_under_load_fails_no_request(swarm: Swarm) -> None:
     assert all(task.endswith(f"{IMAGE}:v2") for task in swarm.running_tasks("worker"))
 
 
+def test_deploying_the_running_tag_again_changes_nothing_and_returns(swarm: Swarm) -> None:
+    """The fault: it waited out DEPLOY_TIMEOUT and failed: the version index of every
+    service changes on `stack deploy`, but Swarm sets no update status when no task does."""
+    image = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
+    assert swarm.service("app", image).startswith(f"{IMAGE}:v2")
+    result = swarm.deploy("v2")
+    assert "unchanged: they already run this image and these settings" in result.stdout
+
+
+def rollback(swarm: Swarm) -> subprocess.CompletedProcess[str]:
+    """`make rollback`'s script."""
+    return subprocess.run(
+        ["sh", "scripts/rollback-swarm.sh", STACK], cwd=ROOT, env=swarm.env,
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+
+
+def _images(swarm: Swarm) -> dict[str, str]:
+    image = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
+    return {name: swarm.service(name, image).split("@")[0] for name in ("app", "worker")}
+
+
+def test_rollback_returns_both_services_to_the_previous_image(swarm: Swarm) -> None:
+    result = rollback(swarm)
+    assert result.returncode == 0, result.stdout + result.stderr + swarm.diagnosis()
+    assert _images(swarm) == {"app": f"{IMAGE}:v1", "worker": f"{IMAGE}:v1"}
+    assert f"rolled back: {STACK}_app and {STACK}_worker run {IMAGE}:v1" in result.stdout
+    wait_until(lambda: swarm.get("/ready") == 200, 120, "/ready 200 after the rollback")
+
+
 def test_a_deploy_that_never_gets_healthy_rolls_the_whole_stack_back(swarm: Swarm) -> None:
     """The broken image passes the worker's own check: Swarm rolls back the app only, and the
     deploy script rolls the worker back too and fails."""
@@ -302,3 +340,29 @@ def test_a_deploy_that_never_gets_healthy_rolls_the_whole_stack_back(swarm: Swar
         180, "no task left on the broken image", interval=1,
     )  # fmt: skip
     assert swarm.get("/ready") == 200
+    # `make rollback` now: Swarm's previous spec of the app is gone (it rolled back by
+    # itself), the worker's is the broken image. It used to put the worker on it beside the
+    # app and exit 0. Now both go to the image the app's record names, or stay, and it says so.
+    after = rollback(swarm)
+    images = _images(swarm)
+    assert images["app"] == images["worker"], (images, after.stdout, after.stderr)
+    assert "broken" not in images["app"]
+    if after.returncode == 0:
+        assert f"rolled back: {STACK}_app and {STACK}_worker run {images['app']}" in after.stdout
+    else:
+        assert "nothing to roll back" in after.stderr, after.stdout + after.stderr
+    print(f"\nrollback after Swarm's own: {after.stdout.strip()} {after.stderr.strip()}")
+
+
+def test_a_build_that_never_gets_ready_is_rolled_back(swarm: Swarm) -> None:
+    """The fault: the Swarm healthcheck was /live, so a build whose /ready never answered 200
+    rolled out completely and `make deploy` exited 0 (3,827 of 3,827 /ready answers 503)."""
+    before = _images(swarm)
+    result = swarm.deploy("unready", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the update failed and Swarm rolled it back" in result.stderr
+    wait_until(
+        lambda: _images(swarm) == before, 120, "app and worker on their previous image",
+        interval=1,
+    )  # fmt: skip
+    wait_until(lambda: swarm.get("/ready") == 200, 120, "/ready 200 after the rollback")

@@ -102,6 +102,7 @@ def test_deploy_rolls_the_worker_back_when_swarm_rolled_the_app_back(tmp_path: P
 deployed=$(grep -c "stack deploy" {calls})
 case "$*" in
   *Version.Index*) echo $((7 + deployed));;
+  *TaskTemplate*) echo "{{\\"Image\\":\\"v$deployed\\"}}";;
   *UpdateStatus.StartedAt*) [ "$deployed" = 1 ] && echo 2026-11-25T10:00:00Z || echo 2026-11-20T10:00:00Z;;
   *UpdateStatus.State*) echo rollback_completed;;
 esac""",
@@ -129,6 +130,7 @@ deployed=$(grep -c "stack deploy" {calls})
 polls=$(grep -c "State.*shipshape_worker" {calls})
 case "$*" in
   *Version.Index*) echo $((7 + deployed));;
+  *TaskTemplate*) echo "{{\\"Image\\":\\"v$deployed\\"}}";;
   *UpdateStatus.StartedAt*) [ "$deployed" = 1 ] && echo 2026-11-25T10:00:00Z || echo 2026-11-20T10:00:00Z;;
   *State*shipshape_app) echo completed;;
   *State*shipshape_worker) [ "$polls" -ge 2 ] && echo completed || echo updating;;
@@ -140,26 +142,104 @@ esac""",
     assert calls.read_text().count("State}}{{end}} shipshape_worker") >= 2
 
 
-def test_rollback_after_an_automatic_rollback_still_rolls_back_the_worker(tmp_path: Path) -> None:
-    """The fault: after Swarm's own rollback of the app, `make rollback` failed on the app
-    ("does not have a previous spec", exit 2) and never reached the worker."""
+def _swarm(tmp_path: Path, **state: str) -> tuple[Path, Path]:
+    """A fake client playing a Swarm: `app="v2"`, `worker="v2"` are the images the services
+    run, `label="v1"` the app's shipshape.previous-image; `service update --image` (and
+    `--label-add`) changes them. Returns (the client, the file of its calls)."""
+    folder = tmp_path / "swarm"
+    folder.mkdir()
+    for key, value in state.items():
+        (folder / key).write_text(value + "\n")
+    calls = tmp_path / "calls"
+    calls.touch()
     docker = fake_docker(
         tmp_path,
-        """case "$*" in
-  *rollback\\ shipshape_app*) echo "service app does not have a previous spec" >&2; exit 1;;
-  *rollback\\ shipshape_worker*) echo shipshape_worker; exit 0;;
+        f"""echo "$*" >> {calls}
+name=$(echo "$*" | awk '{{print $NF}}'); name=${{name#shipshape_}}
+case "$*" in
+  *"service inspect"*Labels*) cat {folder}/label 2>/dev/null || true;;
+  *"service inspect"*Image*) cat {folder}/$name;;
+  *"service update"*)
+    echo "$*" | sed 's/.*--image \\([^ ]*\\).*/\\1/' > {folder}/$name
+    case "$*" in *--label-add*)
+      echo "$*" | sed 's/.*shipshape.previous-image=\\([^ ]*\\).*/\\1/' > {folder}/label;;
+    esac;;
 esac""",
     )
+    return docker, calls
+
+
+def _now(tmp_path: Path) -> tuple[str, ...]:
+    folder = tmp_path / "swarm"
+    return tuple((folder / key).read_text().strip() for key in ("app", "worker", "label"))
+
+
+def test_rollback_returns_app_and_worker_to_the_apps_previous_image(tmp_path: Path) -> None:
+    docker, _ = _swarm(tmp_path, app="shop:v2", worker="shop:v2", label="shop:v1")
     result = make("rollback", f"DOCKER={docker}")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
-        "shipshape_app: no previous version to roll back to",
-        "shipshape_worker: rolled back",
-    ]
+    assert _now(tmp_path) == ("shop:v1", "shop:v1", "shop:v2")  # a second rollback undoes it
+    assert "rolled back: shipshape_app and shipshape_worker run shop:v1" in result.stdout
+
+
+def test_rollback_after_an_automatic_rollback_leaves_no_mixed_versions(tmp_path: Path) -> None:
+    """The fault: after Swarm rolled a broken v3 back to v2, Swarm's previous spec of the app
+    was gone and the worker's was v3: `make rollback` put the worker on v3 beside the app on
+    v2, and exited 0. The app's record (reverted with its spec) says v1: both go there."""
+    docker, _ = _swarm(tmp_path, app="shop:v2", worker="shop:v2", label="shop:v1")
+    result = make("rollback", f"DOCKER={docker}")
+    assert result.returncode == 0, result.stderr
+    assert _now(tmp_path)[:2] == ("shop:v1", "shop:v1")
+
+
+def test_rollback_with_nothing_recorded_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    docker, calls = _swarm(tmp_path, app="shop:v2", worker="shop:v2", label="")
+    result = make("rollback", f"DOCKER={docker}")
+    assert result.returncode != 0  # the script's 1, make's 2
+    assert (
+        "nothing to roll back: shipshape_app and shipshape_worker both run shop:v2" in result.stderr
+    )
+    assert "service update" not in calls.read_text()
+
+
+def test_rollback_brings_a_worker_left_on_another_image_to_the_apps(tmp_path: Path) -> None:
+    docker, calls = _swarm(tmp_path, app="shop:v2@sha256:ab12", worker="shop:v3", label="")
+    result = make("rollback", f"DOCKER={docker}")
+    assert result.returncode == 0, result.stderr
+    assert _now(tmp_path)[:2] == ("shop:v2@sha256:ab12", "shop:v2")  # the app as it was
+    assert "service update --quiet --image shop:v2 shipshape_worker" in calls.read_text()
     broken = fake_docker(tmp_path, 'echo "Cannot connect to the Docker daemon" >&2; exit 1')
     failed = make("rollback", f"DOCKER={broken}")
     assert failed.returncode != 0
-    assert "Cannot connect to the Docker daemon" in failed.stderr
+    assert "is the stack shipshape deployed?" in failed.stderr
+
+
+def test_deploying_what_already_runs_returns_at_once(tmp_path: Path) -> None:
+    """The fault: `make deploy` of the tag already running waited out DEPLOY_TIMEOUT and
+    failed: `stack deploy` submits every service again, so the version index changes, but
+    Swarm replaces no task and sets no update status."""
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    calls = tmp_path / "calls"
+    docker = fake_docker(
+        tmp_path,
+        f"""echo "$*" >> {calls}
+case "$*" in *"stack deploy"*) echo "previous: $APP_PREVIOUS_IMAGE" >> {calls};; esac
+deployed=$(grep -c "stack deploy" {calls})
+case "$*" in
+  *Version.Index*) echo $((7 + deployed));;
+  *ContainerSpec.Image*) echo shop:v2@sha256:ab12;;
+  *TaskTemplate*) echo '{{"Image":"shop:v2"}}';;
+  *UpdateStatus.StartedAt*) echo 2026-11-20T10:00:00Z;;
+  *UpdateStatus.State*) echo completed;;
+esac""",
+    )
+    result = make("deploy", f"ENV_FILE={env_file}", "TAG=9.9.9", f"DOCKER={docker}",
+                  "DEPLOY_TIMEOUT=5")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "unchanged: they already run this image and these settings" in result.stdout
+    # What ran before this deploy is what `make rollback` returns to.
+    assert "previous: shop:v2\n" in calls.read_text()
 
 
 @pytest.mark.parametrize(
