@@ -84,6 +84,24 @@ def _exported_titles(settings, job_id: str) -> list[str]:  # type: ignore[no-unt
     return [row["title"] for row in csv.DictReader(io.StringIO(text))]
 
 
+def _first_slice(client: TestClient, alice: Headers, settings, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """An export whose first slice ran (one chunk, then queued again); its job's id."""
+    job_id = str(client.post("/api/v1/items/export", headers=alice).json()["id"])
+    _queue_export_without_running_it(settings, job_id)
+    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)  # every chunk ends its slice
+    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    return job_id
+
+
+def _worker_lost(settings, job_id: str, deliveries: int) -> None:  # type: ignore[no-untyped-def]
+    """As a worker that died running the job leaves it: `running`, no heartbeat."""
+    with sqlite3.connect(_database(settings)) as connection:
+        connection.execute(
+            "UPDATE jobs SET state = 'running', deliveries = ?, heartbeat_at = NULL WHERE id = ?",
+            (deliveries, uuid.UUID(job_id).hex),
+        )
+
+
 def test_an_export_runs_in_slices_each_ending_at_a_checkpoint(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -112,11 +130,7 @@ def test_an_export_runs_in_slices_each_ending_at_a_checkpoint(
 def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    accepted = client.post("/api/v1/items/export", headers=alice).json()
-    job_id = accepted["id"]
-    _queue_export_without_running_it(settings, job_id)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)
-    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    job_id = _first_slice(client, alice, settings, monkeypatch)
     assert _deliver(settings, job_id) is Outcome.CONTINUE  # 20 rows written, checkpointed
     checkpoint = json.loads(_row(settings, job_id, "checkpoint")[0])
     partial = export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial")
@@ -129,10 +143,7 @@ def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
     with sqlite3.connect(_database(settings)) as connection:
         # Rows before the checkpoint are not read again: a change to one is not exported.
         connection.execute("UPDATE items SET title = 'changed' WHERE title = 'item 00'")
-        connection.execute(
-            "UPDATE jobs SET state = 'running', deliveries = 1, heartbeat_at = NULL WHERE id = ?",
-            (uuid.UUID(job_id).hex,),
-        )
+    _worker_lost(settings, job_id, 1)
     monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.5)
     assert _deliver(settings, job_id) is Outcome.DONE
     finished = job(client, alice, job_id)
@@ -146,11 +157,7 @@ def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
 def test_a_checkpoint_whose_file_is_gone_starts_the_export_again(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    accepted = client.post("/api/v1/items/export", headers=alice).json()
-    job_id = accepted["id"]
-    _queue_export_without_running_it(settings, job_id)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)
-    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    job_id = _first_slice(client, alice, settings, monkeypatch)
     export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial").unlink()
     monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.5)
     assert _deliver(settings, job_id) is Outcome.DONE
@@ -178,18 +185,10 @@ def test_an_import_that_cannot_finish_in_time_fails_with_that_reason(
 def test_an_export_given_up_after_its_last_delivery_leaves_no_partial_file(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    accepted = client.post("/api/v1/items/export", headers=alice).json()
-    job_id = accepted["id"]
-    _queue_export_without_running_it(settings, job_id)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)
-    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    job_id = _first_slice(client, alice, settings, monkeypatch)
     partial = export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial")
     assert partial.exists()
-    with sqlite3.connect(_database(settings)) as connection:
-        connection.execute(
-            "UPDATE jobs SET state = 'running', deliveries = ?, heartbeat_at = NULL WHERE id = ?",
-            (settings.job_max_deliveries, uuid.UUID(job_id).hex),
-        )
+    _worker_lost(settings, job_id, settings.job_max_deliveries)
     assert _deliver(settings, job_id) is Outcome.DONE
     assert job(client, alice, job_id)["state"] == JobState.FAILED
     assert _row(settings, job_id, "checkpoint")[0] is None
@@ -200,11 +199,7 @@ def test_rows_added_during_an_export_are_not_its_own_and_progress_never_passes_t
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """The fault: progress exceeded its total when rows were added while an export ran."""
-    accepted = client.post("/api/v1/items/export", headers=alice).json()
-    job_id = accepted["id"]
-    _queue_export_without_running_it(settings, job_id)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)
-    assert _deliver(settings, job_id) is Outcome.CONTINUE
+    job_id = _first_slice(client, alice, settings, monkeypatch)
     for n in range(15):
         client.post("/api/v1/items", json={"title": f"later {n}"}, headers=alice)
     while _deliver(settings, job_id) is Outcome.CONTINUE:
