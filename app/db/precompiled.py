@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Engine, Select, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
@@ -65,7 +65,7 @@ class Precompiled:
             connection = await session.connection()
             driver = (await connection.get_raw_connection()).driver_connection
             return await _fetch(session, driver, sql, args, fresh=self.planned_each_time)
-        pooled = await greenlet_spawn(bind.pool.connect)
+        pooled = await greenlet_spawn(_checkout, bind)
         try:
             # A connection that failed may be one the database closed (after a restart): it
             # is not handed out again.
@@ -75,6 +75,19 @@ class Precompiled:
             )  # fmt: skip
         finally:
             await greenlet_spawn(pooled.close)
+
+
+def _checkout(engine: Engine) -> Any:
+    """A pooled connection, with a failure to connect raised as SQLAlchemy raises it for a
+    session (sqlalchemy.exc.OperationalError, which the API answers 503), not as the
+    driver's own exception type, which no handler knows (a 500)."""
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        return engine.pool.connect()
+    except dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            None, None, error, dbapi.Error, dialect=engine.dialect
+        ) from error
 
 
 # The statement timeout (the API answers 503) and a request that is gone: nothing to translate.

@@ -124,3 +124,31 @@ def test_each_workload_bounds_its_statements_on_the_server_and_in_the_driver(
         "timeout": 2.0,
         "server_settings": {"default_transaction_read_only": "off"},
     }
+
+
+def test_a_precompiled_read_of_an_unreachable_database_raises_what_means_unavailable(
+    unresolvable: Settings,
+) -> None:
+    """The fault (under load with the database stopped): the items listing, which takes its
+    connection from the pool itself, raised the driver's own error, which no handler knows:
+    a 500 for every listing whose principal came from the cache."""
+    import asyncio
+
+    from sqlalchemy import select, text
+
+    from app.db.precompiled import Precompiled
+    from app.db.session import Database
+
+    db = Database(unresolvable)
+    statement = Precompiled(select(text("1")))
+
+    async def read() -> None:
+        try:
+            async with db.read_sessionmaker() as session:
+                await statement.all(session)
+        finally:
+            await db.dispose()
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - any type; the check is below
+        asyncio.run(read())
+    assert unavailable(raised.value), repr(raised.value)
