@@ -424,6 +424,13 @@ async def resend_forgotten_jobs(db: Database, settings: Settings) -> list[uuid.U
     return resent
 
 
+async def jobs_to_send(db: Database, settings: Settings) -> list[uuid.UUID]:
+    """What a reaper hands to a worker again: the jobs whose run stopped beating, then those
+    queued for longer than JOB_RESEND_AFTER_SECONDS."""
+    requeued, _ = await reap_stalled_jobs(db, settings)
+    return requeued + await resend_forgotten_jobs(db, settings)
+
+
 class JobAction(StrEnum):
     FAIL = "fail"  # end it now, as failed
     RETRY = "retry"  # start it afresh: queued, no deliveries counted

@@ -25,8 +25,7 @@ from app.services.jobs import (
     JobAction,
     Outcome,
     attempt_webhook,
-    reap_stalled_jobs,
-    resend_forgotten_jobs,
+    jobs_to_send,
     run_job,
     set_job_state,
 )
@@ -68,8 +67,7 @@ async def recover_in_process(db: Database, settings: Settings, cache: ReadCache)
     try:
         while True:
             try:
-                requeued, _ = await reap_stalled_jobs(db, settings)
-                for job_id in requeued + await resend_forgotten_jobs(db, settings):
+                for job_id in await jobs_to_send(db, settings):
                     run = asyncio.create_task(run_in_process(db, settings, cache, job_id))
                     running.add(run)
                     run.add_done_callback(running.discard)

@@ -18,8 +18,7 @@ from app.services.cache import ReadCache
 from app.services.jobs import (
     Outcome,
     attempt_webhook,
-    reap_stalled_jobs,
-    resend_forgotten_jobs,
+    jobs_to_send,
     run_job,
     webhook_event,
 )
@@ -61,8 +60,7 @@ def run_job_task(self: Task, job_id: str) -> None:
 async def _reap(settings: Settings) -> list[uuid.UUID]:
     db = Database(settings, Workload.JOBS)
     try:
-        requeued, _ = await reap_stalled_jobs(db, settings)
-        return requeued + await resend_forgotten_jobs(db, settings)
+        return await jobs_to_send(db, settings)
     finally:
         await db.dispose()
 

@@ -281,14 +281,15 @@ def test_every_listing_and_count_reads_a_page_not_the_table(
     for cursor in _deep(settings, "users", "all", "users", ""):
         get("the users page 3,000 pages deep", "/api/v1/users", admin, cursor=cursor)
 
-    # The counts: the metrics' jobs per state, and the reaper's search for stalled jobs.
+    # The counts: the metrics' jobs per state, and the reaper's searches for stalled jobs
+    # and for queued ones to send again.
     metrics = get("/metrics", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"}, bound=15)
     assert 'jobs{state="queued"} 10.0' in metrics
 
     async def reap_and_sweep() -> None:
         db = Database(settings)
         try:
-            await jobs_service.reap_stalled_jobs(db, settings)
+            await jobs_service.jobs_to_send(db, settings)
             assert await retention.sweep(db, settings) == retention.Swept(0, 0)
         finally:
             await db.dispose()
