@@ -727,8 +727,9 @@ class _ExportCheckpoint:
     @classmethod
     def of(cls, saved: dict[str, Any] | None, partial: Path) -> _ExportCheckpoint | None:
         """The checkpoint a run committed, if its file still holds what it says."""
+        if saved is None:
+            return None
         try:
-            assert saved is not None  # noqa: S101 - caught below, as any other shape
             found = cls(
                 until=datetime.fromisoformat(saved["until"]),
                 at=datetime.fromisoformat(saved["at"]),
@@ -737,7 +738,7 @@ class _ExportCheckpoint:
                 done=int(saved["done"]),
             )
             return found if partial.stat().st_size >= found.size else None
-        except (AssertionError, KeyError, TypeError, ValueError, OSError):
+        except (KeyError, TypeError, ValueError, OSError):
             return None
 
 
