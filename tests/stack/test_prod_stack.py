@@ -190,7 +190,7 @@ def test_a_database_stopped_under_load_answers_503_never_500(stack: Stack) -> No
         stack.login(),
     )  # fmt: skip
     with load:
-        wait_until(lambda: load.total > 50, 30, "the load to get going")
+        wait_until(lambda: load.total > 50, 60, "the load to get going")
         stack.compose("stop", "db")
         try:
             wait_until(lambda: load.counts.get("503", 0) >= 100, 90, "100 answers 503")
