@@ -60,12 +60,15 @@ async def run_in_process(
 
 async def recover_in_process(db: Database, settings: Settings, cache: ReadCache) -> None:
     """Without a broker this process is the worker, and its reaper: every half heartbeat
-    interval, the jobs whose run stopped beating (the process running them was stopped)
-    and those queued for longer than JOB_RESEND_AFTER_SECONDS (the process that accepted
-    them stopped first) run here. Until cancelled; the runs it started are cancelled too."""
+    interval (the first one after start), the jobs whose run stopped beating (the process
+    running them was stopped) and those queued for longer than JOB_RESEND_AFTER_SECONDS
+    (the process that accepted them stopped first) run here. Until cancelled; the runs it
+    started are cancelled too."""
     running: set[asyncio.Task[None]] = set()
     try:
         while True:
+            # Not at start-up itself: a process starting does no database work it need not.
+            await asyncio.sleep(settings.job_heartbeat_seconds / 2)
             try:
                 for job_id in await jobs_to_send(db, settings):
                     run = asyncio.create_task(run_in_process(db, settings, cache, job_id))
@@ -73,7 +76,6 @@ async def recover_in_process(db: Database, settings: Settings, cache: ReadCache)
                     run.add_done_callback(running.discard)
             except Exception as exc:  # the database is down: the next round tries again
                 logger.warning("job reaper failed", extra=log_fields(error=describe_error(exc)))
-            await asyncio.sleep(settings.job_heartbeat_seconds / 2)
     finally:
         for run in running:
             run.cancel()
