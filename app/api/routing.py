@@ -1,4 +1,11 @@
-"""The route class of every router: FastAPI's APIRoute, with a cheap first test.
+"""The route class of every router: FastAPI's APIRoute, with a cheap first test, and
+authentication before the body is read.
+
+FastAPI reads and parses a request's body before it solves the route's dependencies, so
+a route that requires a user would read an anonymous 5 MB upload in full only to answer
+401. A dependency registered with `authenticates_first` names a gate (a function of the
+request alone) that the route runs before anything else when it has a body; the gate
+leaves what it found in the request's state for the dependency to return.
 
 The app matches a request against its routes in order, and FastAPI's `APIRoute.matches`
 costs about 2.5 µs per route it tries (scope lookups, then the path's regular expression):
@@ -7,12 +14,59 @@ the items listing, 20th in line, spent 48 µs of each request finding its route,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
+
+Gate = Callable[[Request], Awaitable[None]]
+_gates: dict[Callable[..., Any], Gate] = {}
+D = TypeVar("D", bound=Callable[..., Any])
+
+
+def authenticates_first(gate: Gate) -> Callable[[D], D]:
+    """Register `gate` as what a route with a body runs, before reading it, when the
+    decorated dependency is among its dependencies."""
+
+    def register(dependency: D) -> D:
+        _gates[dependency] = gate
+        return dependency
+
+    return register
+
+
+def _gate_of(dependant: Dependant) -> Gate | None:
+    for sub in dependant.dependencies:
+        found = _gates.get(sub.call) if sub.call is not None else None
+        if found is None:
+            found = _gate_of(sub)
+        if found is not None:
+            return found
+    return None
+
+
+class _ChoiceConvertor(Convertor[str]):
+    """A path segment that is one of a fixed set of words: any other word does not match the
+    route at all (404 or 405 from the routes that do), instead of matching and failing
+    validation with 422."""
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def register_choice(name: str, words: list[str]) -> None:
+    """`{param:name}` in a path matches exactly these words."""
+    choice = type(f"Choice_{name}", (_ChoiceConvertor,), {"regex": "|".join(words)})
+    register_url_convertor(name, choice())
 
 
 class Route(APIRoute):
@@ -23,6 +77,18 @@ class Route(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         self.fixed_start = self.path.split("{", 1)[0]
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        gate = _gate_of(self.dependant) if self.body_field is not None else None
+        if gate is None:
+            return handler
+
+        async def authenticated_first(request: Request) -> Response:
+            await gate(request)
+            return await handler(request)
+
+        return authenticated_first
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if self.fixed_start not in scope.get("path", ""):

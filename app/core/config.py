@@ -50,6 +50,14 @@ class ConfigError(Exception):
     """Configuration that the service refuses to start with. The message is one line."""
 
 
+class SmtpSecurity(StrEnum):
+    """How the connection to the SMTP relay is protected."""
+
+    STARTTLS = "starttls"  # plain connection upgraded with STARTTLS, refused without it
+    TLS = "tls"  # TLS from the first byte (implicit TLS, usually port 465)
+    NONE = "none"  # no encryption: a relay on the same host or private network only
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -357,7 +365,50 @@ class Settings(BaseSettings):
     )
     login_failures_per_client: str = Field(
         "30/minute,300/hour",
-        description="Failed logins allowed per client address, over all accounts, before 429.",
+        description="Failed logins allowed per client address, over all accounts, before 429; "
+        "a browser or client that signed in before from that address keeps logging in.",
+    )
+    password_reset_minutes: int = Field(
+        30, ge=5, le=24 * 60, description="Lifetime of a password reset link sent by e-mail."
+    )
+    password_reset_requests_per_address: str = Field(
+        "3/hour,10/day",
+        description="Password reset e-mails sent per e-mail address (`limits` notation); more "
+        "requests get the same answer and no e-mail.",
+    )
+    password_reset_requests_per_client: str = Field(
+        "10/hour",
+        description="Password reset requests accepted per client address before 429.",
+    )
+
+    # --- E-mail (password resets) ---------------------------------------------------------
+    smtp_host: str = Field(
+        "",
+        description="SMTP relay that sends the service's e-mail. Empty: e-mails are written "
+        "to the log instead (development).",
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="The SMTP relay's port.")
+    smtp_security: SmtpSecurity = Field(
+        SmtpSecurity.STARTTLS,
+        description="starttls (refused by a relay that does not offer it), tls (implicit "
+        "TLS, usually port 465) or none (a relay on a private network only).",
+    )
+    smtp_username: str = Field("", description="SMTP user name; empty: no authentication.")
+    smtp_password: str = _secret("SMTP password (or SMTP_PASSWORD_FILE).", default="")
+    smtp_from: str = Field(
+        "noreply@example.com",
+        description="The From: of the service's e-mail (an address, or `Name <address>`).",
+    )
+    smtp_ca_file: str = Field(
+        "",
+        description="CA bundle (PEM) the relay's certificate is verified against; empty: the "
+        "system's. The host name is always verified.",
+    )
+    smtp_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Timeout of each SMTP connection and command."
+    )
+    mail_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts to send an e-mail before it is given up."
     )
 
     # --- First superuser -----------------------------------------------------------------
@@ -472,7 +523,12 @@ class Settings(BaseSettings):
             raise ValueError("must be HS256, HS384 or HS512")
         return value
 
-    @field_validator("login_failures_per_account", "login_failures_per_client")
+    @field_validator(
+        "login_failures_per_account",
+        "login_failures_per_client",
+        "password_reset_requests_per_address",
+        "password_reset_requests_per_client",
+    )
     @classmethod
     def _rate_limits(cls, value: str) -> str:
         from limits import parse_many

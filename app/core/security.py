@@ -129,13 +129,23 @@ def _verify(hashing: _Hashing, password: str, hashed: str | None) -> tuple[bool,
         return False, None
 
 
-def create_access_token(settings: Settings, subject: uuid.UUID) -> str:
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """Who a valid access token speaks for, and the credential version it was issued under:
+    refused once the user's version has moved on (a new password, deactivation)."""
+
+    user_id: uuid.UUID
+    credential_version: int
+
+
+def create_access_token(settings: Settings, subject: uuid.UUID, credential_version: int) -> str:
     now = datetime.now(UTC)
     payload = {
         "sub": str(subject),
         "iat": now,
         "exp": now + timedelta(minutes=settings.access_token_expire_minutes),
         "type": "access",
+        "cv": credential_version,
     }
     return jwt.encode(payload, settings.jwt_secret_key, algorithm=settings.jwt_algorithm)
 
@@ -144,8 +154,8 @@ def create_access_token(settings: Settings, subject: uuid.UUID) -> str:
 LEEWAY_SECONDS = 30
 
 
-def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
-    subject, expires = _verified_claims(
+def decode_access_token(settings: Settings, token: str) -> TokenClaims:
+    claims, expires = _verified_claims(
         settings.jwt_secret_key,
         settings.jwt_algorithm,
         settings.access_token_expire_minutes * 60,
@@ -153,7 +163,7 @@ def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
     )
     if expires <= time.time():  # checked on every use: a cached token still expires
         raise InvalidToken("Signature has expired")
-    return subject
+    return claims
 
 
 # A client sends the same token on every request until it expires: checking its signature
@@ -162,7 +172,7 @@ def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
 @functools.lru_cache(maxsize=4096)
 def _verified_claims(
     secret: str, algorithm: str, max_lifetime: int, token: str
-) -> tuple[uuid.UUID, float]:
+) -> tuple[TokenClaims, float]:
     """Signature, type, subject, and a lifetime no longer than this service gives: a token
     signed with the key but valid for ever (a leaked key's forgery, or another issuer's
     token) is refused, as is one issued in the future."""
@@ -179,6 +189,10 @@ def _verified_claims(
         issued, expires = float(payload["iat"]), float(payload["exp"])
         if expires - issued > max_lifetime + LEEWAY_SECONDS:
             raise InvalidToken("lifetime longer than ACCESS_TOKEN_EXPIRE_MINUTES")
-        return uuid.UUID(str(payload["sub"])), expires
+        # A token issued before credential versions existed was issued under version 0.
+        version = payload.get("cv", 0)
+        if type(version) is not int:
+            raise InvalidToken("credential version is not an integer")
+        return TokenClaims(uuid.UUID(str(payload["sub"])), version), expires
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidToken(str(exc)) from None

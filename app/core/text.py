@@ -10,9 +10,9 @@ everywhere.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 # C0 controls, DEL, C1 controls; in free text, tab and line breaks are allowed. One
 # spelling for both Python's regular expressions and the API document's JSON Schema.
@@ -42,6 +42,17 @@ def multi_line(value: str) -> str:
             "or invalid Unicode"
         )
     return value
+
+
+def _controls_first(value: Any) -> Any:
+    if isinstance(value, str):
+        return single_line(value)
+    return value
+
+
+# Before a field strips its whitespace: a tab or line break at either end is refused as
+# it is anywhere else, not silently removed (only spaces are).
+refuse_controls_first = BeforeValidator(_controls_first)
 
 
 # A pragmatic address check (one @, a dotted domain, no spaces); deliverability is for the
@@ -74,4 +85,5 @@ Email = Annotated[
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
     AfterValidator(_email),
     Field(json_schema_extra={"format": "email"}),
+    refuse_controls_first,  # listed last: it runs first
 ]

@@ -1,5 +1,5 @@
-"""Tables: users, their items, the jobs that import and export items, and the web UI's
-sign-ins."""
+"""Tables: users, their items, the jobs that import and export items, the web UI's
+sign-ins and the password resets asked for by e-mail."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Raised by every change that must sign the user out everywhere (new password,
+    # deactivation): an access token carries the version it was issued under and is refused
+    # once it differs (app/services/accounts.py).
+    credential_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     items: Mapped[list[Item]] = relationship(
@@ -155,3 +159,19 @@ class BrowserSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PasswordReset(Base):
+    """A password reset sent by e-mail. Only the SHA-256 of its token is stored: a copy of
+    the table resets nobody's password. Used once (`used_at`), dead after `expires_at`;
+    the retention sweep deletes it a day after either."""
+
+    __tablename__ = "password_resets"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

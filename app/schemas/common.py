@@ -13,6 +13,7 @@ from app.core.text import (
     SINGLE_LINE_SCHEMA,
     Email,
     multi_line,
+    refuse_controls_first,
     single_line,
 )
 
@@ -23,6 +24,7 @@ Title = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
     AfterValidator(single_line),
     SINGLE_LINE_SCHEMA,
+    refuse_controls_first,  # listed last: it runs first
 ]
 Description = Annotated[
     str, StringConstraints(max_length=10_000), AfterValidator(multi_line), MULTI_LINE_SCHEMA

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.schemas.common import Description, Page, Title
 
@@ -20,7 +21,9 @@ class ItemCreate(BaseModel):
 class ItemUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: Title | None = None
+    # Left out: the title stays. The document says so (a string, not null), and null is
+    # refused: an item always has a title.
+    title: Title | SkipJsonSchema[None] = None
     description: Description | None = None
 
     @model_validator(mode="after")

@@ -19,6 +19,8 @@ class Principal:
     id: uuid.UUID
     is_active: bool
     is_superuser: bool
+    # An access token issued under another version is refused (app/services/users.py).
+    credential_version: int
 
 
 class Owned(Protocol):

@@ -1,11 +1,14 @@
 """Read-through cache in Redis for the hot reads, that never turns a Redis problem into an error.
 
-`principal:{id}` holds what authorization needs of a user (active, superuser), so a
-request with a cached principal and a cached page touches no database at all. Each process
-also keeps a principal it read for one second, with or without Redis: a client's burst of
-requests costs one lookup, not one per request. Users are not changed through the API; a
-change made in the database directly is seen after at most CACHE_TTL_SECONDS (one second
-without Redis).
+`principal:{id}` holds what authorization needs of a user (active, superuser, credential
+version), so a request with a cached principal and a cached page touches no database at
+all. A change to a user made through the service (new password, deactivation) replaces
+the cached principal once it is committed, so every process of every replica refuses a
+revoked token from the next request on; a read that missed the cache only fills the key
+when it is absent (`SET NX`), so a read that started before the change cannot put the old
+principal back. No process keeps a principal of its own: a copy that Redis cannot take
+back would keep a revoked token working. A change made in the database directly is seen
+after at most CACHE_TTL_SECONDS.
 
 Keys: `item:{id}` for one item; `items:pages:{scope}` for the first pages of a listing, a
 hash with one field per page size (`{limit}:cursor`), where `scope` is an owner id or `all`
@@ -32,8 +35,6 @@ from app.services.access import Principal
 logger = logging.getLogger(__name__)
 
 
-LOCAL_PRINCIPAL_SECONDS = 1.0
-LOCAL_PRINCIPALS_MAX = 10_000
 # After a failed call, reads and fills skip Redis for this long: during an outage each
 # request would otherwise wait for Redis' timeout, twice, before going to the database.
 # Invalidations are always tried: a skipped one could leave a stale page once Redis is back.
@@ -62,13 +63,13 @@ class ReadCache:
     def __init__(self, redis: Redis | None, ttl_seconds: int) -> None:
         self.redis = redis if ttl_seconds > 0 else None
         self.ttl = ttl_seconds
-        self._local: dict[uuid.UUID, tuple[float, Principal]] = {}
         self._skip_until = 0.0
 
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.redis is None:
             return None
-        if operation not in _ALWAYS_TRIED and time.monotonic() < self._skip_until:
+        always = kwargs.pop("always_try", False) or operation in _ALWAYS_TRIED
+        if not always and time.monotonic() < self._skip_until:
             return None
         try:
             # A Redis that answers does so in a millisecond; one that does not (paused,
@@ -90,30 +91,38 @@ class ReadCache:
         await self._call("set", f"item:{item_id}", json.dumps(data, default=str), ex=self.ttl)
 
     async def get_principal(self, user_id: uuid.UUID) -> Principal | None:
-        local = self._local.get(user_id)
-        if local is not None and local[0] > time.monotonic():
-            return local[1]
-        if self.redis is None:
-            return None
         raw = await self._call("get", f"principal:{user_id}")
         if not raw:
             return None
-        active, superuser = json.loads(raw)
-        principal = Principal(id=user_id, is_active=active, is_superuser=superuser)
-        self._remember(principal)
-        return principal
+        try:
+            active, superuser, version = json.loads(raw)
+        except ValueError:  # written by an older release: a miss, refilled from the database
+            return None
+        return Principal(
+            id=user_id, is_active=active, is_superuser=superuser, credential_version=version
+        )
 
-    async def set_principal(self, principal: Principal) -> None:
-        self._remember(principal)
-        if self.redis is None:
-            return
-        value = json.dumps([principal.is_active, principal.is_superuser])
-        await self._call("set", f"principal:{principal.id}", value, ex=self.ttl)
-
-    def _remember(self, principal: Principal) -> None:
-        if len(self._local) >= LOCAL_PRINCIPALS_MAX:
-            self._local.clear()  # many distinct users in one second: start over, stay bounded
-        self._local[principal.id] = (time.monotonic() + LOCAL_PRINCIPAL_SECONDS, principal)
+    async def set_principal(self, principal: Principal, *, changed: bool = False) -> None:
+        """Store the principal read from the database (only where none is cached: a change
+        committed meanwhile wins), or, with `changed`, the principal a change just committed
+        (always)."""
+        value = json.dumps(
+            [principal.is_active, principal.is_superuser, principal.credential_version]
+        )
+        stored = await self._call(
+            "set",
+            f"principal:{principal.id}",
+            value,
+            ex=self.ttl,
+            nx=not changed,
+            always_try=changed,  # like an invalidation: skipped, it would leave a stale one
+        )
+        if changed and stored is None and self.redis is not None:
+            logger.error(
+                "a changed user was not stored in the cache; its cached principal may be "
+                "used until it expires",
+                extra=log_fields(user_id=str(principal.id), expires_in_seconds=self.ttl),
+            )
 
     async def get_first_page(self, scope: str, limit: int) -> tuple[bytes, str | None] | None:
         """The page's JSON exactly as it was stored (it goes out as the response body), and

@@ -6,6 +6,8 @@ here (`upload_path`, `export_path`), beside what deletes them.
   (`delete_job`, in app/services/jobs.py).
 - An import's upload is deleted as soon as the import succeeds or is refused for its content
   (app/services/jobs.py); one that failed otherwise stays for a retry until the job expires.
+- A password reset link (app/services/passwords.py) is deleted once it has expired; a used
+  one goes at once, with the other links of its user.
 - A file in the uploads or storage folder without a job (its job was deleted while the file
   was written, or a run died half-way and left a `.partial`) is deleted by `sweep` once it has
   not changed for ORPHAN_GRACE: a file being written changes all the time.
@@ -32,7 +34,7 @@ from sqlalchemy import delete, select, text
 from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
 from app.db.base import utcnow
-from app.db.models import FINISHED_SQL, Job
+from app.db.models import FINISHED_SQL, Job, PasswordReset
 from app.db.session import Database
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ _SWEEP_LOCK = 0x5348_4950_5357  # "SHIPSW"
 class Swept:
     jobs: int  # finished jobs deleted with their files
     orphans: int  # files deleted that had no job
+    resets: int = 0  # expired password reset links deleted
 
 
 def upload_path(settings: Settings, job_id: uuid.UUID) -> Path:
@@ -85,13 +88,26 @@ async def sweep(db: Database, settings: Settings, now: datetime | None = None) -
                 db, settings, now - timedelta(days=settings.job_retention_days)
             )
             orphans = await _orphans(db, settings, now)
+            resets = await _expired_resets(db, now)
         finally:
             if postgres:
                 await lock.execute(text(f"SELECT pg_advisory_unlock({_SWEEP_LOCK})"))
                 await lock.commit()
-    if jobs or orphans:
-        logger.info("retention sweep", extra=log_fields(jobs=jobs, orphan_files=orphans))
-    return Swept(jobs=jobs, orphans=orphans)
+    if jobs or orphans or resets:
+        logger.info(
+            "retention sweep",
+            extra=log_fields(jobs=jobs, orphan_files=orphans, password_resets=resets),
+        )
+    return Swept(jobs=jobs, orphans=orphans, resets=resets)
+
+
+async def _expired_resets(db: Database, now: datetime) -> int:
+    """Expired password reset links, through their index by expiry. Each account holds a
+    few at most (PASSWORD_RESET_REQUESTS_PER_ADDRESS): one statement deletes them all."""
+    async with db.session() as session:
+        result = await session.execute(delete(PasswordReset).where(PasswordReset.expires_at <= now))
+        await session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def _expired_jobs(db: Database, settings: Settings, ended_before: datetime) -> int:

@@ -74,6 +74,7 @@ async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
                 User.username,
                 User.is_active,
                 User.is_superuser,
+                User.credential_version,
                 BrowserSession.csrf_token,
                 BrowserSession.expires_at,
             )
@@ -83,7 +84,12 @@ async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
     ).first()
     if row is None or row.expires_at <= utcnow() or not row.is_active:
         return None
-    principal = Principal(id=row.id, is_active=True, is_superuser=row.is_superuser)
+    principal = Principal(
+        id=row.id,
+        is_active=True,
+        is_superuser=row.is_superuser,
+        credential_version=row.credential_version,
+    )
     return SignedIn(principal=principal, username=row.username, csrf_token=row.csrf_token)
 
 

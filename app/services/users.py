@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,12 +28,11 @@ from app.services.cache import ReadCache
 from app.services.errors import (
     Busy,
     Conflict,
-    Forbidden,
     NotFound,
     TooManyRequests,
     Unauthorized,
 )
-from app.services.login_guard import LoginGuard
+from app.services.login_guard import LoginGuard, device_user, issue_device_token
 from app.services.pagination import Cursor, CursorCodec, Listed, listed, position_of, seek
 
 logger = logging.getLogger(__name__)
@@ -52,57 +52,125 @@ async def get_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal 
     (this runs on every authenticated request that misses the cache)."""
     row = (
         await session.execute(
-            select(_users.is_active, _users.is_superuser).where(_users.id == user_id)
+            select(_users.is_active, _users.is_superuser, _users.credential_version).where(
+                _users.id == user_id
+            )
         )
     ).first()
     if row is None:
         return None
-    return Principal(id=user_id, is_active=row.is_active, is_superuser=row.is_superuser)
+    return Principal(
+        id=user_id,
+        is_active=row.is_active,
+        is_superuser=row.is_superuser,
+        credential_version=row.credential_version,
+    )
 
 
-async def authenticate(session: AsyncSession, login: str, password: str) -> User | None:
-    """The active user whose username or e-mail is `login` and whose password matches.
+async def revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> Principal:
+    """Sign the user out everywhere, in the caller's transaction (pending changes to the
+    user are flushed first): every access token issued so far carries an older credential
+    version from now on (raised in the database, so two changes at once both count), and
+    every web UI session is deleted. Once committed, `publish` makes every process see it."""
+    row = (
+        await session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(credential_version=User.credential_version + 1)
+            .returning(User.is_active, User.is_superuser, User.credential_version)
+        )
+    ).one()
+    await sessions.end_all(session, user_id)
+    return Principal(
+        id=user_id,
+        is_active=row.is_active,
+        is_superuser=row.is_superuser,
+        credential_version=row.credential_version,
+    )
 
-    A login or password no account can have (too long, control characters, invalid
-    Unicode) fails like a wrong password, without a query: the same answer on every
-    database (Postgres refuses NUL in a query parameter; SQLite does not).
-    """
+
+async def publish(cache: ReadCache, principal: Principal) -> None:
+    """After the commit of a change to the user: the cached principal is replaced, so every
+    process of every replica refuses the revoked tokens from its next request on."""
+    await cache.set_principal(principal, changed=True)
+
+
+async def find_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose username or e-mail is `login`. A login no account can have (too long,
+    control characters, invalid Unicode) finds nobody without a query: the same answer on
+    every database (Postgres refuses NUL in a query parameter; SQLite does not)."""
     login = login.strip()
-    if not _plausible(login, MAX_LOGIN_LENGTH) or not _plausible(password, MAX_PASSWORD_LENGTH):
-        await verify_password("", None)  # the same time as a wrong password
+    if not _plausible(login, MAX_LOGIN_LENGTH):
         return None
-    user = await session.scalar(
+    return await session.scalar(
         select(User).where(or_(User.username == login, User.email == login.lower()))
     )
-    matches, rehashed = await verify_password(password, user.hashed_password if user else None)
-    if not matches or user is None:
-        return None
-    if rehashed is not None:  # stored with other hashing parameters than configured now
-        user.hashed_password = rehashed
-        await session.commit()
-    return user
+
+
+async def _password_matches(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """(whether the password matches the hash, a new hash when the stored one has other
+    parameters than configured now), in the time a real check takes also when there is no
+    hash or the password is implausible."""
+    if not _plausible(password, MAX_PASSWORD_LENGTH):
+        await verify_password("", None)  # the same time as a wrong password
+        return False, None
+    return await verify_password(password, hashed)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    user: User
+    device_token: str  # for the client to present on its next login (app/services/login_guard.py)
 
 
 async def log_in(
-    session: AsyncSession, guard: LoginGuard, login: str, password: str, client: str
-) -> User:
+    session: AsyncSession,
+    guard: LoginGuard,
+    settings: Settings,
+    login: str,
+    password: str,
+    client: str,
+    device_token: str | None = None,
+) -> LoggedIn:
     """The user for these credentials, with failed attempts throttled (429) and password
-    hashing bounded (503 when every slot stays busy)."""
-    if (wait := await guard.retry_after(login, client)) is not None:
+    hashing bounded (503 when every slot stays busy). A deactivated account fails like a
+    wrong password. `device_token` is what the client's last login here returned."""
+    user = await find_login(session, login)
+    device = device_user(settings, device_token)
+    # Exempt from the per-address limit only for the account it was issued for.
+    trusted = (
+        device[1] if device is not None and user is not None and device[0] == user.id else None
+    )
+    if (wait := await guard.retry_after(login, client, trusted)) is not None:
         raise TooManyRequests(
             "too many failed logins; try again later", headers={"Retry-After": str(wait)}
         )
     try:
-        user = await authenticate(session, login, password)
+        matches, rehashed = await _password_matches(
+            password, user.hashed_password if user else None
+        )
     except HashingBusy:
         raise _busy() from None
-    if user is None:
-        await guard.failed(login, client)
-        raise Unauthorized("incorrect username or password")
-    await guard.succeeded(login, client)
+    if not matches or user is None:
+        await guard.failed(login, client, trusted)
+        raise Unauthorized(_WRONG_CREDENTIALS)
     if not user.is_active:
-        raise Forbidden("inactive user")
-    return user
+        # The same answer as a wrong password: a different one would tell whoever has a
+        # password that it is right. The log keeps the reason.
+        logger.info(
+            "login refused: the account is inactive",
+            extra=log_fields(event="login_inactive", user_id=str(user.id), client=client),
+        )
+        await guard.failed(login, client, trusted)
+        raise Unauthorized(_WRONG_CREDENTIALS)
+    if rehashed is not None:  # stored with other hashing parameters than configured now
+        user.hashed_password = rehashed
+        await session.commit()
+    await guard.succeeded(login, client)
+    return LoggedIn(user, issue_device_token(settings, user.id))
+
+
+_WRONG_CREDENTIALS = "incorrect username or password"
 
 
 def _busy() -> Busy:
@@ -156,21 +224,29 @@ async def set_active(
     user_id: uuid.UUID,
     active: bool,
 ) -> User:
-    """Activate or deactivate a user. A deactivated user is signed out of the web UI at once,
-    and their access tokens stop working once the cached principal is replaced (at once with
-    Redis; within a second in other processes without it)."""
+    """Activate or deactivate a user. A deactivated user is signed out everywhere at once:
+    web UI sessions deleted, access tokens refused from the next request on, in every
+    process (`revoke_credentials`)."""
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound("user not found")
     if user.id == principal.id and not active:
         raise Conflict("you cannot deactivate yourself")
     user.is_active = active
-    if not active:
-        await sessions.end_all(session, user.id)
+    if active:
+        await session.commit()
+        activated = Principal(
+            id=user.id,
+            is_active=True,
+            is_superuser=user.is_superuser,
+            credential_version=user.credential_version,
+        )
+        await publish(cache, activated)
+        return user
+    revoked = await revoke_credentials(session, user_id)
     await session.commit()
-    await cache.set_principal(
-        Principal(id=user.id, is_active=user.is_active, is_superuser=user.is_superuser)
-    )
+    await publish(cache, revoked)
+    user.credential_version = revoked.credential_version
     return user
 
 

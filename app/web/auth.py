@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 from fastapi import Depends, Form, Request, Response
 
-from app.api.deps import ReadSessionDep
+from app.api.routing import authenticates_first
 from app.core.config import Settings
+from app.db.session import Database
 from app.services import sessions
 from app.services.sessions import MAX_TOKEN_LENGTH, SignedIn
 
@@ -104,11 +105,23 @@ def check_login_token(request: Request, given: str) -> None:
         raise CsrfRejected
 
 
-async def signed_in(request: Request, session: ReadSessionDep) -> SignedIn:
-    """The session of the request's cookie, or a redirect to the sign-in page."""
-    found = await sessions.resolve(session, session_token(request))
+async def _signed_in_first(request: Request) -> None:
+    """The gate of forms (app/api/routing.py): the session, before the form is read."""
+    db: Database = request.app.state.db
+    async with db.read_sessionmaker() as session:
+        found = await sessions.resolve(session, session_token(request))
     if found is None:
         raise SignInRequired(request.url.path)
+    request.state.signed_in = found
+
+
+@authenticates_first(_signed_in_first)
+async def signed_in(request: Request) -> SignedIn:
+    """The session of the request's cookie, or a redirect to the sign-in page."""
+    found: SignedIn | None = getattr(request.state, "signed_in", None)
+    if found is None:
+        await _signed_in_first(request)
+        found = request.state.signed_in
     return found
 
 

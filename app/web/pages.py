@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.client import client_address, device_cookie, set_device_cookie
 from app.api.deps import (
     CacheDep,
     CursorQuery,
@@ -34,10 +35,10 @@ from app.core.states import JobKind
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemUpdate
 from app.schemas.jobs import JobPublic
-from app.schemas.users import UserCreate
+from app.schemas.users import PasswordChange, PasswordResetConfirm, PasswordResetRequest, UserCreate
 from app.services import items as items_service
 from app.services import jobs as jobs_service
-from app.services import sessions
+from app.services import passwords, sessions
 from app.services import users as users_service
 from app.services.errors import Forbidden, ServiceError
 from app.services.health import run_checks
@@ -59,7 +60,7 @@ from app.web.auth import (
     set_login_cookie,
     set_session_cookie,
 )
-from app.worker.dispatch import operate
+from app.worker.dispatch import operate, submit_password_reset
 
 PAGE_SIZE = 20
 IMPORT_PATH = "/import"
@@ -74,6 +75,10 @@ NOTICES = {
     "user-activated": "User activated.",
     "user-deactivated": "User deactivated: signed out everywhere.",
     "signed-out": "You are signed out.",
+    "password-changed": "Password changed: every other sign-in of yours has ended.",
+    "password-reset": "Your password is changed. Sign in with the new one.",
+    "reset-requested": "If an account has this address, an e-mail with a link to choose a "
+    "new password is on its way.",
     "job-operated": "Job updated.",
     "job-deleted": "Job deleted, with its file.",
 }
@@ -190,18 +195,21 @@ async def login(
 ) -> Response:
     """The API's sign-in (same throttling), ending in a session cookie instead of a token."""
     check_login_token(request, csrf_token)
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     try:
-        user = await users_service.log_in(session, guard, username, password, client)
+        found = await users_service.log_in(
+            session, guard, settings, username, password, client, device_cookie(request)
+        )
     except ServiceError as exc:
         # Retry-After of a throttled or busy sign-in; not the API's WWW-Authenticate: Bearer.
         retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
         return _login_form(
             request, settings, next_path, exc.status_code, exc.detail, None, retry, username
         )
-    token = await sessions.start(session, settings, user.id)
+    token = await sessions.start(session, settings, found.user.id)
     response = RedirectResponse(safe_next(settings, next_path), status_code=303)
     set_session_cookie(response, settings, token)
+    set_device_cookie(response, settings, found.device_token, path=f"{settings.ui_path}/login")
     return response
 
 
@@ -212,6 +220,134 @@ async def logout(
     response = RedirectResponse(f"{login_url(settings)}?notice=signed-out", status_code=303)
     clear_session_cookie(response, settings)
     return response
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+async def password_page(request: Request, user: SignedInDep) -> HTMLResponse:
+    return render(request, "password.html", user=user, errors={})
+
+
+async def change_password(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    guard: LoginGuardDep,
+    user: FormUserDep,
+    current_password: Annotated[str, Form(max_length=1024)] = "",
+    new_password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    """Every session of the user ends, this browser's too; it gets a new one at once."""
+    try:
+        data = PasswordChange(current_password=current_password, new_password=new_password)
+        await passwords.change_password(
+            session,
+            cache,
+            guard,
+            user.principal,
+            data.current_password,
+            data.new_password,
+            client_address(request),
+        )
+    except ValidationError as exc:
+        return render(request, "password.html", 400, user=user, errors=_errors(exc))
+    except ServiceError as exc:
+        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        errors = {"form": exc.detail}
+        return render(
+            request, "password.html", exc.status_code, headers=retry, user=user, errors=errors
+        )
+    token = await sessions.start(session, settings, user.principal.id)
+    response = redirect(settings, "/items", "password-changed")
+    set_session_cookie(response, settings, token)
+    return response
+
+
+async def forgot_page(request: Request, settings: SettingsDep) -> HTMLResponse:
+    return _anonymous_form(request, settings, "forgot.html")
+
+
+def _anonymous_form(
+    request: Request, settings: Settings, template: str, **context: Any
+) -> HTMLResponse:
+    """A form for somebody not signed in, with its double-submit token (as the sign-in's)."""
+    token = new_login_token()
+    response = render(request, template, login_token=token, errors={}, **context)
+    set_login_cookie(response, settings, token)
+    return response
+
+
+async def forgot_password(
+    request: Request,
+    background: BackgroundTasks,
+    settings: SettingsDep,
+    guard: LoginGuardDep,
+    email: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    """The API's reset request, answered with the same notice for every address."""
+    check_login_token(request, csrf_token)
+    try:
+        data = PasswordResetRequest(email=email)
+        if await passwords.may_request_reset(guard, settings, data.email, client_address(request)):
+            await submit_password_reset(background, request.app.state.db, settings, data.email)
+    except ValidationError as exc:
+        return render(request, "forgot.html", 400, login_token=csrf_token, errors=_errors(exc))
+    except ServiceError as exc:
+        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        errors = {"form": exc.detail}
+        return render(
+            request, "forgot.html", exc.status_code, headers=retry, login_token=csrf_token,
+            errors=errors,
+        )  # fmt: skip
+    return RedirectResponse(
+        f"{login_url(settings)}?notice=reset-requested",
+        status_code=303,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def reset_page(
+    request: Request,
+    settings: SettingsDep,
+    token: Annotated[str, Query(max_length=passwords.MAX_RESET_TOKEN_LENGTH)] = "",
+) -> HTMLResponse:
+    """The form of the reset e-mail's link; the token goes on in the form."""
+    return _anonymous_form(request, settings, "reset.html", token=token)
+
+
+async def reset_password(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    token: Annotated[str, Form(max_length=1024)] = "",
+    new_password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    check_login_token(request, csrf_token)
+    try:
+        data = PasswordResetConfirm(token=token, new_password=new_password)
+        await passwords.complete_reset(session, cache, data.token, data.new_password)
+    except ValidationError as exc:
+        errors = _errors(exc)
+        if "token" in errors:
+            errors = {"form": "this password reset link is not valid (used or expired)"}
+        return render(
+            request, "reset.html", 400, token=token, login_token=csrf_token, errors=errors
+        )
+    except ServiceError as exc:
+        return render(
+            request, "reset.html", exc.status_code, token=token, login_token=csrf_token,
+            errors={"form": exc.detail},
+        )  # fmt: skip
+    return RedirectResponse(
+        f"{login_url(settings)}?notice=password-reset",
+        status_code=303,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # --- items -----------------------------------------------------------------------------------
@@ -571,6 +707,12 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/login", login_page, ["GET"]),
     ("/login", login, ["POST"]),
     ("/logout", logout, ["POST"]),
+    ("/account/password", password_page, ["GET"]),
+    ("/account/password", change_password, ["POST"]),
+    ("/forgot-password", forgot_page, ["GET"]),
+    ("/forgot-password", forgot_password, ["POST"]),
+    (passwords.RESET_PATH, reset_page, ["GET"]),
+    (passwords.RESET_PATH, reset_password, ["POST"]),
     ("/items", items_page, ["GET"]),
     ("/items", create_item, ["POST"]),
     ("/items/{item_id:uuid}", item_page, ["GET"]),
@@ -584,7 +726,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/{job_id:uuid}/progress", job_progress, ["GET"]),
     ("/jobs/{job_id:uuid}/download", download, ["GET"]),
     ("/jobs/{job_id:uuid}/delete", delete_job, ["POST"]),  # before the operators' actions
-    ("/jobs/{job_id:uuid}/{action}", operate_job, ["POST"]),
+    ("/jobs/{job_id:uuid}/{action:job_action}", operate_job, ["POST"]),
     ("/users", users_page, ["GET"]),
     ("/users", create_user, ["POST"]),
     ("/users/{user_id:uuid}/active", set_user_active, ["POST"]),

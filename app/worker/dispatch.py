@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
 from app.db.models import Job
 from app.db.session import Database
-from app.services import webhooks
+from app.services import mail, passwords, webhooks
 from app.services.cache import ReadCache
 from app.services.errors import Unavailable
 from app.services.jobs import (
@@ -111,36 +111,64 @@ async def enqueue(
     if settings.jobs_run_in_process:
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
+    await _submit(settings, "shipshape.run_job", str(job_id))
+
+
+async def send_password_reset(db: Database, settings: Settings, email: str) -> None:
+    """The reset e-mail for this address, if an account has it (in the worker, or here after
+    the response without a broker). A failure is logged, never raised: nobody waits for it."""
+    try:
+        found = await passwords.prepare_reset(db, settings, email)
+        if found is not None:
+            await asyncio.to_thread(mail.send, settings, found)
+    except Exception as exc:
+        logger.error("password reset e-mail failed", extra=log_fields(error=describe_error(exc)))
+
+
+async def submit_password_reset(
+    background: BackgroundTasks, db: Database, settings: Settings, email: str
+) -> None:
+    """Hand the reset e-mail for `email` to the worker, or to this process after the
+    response. Who has the address is looked up there, not while answering."""
+    if settings.jobs_run_in_process:
+        background.add_task(send_password_reset, db, settings, email)
+        return
+    await _submit(settings, "shipshape.send_password_reset", email)
+
+
+async def _submit(settings: Settings, task: str, argument: str) -> None:
+    """Queue a task on the broker; Unavailable (503) within about two seconds when the broker
+    cannot take it."""
     if time.monotonic() < _broker.down_until:
         raise Unavailable("the job queue is unavailable; nothing was queued")
     try:
         # A blocking network call: in a thread, the event loop keeps serving meanwhile. The
         # whole send is bounded, not only each socket operation: with many submissions at
         # once, those waiting for one of the client's pooled connections took up to 10 s.
-        # A send that completes after the bound delivers a job whose row the caller has
-        # removed: the worker finds no job and does nothing.
+        # A job sent after the bound is delivered with its row removed by the caller: the
+        # worker finds no job and does nothing.
         async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
-            await asyncio.to_thread(_send, settings, job_id)
+            await asyncio.to_thread(_send, settings, task, argument)
     except Exception as exc:
         # Later submissions are refused at once for a while instead of each waiting out
         # the timeout (Retry-After says when to come back).
         _broker.down_until = time.monotonic() + SKIP_BROKER_AFTER_FAILURE_SECONDS
         logger.warning(
             "job queue unavailable",
-            extra=log_fields(job_id=str(job_id), error=describe_error(exc)),
+            extra=log_fields(task=task, error=describe_error(exc)),
         )
         raise Unavailable("the job queue is unavailable; nothing was queued") from None
 
 
-def _send(settings: Settings, job_id: uuid.UUID) -> None:
-    # Imported on the first queued job: a server without a broker never loads Celery.
+def _send(settings: Settings, task: str, argument: str) -> None:
+    # Imported on the first queued task: a server without a broker never loads Celery.
     from app.worker.celery_app import celery_for
 
-    # No result is ever read (the job's row is its state): without ignore_result, Celery
+    # No result is ever read (a job's row is its state): without ignore_result, Celery
     # first waits for the Redis result backend, retrying for about 20 s when Redis is down.
     celery_for(settings).send_task(
-        "shipshape.run_job",
-        args=[str(job_id)],
+        task,
+        args=[argument],
         ignore_result=True,
         retry=True,
         retry_policy={"max_retries": 0},

@@ -22,6 +22,7 @@ from app.services.jobs import (
     run_job,
     webhook_event,
 )
+from app.worker.dispatch import send_password_reset
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +136,19 @@ def deliver_webhook_task(self: Task, job_id: str) -> None:
     attempt = self.request.retries + 1
     if asyncio.run(_deliver(uuid.UUID(job_id), attempt)):
         raise self.retry(countdown=webhooks.backoff_seconds(get_settings(), attempt))
+
+
+async def _send_password_reset(email: str) -> None:
+    settings = get_settings()
+    db = Database(settings, Workload.JOBS)
+    try:
+        await send_password_reset(db, settings, email)
+    finally:
+        await db.dispose()
+
+
+@shared_task(name="shipshape.send_password_reset")
+def send_password_reset_task(email: str) -> None:
+    """The reset e-mail for an address (app/services/passwords.py); retried on its own
+    (app/services/mail.py)."""
+    asyncio.run(_send_password_reset(email))

@@ -34,7 +34,7 @@ def _left_behind(settings: Settings, owner: uuid.UUID, state: JobState) -> str:
                 job = await create_import(
                     session,
                     settings,
-                    Principal(id=owner, is_active=True, is_superuser=True),
+                    Principal(id=owner, is_active=True, is_superuser=True, credential_version=0),
                     io.BytesIO(b"title\nleft behind\n"),
                     None,
                 )

@@ -50,7 +50,14 @@ def test_up_down_up_on_a_fresh_file(tmp_path: Path) -> None:
         environment="test", database_url=f"sqlite+aiosqlite:///{tmp_path}/new/app.db"
     )
     upgrade(settings)
-    assert _tables(settings) == {"alembic_version", "users", "items", "jobs", "browser_sessions"}
+    assert _tables(settings) == {
+        "alembic_version",
+        "users",
+        "items",
+        "jobs",
+        "browser_sessions",
+        "password_resets",
+    }
     downgrade(settings, "base")
     assert _tables(settings) == {"alembic_version"}
     upgrade(settings)

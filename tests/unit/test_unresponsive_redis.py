@@ -49,9 +49,9 @@ def test_a_submission_to_a_broker_that_never_answers_is_refused_in_bounded_time(
                              redis_url="redis://127.0.0.1:1/0")  # fmt: skip
     assert not settings.jobs_run_in_process
     released = threading.Event()
-    sends: list[uuid.UUID] = []
+    sends: list[str] = []
 
-    def stuck(_settings: object, job_id: uuid.UUID) -> None:
+    def stuck(_settings: object, _task: str, job_id: str) -> None:
         sends.append(job_id)
         released.wait(EVENTUALLY)  # as a send waiting for a pooled connection
 

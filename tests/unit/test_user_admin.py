@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 
 from tests.helpers import Headers, every_row
+from tests.helpers import login as log_in
 
 PASSWORD = "correct-horse-battery"
 
@@ -40,7 +41,7 @@ def test_superusers_list_users_in_pages(
     )
 
 
-def test_deactivation_refuses_the_users_token_at_once_and_activation_restores_it(
+def test_deactivation_revokes_the_users_tokens_at_once_and_activation_needs_a_new_login(
     client: TestClient, admin_headers: Headers, make_user: Callable[..., Headers]
 ) -> None:
     alice = make_user("alice", PASSWORD)
@@ -51,10 +52,19 @@ def test_deactivation_refuses_the_users_token_at_once_and_activation_restores_it
     )
     assert off.status_code == 200
     assert off.json()["is_active"] is False
-    assert client.get("/api/v1/items", headers=alice).status_code == 403
+    refused = client.get("/api/v1/items", headers=alice)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    # The right password of a deactivated account is answered as a wrong one would be.
+    login = {"username": "alice", "password": PASSWORD}
+    inactive = client.post("/api/v1/auth/token", data=login)
+    wrong = client.post("/api/v1/auth/token", data={**login, "password": "wrong-password"})
+    assert (inactive.status_code, inactive.json()) == (wrong.status_code, wrong.json())
+    assert inactive.status_code == 401
     on = client.patch(f"/api/v1/users/{alice_id}", json={"is_active": True}, headers=admin_headers)
     assert on.json()["is_active"] is True
-    assert client.get("/api/v1/items", headers=alice).status_code == 200
+    assert client.get("/api/v1/items", headers=alice).status_code == 401  # stays revoked
+    assert client.get("/api/v1/items", headers=log_in(client, "alice", PASSWORD)).status_code == 200
 
 
 def test_only_superusers_change_users_and_never_themselves(

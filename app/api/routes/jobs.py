@@ -31,7 +31,7 @@ from app.api.deps import (
 )
 from app.api.errors import error_responses, validation_error
 from app.api.pages import LISTING_RESPONSES, link_header
-from app.api.routing import Route
+from app.api.routing import Route, register_choice
 from app.core.config import Settings
 from app.core.states import JobKind
 from app.db.models import Job
@@ -49,6 +49,8 @@ router = APIRouter(
 )
 
 IMPORT_PATH = f"{API_PREFIX}/items/import"
+# `/jobs/{id}/{action}` matches the actions alone: `POST /jobs/{id}/download` is a 405.
+register_choice("job_action", [action.value for action in JobAction])
 # Room for the multipart framing and the form's other fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_JOBS_PAGE_SIZE = 100
@@ -163,7 +165,7 @@ async def read_job(
 
 
 @router.post(
-    "/jobs/{job_id:uuid}/{action}",
+    "/jobs/{job_id:uuid}/{action:job_action}",
     response_model=JobPublic,
     responses=error_responses(404, 409),
 )

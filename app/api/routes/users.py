@@ -1,4 +1,5 @@
-"""The current user; for superusers, the users: list, create, (de)activate."""
+"""The current user and their password; for superusers, the users: list, create,
+(de)activate, reset a password."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api import API_PREFIX
+from app.api.client import client_address, set_device_cookie
 from app.api.deps import (
     CacheDep,
+    CurrentPrincipal,
     CurrentSuperuser,
     CurrentUser,
     CursorQuery,
+    LoginGuardDep,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
@@ -20,8 +24,19 @@ from app.api.deps import (
 from app.api.errors import error_responses
 from app.api.pages import LISTING_RESPONSES, link_header
 from app.api.routing import Route
+from app.core.security import create_access_token
 from app.db.models import User
-from app.schemas.users import UserCreate, UserPage, UserPublic, UserUpdate
+from app.schemas.users import (
+    PasswordChange,
+    PasswordSet,
+    Token,
+    UserCreate,
+    UserPage,
+    UserPublic,
+    UserUpdate,
+)
+from app.services import passwords
+from app.services.login_guard import issue_device_token
 from app.services.users import create_user, list_users, set_active
 
 MAX_PAGE_SIZE = 100
@@ -38,6 +53,36 @@ router = APIRouter(
 @router.get("/me", response_model=UserPublic)
 async def read_me(user: CurrentUser) -> User:
     return user
+
+
+@router.post("/me/password", response_model=Token, responses=error_responses(400, 413, 429))
+async def change_password(
+    request: Request,
+    response: Response,
+    data: PasswordChange,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    guard: LoginGuardDep,
+    principal: CurrentPrincipal,
+) -> Token:
+    """Change your password (the current one is required). Every access token and web UI
+    session issued before is refused from now on, everywhere; the answer carries a new
+    token for this client."""
+    changed = await passwords.change_password(
+        session,
+        cache,
+        guard,
+        principal,
+        data.current_password,
+        data.new_password,
+        client_address(request),
+    )
+    set_device_cookie(response, settings, issue_device_token(settings, changed.id))
+    return Token(
+        access_token=create_access_token(settings, changed.id, changed.credential_version),
+        expires_in=settings.access_token_expire_minutes * 60,
+    )
 
 
 @router.get("", response_model=UserPage, responses=LISTING_RESPONSES)
@@ -84,3 +129,18 @@ async def update(
     """Superusers: deactivate a user (signed out of the web UI at once, API tokens refused)
     or activate them again."""
     return await set_active(session, cache, admin, user_id, data.is_active)
+
+
+@router.post(
+    "/{user_id:uuid}/password", response_model=UserPublic, responses=error_responses(400, 404, 413)
+)
+async def reset_password(
+    user_id: uuid.UUID,
+    data: PasswordSet,
+    session: SessionDep,
+    cache: CacheDep,
+    _admin: CurrentSuperuser,
+) -> User:
+    """Superusers: set a user's password. The user is signed out everywhere (tokens and web
+    UI sessions refused from now on)."""
+    return await passwords.reset_password(session, cache, user_id, data.new_password)
