@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core import egress
 from app.core.config import Settings
 from app.core.egress import is_public
 from app.services import webhooks
@@ -66,6 +67,9 @@ REFUSED_AT_SUBMISSION = [
     "http://[2002:7f00:1::1]/x", "http://app.localhost:{port}/x", "http://redis:6379/x",
     " http://127.0.0.1:{port}/x", "http://127.0.0.1:{port}/x\r\nX-Injected: 1",
     "http://public.example/a b", "http://public.example/\x00", "http://public.example:99999/", "http://public.example:0/",
+    # IPv6 forms of internal IPv4 targets: IPv4-compatible, SIIT, local-use NAT64; site-local.
+    "http://[::127.0.0.1]:{port}/x", "http://[::a9fe:a9fe]/x", "http://[::ffff:0:7f00:1]:{port}/x",
+    "http://[64:ff9b:1::a9fe:a9fe]/x", "http://[fec0::1]/x",
 ]  # fmt: skip
 
 
@@ -188,9 +192,41 @@ def test_every_delivery_error_ends_in_a_recorded_outcome(dev_settings: Settings,
         ("0.0.0.0", False), ("255.255.255.255", False), ("224.0.1.1", False),  # noqa: S104
         ("240.0.0.1", False), ("::1", False), ("::", False), ("fd00::1", False),
         ("fe80::1", False), ("ff0e::1", False), ("::ffff:127.0.0.1", False),
-        ("::ffff:8.8.8.8", True), ("2002:7f00:1::1", False), ("64:ff9b::7f00:1", False),
+        ("::ffff:8.8.8.8", False), ("2002:7f00:1::1", False), ("2002:808:808::1", False),
+        ("::127.0.0.1", False), ("::a9fe:a9fe", False), ("::ffff:0:7f00:1", False),
+        ("64:ff9b:1::a9fe:a9fe", False), ("fec0::1", False), ("4000::1", False), ("64:ff9b::7f00:1", False),
         ("64:ff9b::808:808", True), ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),
     ],
 )  # fmt: skip
 def test_is_public(address: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(address)) is public
+
+
+def _inside(block: str) -> list[str]:
+    """The first, a middle and the last address of a block."""
+    network = ipaddress.ip_network(block)
+    middle = network.network_address + network.num_addresses // 2
+    return [str(network.network_address), str(middle), str(network.broadcast_address)]
+
+
+@pytest.mark.parametrize(
+    "block", [*egress.IPV4_NOT_GLOBAL, *egress.IPV6_NOT_GLOBAL], ids=lambda block: block
+)
+def test_every_special_purpose_block_that_is_not_globally_reachable_is_refused(
+    block: str,
+) -> None:
+    """One case per block of the IANA special-purpose registries not marked globally
+    reachable; its neighbours just outside, when globally reachable, stay allowed."""
+    assert [a for a in _inside(block) if is_public(ipaddress.ip_address(a))] == []
+    with pytest.raises(egress.RefusedAddress):
+        egress.checked_addresses(_inside(block)[1], 443, allow_private=False)
+
+
+def test_the_registry_holds_the_blocks_the_attack_used_and_public_neighbours_pass() -> None:
+    assert {"192.0.0.0/24", "64:ff9b:1::/48", "::ffff:0:0/96", "2001::/23"} <= {
+        *egress.IPV4_NOT_GLOBAL,
+        *egress.IPV6_NOT_GLOBAL,
+    }
+    for public in ("1.1.1.1", "9.9.9.9", "2606:4700:4700::1111", "2a00:1450:4001::1",
+                   "64:ff9b::101:101", "2001:200::1", "192.0.1.1", "198.20.0.1"):  # fmt: skip
+        assert is_public(ipaddress.ip_address(public)), public
