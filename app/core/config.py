@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 from enum import StrEnum
 from functools import lru_cache
 from importlib import metadata
@@ -32,9 +33,12 @@ from app.core.text import Email
 
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./data/app.db"
 
-# Values that are clearly not real secrets. Development runs on them; production
-# refuses them at start.
+# Values that are clearly not real secrets. The test environment runs on this key (tests
+# sign tokens for servers they start); production refuses it at start. Development gets a
+# random key of its own (`development_key`).
 DEV_SECRET_KEY = "dev-only-secret-key-CHANGE_ME-not-for-production-0000"  # noqa: S105
+# The key development generates, in its data directory (beside the SQLite database).
+GENERATED_KEY_FILE = "secret_key"
 DEV_ADMIN_PASSWORD = "CHANGE_ME_DEV_ADMIN_PASSWORD"  # noqa: S105 - a placeholder by design
 _PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "your-secret", "dev-only")
 MIN_SECRET_LENGTH = 32
@@ -576,8 +580,11 @@ class Settings(BaseSettings):
         if self.is_strict:
             self._refuse_weak_secrets()
         else:
-            # Development and tests run on well-known, clearly marked keys.
-            self.secret_key = self.secret_key or DEV_SECRET_KEY
+            if not self.secret_key:
+                # A key written in the source would let anyone sign a token for a known user
+                # id of any `make run`: development gets a random key per data directory.
+                test = self.environment is Environment.TEST
+                self.secret_key = DEV_SECRET_KEY if test else development_key(self.data_dir)
             self.jwt_secret_key = self.jwt_secret_key or self.secret_key
             self.admin_password = self.admin_password or DEV_ADMIN_PASSWORD
         return self
@@ -627,6 +634,17 @@ class Settings(BaseSettings):
             auth = f"{user}:{password}" if password else user
             return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
         return SQLITE_DEFAULT_URL
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the service keeps its local state: the SQLite database's folder, or (with
+        a database server) the storage folder."""
+        url = self.sqlalchemy_url
+        if url.startswith("sqlite") and ":///" in url:
+            path = url.split(":///", 1)[1].split("?", 1)[0]
+            if path and path != ":memory:":
+                return Path(path).parent
+        return Path(self.storage_dir)
 
     @property
     def ui_path(self) -> str:
@@ -713,6 +731,43 @@ class Settings(BaseSettings):
         out["CELERY_RESULT_BACKEND"] = redact_url(self.resolved_result_backend or "")
         out["VERSION"] = self.version
         return out
+
+
+def development_key(folder: Path) -> str:
+    """The key in `folder`/secret_key, created on first use: random, readable by its owner
+    only. Processes starting at once agree on one key: each writes a file of its own and
+    links it into place, and the first link wins."""
+    path = folder / GENERATED_KEY_FILE
+    try:
+        if key := path.read_text(encoding="utf-8").strip():
+            return key
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(
+            f"the generated SECRET_KEY in {path} cannot be read: {exc.strerror or exc}; "
+            "set SECRET_KEY or SECRET_KEY_FILE"
+        ) from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        draft = folder / f".{GENERATED_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        handle = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(handle, (secrets.token_urlsafe(48) + "\n").encode())
+        finally:
+            os.close(handle)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process was first: its key it is
+        finally:
+            draft.unlink(missing_ok=True)
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot keep a generated SECRET_KEY in {folder}: {exc.strerror or exc}; "
+            "set SECRET_KEY or SECRET_KEY_FILE"
+        ) from None
 
 
 def looks_like_placeholder(value: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,54 @@ def strict_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
         monkeypatch.setenv(key, value)
 
 
-def test_development_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_development_defaults_need_no_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ENVIRONMENT", "development")
     settings = load_settings()
     assert settings.sqlalchemy_url == SQLITE_DEFAULT_URL
     assert settings.resolved_redis_url is None
-    assert settings.secret_key == DEV_SECRET_KEY
-    assert settings.jwt_secret_key == DEV_SECRET_KEY
+    # Not a key written in the source: a random one, kept beside the database.
+    key_file = tmp_path / "data" / "secret_key"
+    assert settings.secret_key == key_file.read_text().strip() != DEV_SECRET_KEY
+    assert len(settings.secret_key) >= 64
+    assert settings.jwt_secret_key == settings.secret_key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_settings().secret_key == settings.secret_key  # the next start: the same key
+    elsewhere = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/other/app.db")
+    assert elsewhere.secret_key not in (settings.secret_key, DEV_SECRET_KEY)
+    assert load_settings(secret_key=STRONG).secret_key == STRONG  # configured: used as is
+
+
+def test_a_development_server_refuses_tokens_signed_with_the_key_in_the_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uuid
+
+    from fastapi.testclient import TestClient
+
+    from app.core.security import create_access_token
+    from app.main import create_app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/app.db")
+    forged = create_access_token(
+        load_settings(environment="test", secret_key=DEV_SECRET_KEY), uuid.uuid4(), 0
+    )
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/api/v1/items", headers={"Authorization": f"Bearer {forged}"})
+    assert answer.status_code == 401
+
+
+def test_a_generated_key_that_cannot_be_kept_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    with pytest.raises(ConfigError, match="set SECRET_KEY or SECRET_KEY_FILE"):
+        load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/file/app.db")
 
 
 @pytest.mark.parametrize("environment", ["production", "staging"])
