@@ -90,7 +90,10 @@ def serve(
         reload_dirs=["app"] if reload else None,
         log_config=None,  # our JSON logging, configured by create_app
         access_log=False,  # the request middleware writes the access log
-        proxy_headers=True,
+        # Forwarded headers only from the proxies configured: trusted by default (uvicorn
+        # trusts 127.0.0.1), any local process could fake its address past the login limits.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         server_header=False,
     )
 

@@ -457,8 +457,10 @@ class Settings(BaseSettings):
         "WORKER_TIMEOUT/2 seconds (0 = never).",
     )
     forwarded_allow_ips: str = Field(
-        "127.0.0.1",
-        description="Proxies whose X-Forwarded-* headers are trusted (`*` behind nginx only).",
+        "",
+        description="Proxies whose X-Forwarded-* headers are trusted (comma-separated "
+        "addresses; `*` behind nginx only). Empty: nobody's; the client address is the "
+        "connection's.",
     )
     run_migrations: bool = Field(
         False, description="Entrypoint: migrate to head before serving (advisory-locked)."

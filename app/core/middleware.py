@@ -22,6 +22,9 @@ access_logger = logging.getLogger("app.access")
 error_logger = logging.getLogger("app.error")
 
 REQUEST_ID_HEADER = b"x-request-id"
+# On every answer, not only behind nginx (`make run`, a Kubernetes ingress): a browser never
+# guesses another type than the one sent (a download, a JSON error).
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 # A caller's id is kept only if it is short and plain: it ends up in every log line.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -65,7 +68,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, encoded_id)]
+                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, encoded_id)]
+                if not any(name.lower() == _NOSNIFF[0] for name, _ in headers):
+                    headers.append(_NOSNIFF)
+                message["headers"] = headers
             await send(message)
 
         try:
