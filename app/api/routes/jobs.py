@@ -111,6 +111,9 @@ async def import_items(
     ] = None,
 ) -> JobPublic:
     """Upload a CSV; a job validates every row and imports all of them or none."""
+    if callback_url is None and (await request.form()).get("callback_url") == "":
+        # FastAPI reads an empty form field as one left out; an empty URL is not a URL.
+        raise validation_error(["body", "callback_url"], "must be an http(s) URL", "")
     callback = _callback(callback_url, settings)
     job = await service.create_import(session, settings, principal, file.file, callback)
     await queue(request, background, session, settings, job)
