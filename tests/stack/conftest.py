@@ -154,6 +154,10 @@ def write_env_file(
             "APP_IMAGE": TEST_IMAGE,
             "APP_TAG": "stack",
             "WEB_CONCURRENCY": "2",
+            # The overlay's relay, on the internal network: no TLS to speak of there.
+            "SMTP_HOST": "mail",
+            "SMTP_PORT": "1025",
+            "SMTP_SECURITY": "none",
         },
     )
 

@@ -6,6 +6,9 @@ after the plain request tests, and the rate-limit test comes last.
 
 from __future__ import annotations
 
+import ast
+import email
+import email.policy
 import json
 import re
 import secrets
@@ -13,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -134,6 +138,57 @@ def test_an_import_job_runs_on_the_worker_service(stack: Stack) -> None:
     )
     assert done["state"] == "succeeded"
     assert '"job finished"' in stack.compose("logs", "--no-log-prefix", "worker").stdout
+
+
+def _mailed(stack: Stack) -> list[EmailMessage]:
+    """The messages the overlay's relay printed (the debugging server prints each line of
+    the message as a bytes literal, the headers, then an X-Peer line, then the body)."""
+    log = stack.compose("logs", "--no-log-prefix", "mail").stdout
+    messages = []
+    for chunk in log.split("---------- MESSAGE FOLLOWS ----------")[1:]:
+        lines = []
+        for line in chunk.split("------------ END MESSAGE ------------")[0].splitlines():
+            if line.startswith(("b'", 'b"')):
+                raw = ast.literal_eval(line)
+                if not raw.startswith(b"X-Peer: "):
+                    lines.append(raw)
+        parsed = email.message_from_bytes(b"\r\n".join(lines), policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        messages.append(parsed)
+    return messages
+
+
+def test_the_worker_mails_a_password_reset_that_signs_out_everywhere(stack: Stack) -> None:
+    admin = stack.login()
+    person = {"username": "mallory", "email": "mallory@example.com", "password": "first-password"}
+    assert stack.https("POST", "/api/v1/users", person, admin).status == 201
+    form = b"username=mallory&password=first-password"
+    login_form = {"Content-Type": "application/x-www-form-urlencoded"}
+    first = stack.https("POST", "/api/v1/auth/token", form, login_form).json()["access_token"]
+    old = {"Authorization": f"Bearer {first}"}
+    asked = stack.https("POST", "/api/v1/auth/password-reset", {"email": "mallory@example.com"})
+    assert asked.status == 202, asked.body
+    nobody = stack.https("POST", "/api/v1/auth/password-reset", {"email": "nobody@example.com"})
+    assert (nobody.status, nobody.body) == (asked.status, asked.body)
+    mailed = wait_until(
+        lambda: [m for m in _mailed(stack) if m["To"] == "mallory@example.com"],
+        60,
+        "the worker to send the reset e-mail through the relay",
+    )
+    assert [m["To"] for m in _mailed(stack)] == ["mallory@example.com"]  # nobody@: no e-mail
+    text = mailed[0].get_body(preferencelist=("plain",))
+    assert text is not None
+    link = re.search(r"(https://\S+)/ui/reset-password\?token=([\w-]+)", text.get_content())
+    assert link, text.get_content()
+    assert link.group(1) == stack.base_url
+    confirm = {"token": link.group(2), "new_password": "second-password"}
+    done = stack.https("POST", "/api/v1/auth/password-reset/confirm", confirm)
+    assert done.status == 200, done.body
+    # Every replica refuses the old token from now on (nginx spreads these over both).
+    assert {stack.https("GET", "/api/v1/items", headers=old).status for _ in range(8)} == {401}
+    again = stack.https("POST", "/api/v1/auth/token", b"username=mallory&password=second-password",
+                        login_form)  # fmt: skip
+    assert again.status == 200, again.body
 
 
 def test_gzip_body_limit_and_private_metrics(stack: Stack) -> None:
