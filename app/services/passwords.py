@@ -47,11 +47,15 @@ RESET_PATH = "/reset-password"
 
 
 class WrongPassword(ServiceError):
-    status_code = 400
+    """The current password given with a change is not the user's: the change is forbidden."""
+
+    status_code = 403
 
 
 class InvalidResetToken(ServiceError):
-    status_code = 400
+    """No live reset has this token (never issued, used, or expired): there is none to use."""
+
+    status_code = 404
 
 
 def _digest(token: str) -> str:

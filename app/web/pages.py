@@ -253,6 +253,9 @@ async def change_password(
         )
     except ValidationError as exc:
         return render(request, "password.html", 400, user=user, errors=_errors(exc))
+    except passwords.WrongPassword as exc:  # a field of the form that is wrong, as any other
+        errors = {"form": exc.detail}
+        return render(request, "password.html", 400, user=user, errors=errors)
     except ServiceError as exc:
         retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
         errors = {"form": exc.detail}

@@ -76,7 +76,7 @@ async def request_password_reset(
 
 
 @router.post(
-    "/password-reset/confirm", response_model=Message, responses=error_responses(400, 413, 503)
+    "/password-reset/confirm", response_model=Message, responses=error_responses(400, 404, 413, 503)
 )
 async def confirm_password_reset(
     data: PasswordResetConfirm, session: SessionDep, cache: CacheDep

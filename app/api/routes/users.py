@@ -55,7 +55,7 @@ async def read_me(user: CurrentUser) -> User:
     return user
 
 
-@router.post("/me/password", response_model=Token, responses=error_responses(400, 413, 429))
+@router.post("/me/password", response_model=Token, responses=error_responses(400, 403, 413, 429))
 async def change_password(
     request: Request,
     response: Response,
