@@ -28,16 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.logging import log_fields
-from app.core.security import HashingBusy, hash_password, verify_password
+from app.core.security import HashingBusy, verify_password
 from app.db.base import utcnow
 from app.db.models import PasswordReset, User
 from app.db.session import Database
 from app.services.access import Principal
 from app.services.cache import ReadCache
-from app.services.errors import Busy, NotFound, ServiceError, TooManyRequests
+from app.services.errors import NotFound, ServiceError, TooManyRequests
 from app.services.login_guard import LoginGuard, RequestLimit
 from app.services.mail import Mail
-from app.services.users import publish, revoke_credentials
+from app.services.users import hash_new_password, hashing_busy, publish, revoke_credentials
 
 logger = logging.getLogger("app.security")
 
@@ -62,19 +62,10 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def _hash(password: str) -> str:
-    try:
-        return await hash_password(password)
-    except HashingBusy:
-        raise Busy(
-            "too many password changes at once; try again shortly", headers={"Retry-After": "1"}
-        ) from None
-
-
 async def _set_password(
     session: AsyncSession, cache: ReadCache, user_id: uuid.UUID, password: str
 ) -> Principal:
-    hashed = await _hash(password)
+    hashed = await hash_new_password(password)
     await session.execute(update(User).where(User.id == user_id).values(hashed_password=hashed))
     revoked = await revoke_credentials(session, user_id)
     await session.execute(delete(PasswordReset).where(PasswordReset.user_id == user_id))
@@ -107,9 +98,7 @@ async def change_password(
     try:
         matches, _ = await verify_password(current, user.hashed_password)
     except HashingBusy:
-        raise Busy(
-            "too many password changes at once; try again shortly", headers={"Retry-After": "1"}
-        ) from None
+        raise hashing_busy() from None
     if not matches:
         await guard.failed(user.username, client)
         raise WrongPassword("the current password is not correct")

@@ -150,7 +150,7 @@ async def log_in(
             password, user.hashed_password if user else None
         )
     except HashingBusy:
-        raise _busy() from None
+        raise hashing_busy() from None
     if not matches or user is None:
         await guard.failed(login, client, trusted)
         raise Unauthorized(_WRONG_CREDENTIALS)
@@ -173,15 +173,16 @@ async def log_in(
 _WRONG_CREDENTIALS = "incorrect username or password"
 
 
-def _busy() -> Busy:
+def hashing_busy() -> Busy:
+    """Every password-hashing slot stayed busy: 503, come back in a second."""
     return Busy("too many logins at once; try again shortly", headers={"Retry-After": "1"})
 
 
-async def _hash(password: str) -> str:
+async def hash_new_password(password: str) -> str:
     try:
         return await hash_password(password)
     except HashingBusy:
-        raise _busy() from None
+        raise hashing_busy() from None
 
 
 def _plausible(value: str, max_length: int) -> bool:
@@ -192,7 +193,7 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     user = User(
         username=data.username,
         email=data.email.lower(),
-        hashed_password=await _hash(data.password),
+        hashed_password=await hash_new_password(data.password),
         is_superuser=data.is_superuser,
     )
     session.add(user)

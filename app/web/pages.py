@@ -135,6 +135,12 @@ def _errors(exc: ValidationError) -> dict[str, str]:
     return found
 
 
+def _retry_after(exc: ServiceError) -> dict[str, str]:
+    """The Retry-After of a throttled or busy form; not the API's other headers (such as
+    WWW-Authenticate: Bearer)."""
+    return {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+
+
 def _superuser(user: SignedIn) -> SignedIn:
     if not user.principal.is_superuser:
         raise Forbidden("superuser required")
@@ -167,20 +173,10 @@ def _login_form(
     headers: dict[str, str] | None = None,
     username: str = "",
 ) -> HTMLResponse:
-    token = new_login_token()
-    response = render(
-        request,
-        "login.html",
-        status_code,
-        headers=headers,
-        login_token=token,
-        next=safe_next(settings, next_path),
-        error=error,
-        notice=notice,
-        username=username,
-    )
-    set_login_cookie(response, settings, token)
-    return response
+    return _anonymous_form(
+        request, settings, "login.html", status_code, headers,
+        next=safe_next(settings, next_path), error=error, notice=notice, username=username,
+    )  # fmt: skip
 
 
 async def login(
@@ -201,8 +197,7 @@ async def login(
             session, guard, settings, username, password, client, device_cookie(request)
         )
     except ServiceError as exc:
-        # Retry-After of a throttled or busy sign-in; not the API's WWW-Authenticate: Bearer.
-        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        retry = _retry_after(exc)
         return _login_form(
             request, settings, next_path, exc.status_code, exc.detail, None, retry, username
         )
@@ -257,7 +252,7 @@ async def change_password(
         errors = {"form": exc.detail}
         return render(request, "password.html", 400, user=user, errors=errors)
     except ServiceError as exc:
-        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        retry = _retry_after(exc)
         errors = {"form": exc.detail}
         return render(
             request, "password.html", exc.status_code, headers=retry, user=user, errors=errors
@@ -273,11 +268,18 @@ async def forgot_page(request: Request, settings: SettingsDep) -> HTMLResponse:
 
 
 def _anonymous_form(
-    request: Request, settings: Settings, template: str, **context: Any
+    request: Request,
+    settings: Settings,
+    template: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
 ) -> HTMLResponse:
-    """A form for somebody not signed in, with its double-submit token (as the sign-in's)."""
+    """A form for somebody not signed in (sign in, forgotten password, reset), with a new
+    double-submit token: the post must come with the cookie set here."""
     token = new_login_token()
-    response = render(request, template, login_token=token, errors={}, **context)
+    context.setdefault("errors", {})
+    response = render(request, template, status_code, headers=headers, login_token=token, **context)
     set_login_cookie(response, settings, token)
     return response
 
@@ -299,7 +301,7 @@ async def forgot_password(
     except ValidationError as exc:
         return render(request, "forgot.html", 400, login_token=csrf_token, errors=_errors(exc))
     except ServiceError as exc:
-        retry = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
+        retry = _retry_after(exc)
         errors = {"form": exc.detail}
         return render(
             request, "forgot.html", exc.status_code, headers=retry, login_token=csrf_token,
