@@ -66,3 +66,31 @@ def test_backups_drop_root_with_the_tool_each_official_postgres_image_has() -> N
     # the last resort.
     assert re.search(r"for tool in gosu su-exec; do", code)
     assert code.index("for tool in gosu su-exec") < code.index("exec setpriv")
+
+
+def test_the_swarm_stack_runs_the_images_compose_runs() -> None:
+    """Dependabot updates the compose files only: a Swarm stack left on the old images would
+    drift from what the compose tiers test."""
+    compose: dict[str, str] = {}
+    for name in ("docker-compose.yml", "docker-compose.prod.yml"):
+        for service, spec in yaml.safe_load((ROOT / name).read_text())["services"].items():
+            if "image" in spec:
+                compose[service] = spec["image"]
+    stack = yaml.safe_load((ROOT / "docker-stack.yml").read_text())["services"]
+    differing = {
+        service: (spec["image"], compose[service])
+        for service, spec in stack.items()
+        if service in compose
+        and spec.get("image") != compose[service]
+        and not spec["image"].startswith("${APP_IMAGE")
+    }
+    assert differing == {}
+    assert {"db", "redis", "nginx", "tls-bootstrap"} <= set(stack) & set(compose)
+
+
+def test_dependabot_never_proposes_a_postgres_major() -> None:
+    updates = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())["updates"]
+    [compose] = [u for u in updates if u["package-ecosystem"] == "docker-compose"]
+    assert {"dependency-name": "postgres", "update-types": ["version-update:semver-major"]} in (
+        compose["ignore"]
+    )
