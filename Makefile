@@ -446,10 +446,10 @@ build-offline: wheelhouse-build ## Build the production image from ./wheels with
 .PHONY: wheelhouse-build
 wheelhouse-build: .tools/bin/pip ## Download the image's wheels into ./wheels (for offline builds)
 	@echo "wheelhouse: Python $(WHEEL_PYTHON), $(WHEEL_ARCH), from requirements.lock.txt"
-	@# Markers are dropped: the image's interpreter, not the host's, decides what applies
-	@# (e.g. async-timeout is needed below Python 3.11.3), so every pin gets its wheel.
-	sed -e 's/ *\\$$//' -e 's/ *;.*//' requirements.lock.txt | grep -E '^[A-Za-z0-9_.-]+==' > wheels.requirements.txt
-	.tools/bin/pip download --quiet --no-deps $(PIP_TARGET_FLAGS) \
+	@# Every pin with its hashes (pip refuses a wheel the lock does not list), markers
+	@# dropped: the image's interpreter, not the host's, decides what applies.
+	$(PYTHON) scripts/wheel_requirements.py requirements.lock.txt > wheels.requirements.txt
+	.tools/bin/pip download --quiet --no-deps --require-hashes $(PIP_TARGET_FLAGS) \
 	    --dest wheels -r wheels.requirements.txt
 	rm -f wheels.requirements.txt
 	$(PYTHON) scripts/strip_wheels.py wheels
