@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import secrets
 import time
 import uuid
 import weakref
@@ -22,6 +24,26 @@ from app.core.config import Settings
 # OWASP's argon2id baseline: 19 MiB, two passes, one lane.
 DEFAULT_MEMORY_KIB = 19 * 1024
 DEFAULT_TIME_COST = 2
+
+
+# A random token the service hands out (a web UI session's cookie, a password reset link):
+# 32 bytes, URL-safe base64, 43 characters. Only its SHA-256 is stored; anything longer than
+# this bound is not one of them and is refused before it is hashed or compared.
+MAX_TOKEN_LENGTH = 64
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What is stored of a token: a copy of the table grants nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def plausible_token(token: str) -> bool:
+    """Could this be one of our tokens? Anything else is not looked up at all."""
+    return bool(token) and len(token) <= MAX_TOKEN_LENGTH and token.isascii()
 
 
 class InvalidToken(Exception):

@@ -16,10 +16,8 @@ The reset by e-mail, step by step:
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -28,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.logging import log_fields
-from app.core.security import HashingBusy, verify_password
+from app.core.security import (
+    HashingBusy,
+    new_token,
+    plausible_token,
+    token_digest,
+    verify_password,
+)
 from app.db.base import utcnow
 from app.db.models import PasswordReset, User
 from app.db.session import Database
@@ -41,8 +45,6 @@ from app.services.users import hash_new_password, hashing_busy, publish, revoke_
 
 logger = logging.getLogger("app.security")
 
-# A reset token is 32 random bytes, URL-safe base64: 43 characters.
-MAX_RESET_TOKEN_LENGTH = 64
 RESET_PATH = "/reset-password"
 
 
@@ -56,10 +58,6 @@ class InvalidResetToken(ServiceError):
     """No live reset has this token (never issued, used, or expired): there is none to use."""
 
     status_code = 404
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def _set_password(
@@ -151,7 +149,7 @@ async def prepare_reset(db: Database, settings: Settings, email: str) -> Mail | 
                 extra=log_fields(event="reset_unknown"),
             )
             return None
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         # The user's spent and expired resets go now: each user holds a handful at most.
         await session.execute(
             delete(PasswordReset).where(
@@ -161,7 +159,7 @@ async def prepare_reset(db: Database, settings: Settings, email: str) -> Mail | 
         )
         session.add(
             PasswordReset(
-                token_hash=_digest(token),
+                token_hash=token_digest(token),
                 user_id=user.id,
                 created_at=now,
                 expires_at=now + timedelta(minutes=settings.password_reset_minutes),
@@ -194,13 +192,13 @@ async def complete_reset(
     """Set the password of the reset's user; the token is spent. InvalidResetToken when it is
     unknown, spent, expired, or its user is inactive."""
     invalid = InvalidResetToken("this password reset link is not valid (used or expired)")
-    if not token or len(token) > MAX_RESET_TOKEN_LENGTH or not token.isascii():
+    if not plausible_token(token):
         raise invalid
     now = utcnow()
     spent = await session.execute(
         update(PasswordReset)
         .where(
-            PasswordReset.token_hash == _digest(token),
+            PasswordReset.token_hash == token_digest(token),
             PasswordReset.used_at.is_(None),
             PasswordReset.expires_at > now,
         )

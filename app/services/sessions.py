@@ -8,8 +8,6 @@ deleted whenever somebody signs in, so the table holds live sessions only.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,13 +16,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.security import new_token, plausible_token, token_digest
 from app.db.base import utcnow
 from app.db.models import BrowserSession, User
 from app.services.access import Principal
-
-# A token (the cookie's, a form's CSRF token) is 32 random bytes, URL-safe base64: 43
-# characters. Anything longer is not one of ours and is refused before it is hashed or compared.
-MAX_TOKEN_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +31,16 @@ class SignedIn:
     csrf_token: str
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _plausible(token: str) -> bool:
-    """Could this be one of our tokens? Anything else is not looked up at all."""
-    return bool(token) and len(token) <= MAX_TOKEN_LENGTH and token.isascii()
-
-
 async def start(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> str:
     """A new session for the user; returns the cookie's token (never stored as such)."""
     now = utcnow()
     await session.execute(delete(BrowserSession).where(BrowserSession.expires_at <= now))
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     session.add(
         BrowserSession(
-            token_hash=_digest(token),
+            token_hash=token_digest(token),
             user_id=user_id,
-            csrf_token=secrets.token_urlsafe(32),
+            csrf_token=new_token(),
             created_at=now,
             expires_at=now + timedelta(minutes=settings.ui_session_minutes),
         )
@@ -65,7 +51,7 @@ async def start(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -
 
 async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
     """The live session of this cookie token and its active user, or None."""
-    if not _plausible(token):
+    if not plausible_token(token):
         return None
     row = (
         await session.execute(
@@ -79,7 +65,7 @@ async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
                 BrowserSession.expires_at,
             )
             .join(User, User.id == BrowserSession.user_id)
-            .where(BrowserSession.token_hash == _digest(token))
+            .where(BrowserSession.token_hash == token_digest(token))
         )
     ).first()
     if row is None or row.expires_at <= utcnow() or not row.is_active:
@@ -95,9 +81,9 @@ async def resolve(session: AsyncSession, token: str) -> SignedIn | None:
 
 async def end(session: AsyncSession, token: str) -> None:
     """Sign out: the session is gone, whoever holds a copy of the cookie."""
-    if _plausible(token):
+    if plausible_token(token):
         await session.execute(
-            delete(BrowserSession).where(BrowserSession.token_hash == _digest(token))
+            delete(BrowserSession).where(BrowserSession.token_hash == token_digest(token))
         )
         await session.commit()
 

@@ -20,9 +20,10 @@ from fastapi import Depends, Form, Request, Response
 
 from app.api.routing import authenticates_first
 from app.core.config import Settings
+from app.core.security import MAX_TOKEN_LENGTH
 from app.db.session import Database
 from app.services import sessions
-from app.services.sessions import MAX_TOKEN_LENGTH, SignedIn
+from app.services.sessions import SignedIn
 
 SESSION_COOKIE = "shipshape_session"
 LOGIN_COOKIE = "shipshape_login"

@@ -31,6 +31,7 @@ from app.api.deps import (
 from app.api.routes.jobs import export_download, queue
 from app.api.routing import Route
 from app.core.config import Settings
+from app.core.security import MAX_TOKEN_LENGTH
 from app.core.states import JobKind
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemUpdate
@@ -317,7 +318,7 @@ async def forgot_password(
 async def reset_page(
     request: Request,
     settings: SettingsDep,
-    token: Annotated[str, Query(max_length=passwords.MAX_RESET_TOKEN_LENGTH)] = "",
+    token: Annotated[str, Query(max_length=MAX_TOKEN_LENGTH)] = "",
 ) -> HTMLResponse:
     """The form of the reset e-mail's link; the token goes on in the form."""
     return _anonymous_form(request, settings, "reset.html", token=token)
