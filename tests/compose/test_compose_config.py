@@ -67,11 +67,31 @@ PROFILE_SERVICES = {"tools": {"pgadmin", "mailcatcher"}, "certbot": {"certbot"}}
 def test_every_overlay_renders_with_its_example(overlay: str, env_name: str, profile: str) -> None:
     """Each overlay renders with its example env file; its profile's services are there only
     when the profile is asked for."""
-    services = set(rendered(overlay, env_name)["services"])
-    assert services >= set(LONG_RUNNING[overlay])
-    assert services & PROFILE_SERVICES[profile] == set()
-    with_profile = set(rendered(overlay, env_name, profile)["services"])
-    assert with_profile - services == PROFILE_SERVICES[profile]
+    config = rendered(overlay, env_name)
+    services = set(config["services"])
+    one_shot = {"prod": ONE_SHOT, "dev": set()}[overlay]
+    assert services == set(LONG_RUNNING[overlay]) | one_shot
+    with_profile = rendered(overlay, env_name, profile)["services"]
+    assert set(with_profile) - services == PROFILE_SERVICES[profile]
+    for name, service in with_profile.items():
+        assert service["image"] == IMAGES.get(name, IMAGES[overlay]), name
+        if name in PROFILE_SERVICES[profile]:
+            assert service["profiles"] == [profile], name
+
+
+# The image of each service with the example env files: pinned, official where not ours.
+IMAGES = {
+    "dev": "shipshape-dev:local",
+    "prod": "shipshape:local",
+    "db": "postgres:15-alpine",
+    "backup": "postgres:15-alpine",
+    "redis": "redis:7-alpine",
+    "nginx": "nginx:1.27-alpine",
+    "certbot": "certbot/certbot:v2.1.0",
+    "tls-bootstrap": "certbot/certbot:v2.1.0",
+    "pgadmin": "dpage/pgadmin4:8.12",
+    "mailcatcher": "axllent/mailpit:v1.20",
+}
 
 
 @pytest.mark.parametrize(
@@ -98,6 +118,27 @@ def test_a_missing_required_value_fails_naming_it(
     assert f"required variable {variable} is missing a value" in result.stderr
 
 
+# Where each compose file requires a value (`${VAR:?message}`: compose stops before any
+# container starts), counted per place; an optional default (`:-`) in one of them would let
+# a stack start without it.
+REQUIRED = {
+    "docker-compose.yml": {"BASE_URL": 1},
+    "docker-compose.dev.yml": {"DB_PASSWORD": 2, "REDIS_PASSWORD": 2, "SECRET_KEY": 1,
+                               "JWT_SECRET_KEY": 1, "ADMIN_PASSWORD": 1},
+    "docker-compose.prod.yml": {"BASE_URL": 1, "DOMAIN": 4, "SSL_EMAIL": 1},
+}  # fmt: skip
+
+
+def test_exactly_these_values_are_required_where_they_are_used() -> None:
+    for name, expected in REQUIRED.items():
+        lines = (ROOT / name).read_text().splitlines()
+        code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        found: dict[str, int] = {}
+        for var in re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]*\bis required\b", code):
+            found[var] = found.get(var, 0) + 1
+        assert found == expected, name
+
+
 def _published(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {
         name: svc.get("ports", []) for name, svc in config["services"].items() if svc.get("ports")
@@ -109,9 +150,22 @@ def test_prod_publishes_only_nginx_http_and_https() -> None:
     published = _published(config)
     assert set(published) == {"nginx"}
     assert sorted(p["target"] for p in published["nginx"]) == [80, 443]
-    for name in ("db", "redis"):
-        assert config["services"][name]["networks"].keys() == {"backend"}
-    assert config["networks"]["backend"]["internal"] is True
+    assert [(p["host_ip"], p["published"], p["target"]) for p in published["nginx"]] == [
+        ("127.0.0.1", "80", 80), ("127.0.0.1", "443", 443)
+    ]  # fmt: skip
+    # Each service on exactly the networks it needs: the stores only on the internal one.
+    networks = {
+        name: sorted(service.get("networks") or {}) or service.get("network_mode")
+        for name, service in config["services"].items()
+    }
+    assert networks == {
+        "app": ["backend", "frontend"], "worker": ["backend", "frontend"], "db": ["backend"],
+        "redis": ["backend"], "backup": ["backend"], "nginx": ["frontend"],
+        "certbot": ["frontend"], "tls-bootstrap": "none",
+    }  # fmt: skip
+    assert {n: (v["driver"], v.get("internal", False)) for n, v in config["networks"].items()} == {
+        "frontend": ("bridge", False), "backend": ("bridge", True)
+    }  # fmt: skip
     app_env = config["services"]["app"]["environment"]
     assert app_env.get("DEBUG", "false") == "false"
     assert app_env["ENVIRONMENT"] == "production"
@@ -119,12 +173,78 @@ def test_prod_publishes_only_nginx_http_and_https() -> None:
 
 def test_dev_binds_to_loopback_and_needs_no_tls_material() -> None:
     config = rendered("dev", "dev", "tools")
-    for name, ports in _published(config).items():
-        assert all(p["host_ip"] == "127.0.0.1" for p in ports), name
+    published = {
+        name: [(p["host_ip"], p["published"], p["target"]) for p in ports]
+        for name, ports in _published(config).items()
+    }
+    assert published == {
+        "app": [("127.0.0.1", "8000", 8000)], "db": [("127.0.0.1", "5432", 5432)],
+        "redis": [("127.0.0.1", "6379", 6379)], "pgadmin": [("127.0.0.1", "5050", 80)],
+        "mailcatcher": [("127.0.0.1", "8025", 8025)],
+    }  # fmt: skip
     dumped = json.dumps(config)
     assert "letsencrypt" not in dumped
     assert "nginx" not in config["services"]
     assert "certbot" not in config["services"]
+
+
+# Every service's healthcheck, exactly: a check that cannot fail (`exit 0`, `true`) or looks
+# at something else fails here; tests/stack shows each one fail when its service is down.
+HEALTHCHECKS = {
+    "app": ["CMD", "python", "/app/scripts/healthcheck.py"],
+    "worker": ["CMD", "python", "-m", "app", "worker-ping", "--timeout", "10"],
+    "db": ["CMD-SHELL", 'pg_isready -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"'],
+    "redis": ["CMD", "/bin/sh", "/opt/shipshape/redis-entrypoint.sh", "ping"],
+    "nginx": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1/nginx-health || exit 1"],
+    "backup": ["CMD-SHELL", "pg_isready --quiet"],
+    "certbot": [
+        "CMD-SHELL",
+        'openssl x509 -checkend 604800 -noout -in "/etc/letsencrypt/live/$$DOMAIN/fullchain.pem"',
+    ],
+    "pgadmin": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/misc/ping"],
+    "mailcatcher": ["CMD", "/mailpit", "readyz"],
+}
+# What each service waits for before it starts, and how.
+DEPENDS_ON = {
+    "app": {"db": "service_healthy", "redis": "service_healthy"},
+    "worker": {"db": "service_healthy", "redis": "service_healthy"},
+    "nginx": {"app": "service_healthy", "tls-bootstrap": "service_completed_successfully"},
+    "backup": {"db": "service_healthy"},
+    "certbot": {"nginx": "service_healthy"},
+    "pgadmin": {"db": "service_healthy"},
+}
+# The limits with the example env files' values (CPUs, bytes, processes).
+LIMITS = {
+    "app": {"cpus": 1, "memory": "536870912", "pids": 256},
+    "worker": {"cpus": 1, "memory": "536870912", "pids": 256},
+    "db": {"cpus": 1, "memory": "1073741824", "pids": 512},
+    "redis": {"cpus": 0.5, "memory": "536870912", "pids": 64},
+    "nginx": {"cpus": 0.5, "memory": "134217728", "pids": 128},
+    "backup": {"cpus": 0.5, "memory": "268435456", "pids": 64},
+    "certbot": {"cpus": 0.5, "memory": "268435456", "pids": 64},
+    "tls-bootstrap": {"cpus": 0.5, "memory": "67108864", "pids": 32},
+}
+# tls-bootstrap is a job that runs once before nginx: done when it exited 0.
+ONE_SHOT = {"tls-bootstrap"}
+
+
+@pytest.mark.parametrize(("overlay", "profile"), [("dev", "tools"), ("prod", "certbot")])
+def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(
+    overlay: str, profile: str
+) -> None:
+    services = rendered(overlay, overlay, profile)["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert "healthcheck" not in service, name
+            assert service["restart"] == "no", name
+            continue
+        assert service["healthcheck"]["test"] == HEALTHCHECKS[name], name
+        assert not service["healthcheck"].get("disable"), name
+        depends = {d: v["condition"] for d, v in (service.get("depends_on") or {}).items()}
+        assert depends == DEPENDS_ON.get(name, {}), name
+        # A refused certificate request must not be retried in a tight loop forever.
+        expected = "on-failure:5" if name == "certbot" else "unless-stopped"
+        assert service["restart"] == expected, name
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -132,10 +252,9 @@ def test_long_running_services_are_healthchecked_limited_rotated_hardened(overla
     config = rendered(overlay, overlay)
     for name in LONG_RUNNING[overlay]:
         svc = config["services"][name]
-        assert svc["healthcheck"]["test"], name
+        assert svc["healthcheck"]["test"] == HEALTHCHECKS[name], name
         assert svc["restart"] == "unless-stopped", name
-        limits = svc["deploy"]["resources"]["limits"]
-        assert all(limits.get(key) for key in ("cpus", "memory", "pids")), name
+        assert svc["deploy"]["resources"]["limits"] == LIMITS[name], name
         assert svc["logging"] == {
             "driver": "json-file",
             "options": {"max-size": "10m", "max-file": "3"},
@@ -146,8 +265,47 @@ def test_long_running_services_are_healthchecked_limited_rotated_hardened(overla
         for mount in svc.get("volumes", []):
             if mount["type"] == "volume":
                 assert mount["source"], name  # named, never anonymous
-    assert config["services"]["app"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert config["services"]["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
+        depends = {d: v["condition"] for d, v in (svc.get("depends_on") or {}).items()}
+        assert depends == {k: v for k, v in DEPENDS_ON.get(name, {}).items()
+                           if k in config["services"]}, name  # fmt: skip
+    for name in ("db", "redis"):
+        volumes = {m["target"]: m for m in config["services"][name]["volumes"]}
+        data = volumes["/var/lib/postgresql/data" if name == "db" else "/data"]
+        assert (data["type"], data["source"]) == (
+            "volume",
+            f"{name.replace('db', 'postgres')}_data",
+        )
+
+
+@pytest.mark.parametrize(
+    ("overlay", "env_name"), [("dev", "dev"), ("prod", "prod"), ("prod", "staging")]
+)
+def test_the_app_services_take_every_setting_from_the_env_file(overlay: str, env_name: str) -> None:
+    """The env file is the one source of truth: where compose also sets a variable of the
+    app, its value is the env file's (a value written into a compose file wins over the
+    env file silently). The production app's one exception is the folder nginx serves."""
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / EXAMPLE[env_name]).read_text(),
+                              re.M))  # fmt: skip
+    services = rendered(overlay, env_name)["services"]
+    for name in ("app", "worker"):
+        environment = services[name]["environment"]
+        contradicting = {k: v for k, v in environment.items() if k in example and example[k] != v}
+        exceptions = (
+            {"UI_STATIC_DIR": "/srv/ui-static"} if (overlay, name) == ("prod", "app") else {}
+        )
+        assert contradicting == exceptions, name
+        assert len(set(environment) & set(example)) > 100, name  # the env file reached it
+
+
+def test_prod_runs_replicated_gunicorn_behind_nginx() -> None:
+    services = rendered("prod", "prod")["services"]
+    assert services["app"]["command"] == ["prod"]  # gunicorn, not the reloading dev server
+    assert services["worker"]["command"] == ["worker"]
+    assert services["app"]["deploy"]["replicas"] == 2  # one restarts, the other serves
+    assert services["app"]["build"]["dockerfile"] == "docker/Dockerfile.prod"
+    nginx = services["nginx"]["environment"]
+    assert nginx["APP_UPSTREAM"] == "app:8000"
+    assert services["app"]["environment"]["ENVIRONMENT"] == "production"
 
 
 def test_connection_facing_services_set_an_open_files_limit() -> None:
@@ -233,6 +391,8 @@ def test_fluentd_overlay_sends_every_service_to_the_collector() -> None:
         assert logging["driver"] == "fluentd", name
         assert logging["options"]["fluentd-address"] == "localhost:24224"
         assert logging["options"]["tag"] == "shipshape.{{.Name}}"
+        # Never block a service's output on the collector (nor stop it when it is down).
+        assert logging["options"]["fluentd-async"] == "true"
     used = set(
         re.findall(
             r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.logging.yml").read_text()
@@ -264,12 +424,15 @@ def test_swarm_stack_file_updates_safely() -> None:
     assert app["rollback_config"]["order"] == "start-first"
     for name, service in services.items():
         assert service["deploy"]["endpoint_mode"] == "dnsrr", name
-        assert service["deploy"]["resources"]["limits"]["memory"], name
-        if name == "tls-bootstrap":  # a job that runs once: done when it exited 0
+        # The same limits as compose's (Swarm has no pids limit in a stack file).
+        limits = {k: v for k, v in LIMITS[name].items() if k != "pids"}
+        assert service["deploy"]["resources"]["limits"] == limits, name
+        if name in ONE_SHOT:  # a job that runs once: done when it exited 0
             assert service["healthcheck"] == {"disable": True}
             assert service["deploy"]["restart_policy"]["condition"] == "on-failure"
             continue
-        assert service["healthcheck"]["test"], name
+        # The same checks as compose's, so a stack is as healthy as its compose twin.
+        assert service["healthcheck"]["test"] == HEALTHCHECKS[name], name
     assert {p["mode"] for p in services["nginx"]["ports"]} == {"host"}
     assert all(secret.get("external") for secret in config["secrets"].values())
     # No depends_on in Swarm: the worker waits for its broker with wait-for-it.
