@@ -150,7 +150,7 @@ def write_env_file(
             "CREATE_SUPERUSER": "true",
             "CERT_WATCH_INTERVAL": "1",
             "CERTBOT_SERVER": "https://pebble:14000/dir",
-            "CERTBOT_RENEW_INTERVAL": "3600",
+            "CERTBOT_RENEW_INTERVAL": "5",
             "APP_IMAGE": TEST_IMAGE,
             "APP_TAG": "stack",
             "WEB_CONCURRENCY": "2",

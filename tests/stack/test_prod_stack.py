@@ -331,6 +331,29 @@ def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stac
     )
     wait_until(lambda: _healthy(certbot), 120, "the certbot service to turn healthy")
 
+    # Renewal, by the service's own loop (CERTBOT_RENEW_INTERVAL is seconds here): once
+    # the certificate is due (made due by its renewal settings, as 30 days before expiry
+    # would), the next round renews it against the ACME server and nginx serves the new one.
+    renewal = f"/etc/letsencrypt/renewal/{DOMAIN}.conf"
+    stack.compose("exec", "-T", "certbot", "sed", "-i", "1i renew_before_expiry = 36500 days",
+                  renewal)  # fmt: skip
+    try:
+        renewed = wait_until(
+            lambda: (chain := issued()) is not None and not chain.startswith(leaf) and chain,
+            180,
+            "certbot's renewal loop to renew the certificate",
+        )
+    finally:
+        stack.compose("exec", "-T", "certbot", "sed", "-i", "/^renew_before_expiry = 36500/d",
+                      renewal)  # fmt: skip
+    new_leaf = renewed.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----"
+    wait_until(
+        lambda: _served_certificate(stack) == new_leaf.strip(),
+        60,
+        "nginx to reload onto the renewed certificate",
+    )
+    assert stack.https("GET", "/ready").status == 200
+
 
 def _healthy(container: str) -> bool:
     return (
@@ -569,3 +592,35 @@ def test_no_secret_in_any_container_environment_or_command_line(stack: Stack) ->
     redis = stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
     assert "NOAUTH" in redis.stdout + redis.stderr
     assert stack.login()
+
+
+def _healthcheck_command(stack: Stack, service: str) -> list[str]:
+    """The service's compose healthcheck as a command line (CMD or CMD-SHELL)."""
+    config = json.loads(stack.compose("config", "--format", "json").stdout)
+    kind, *test = config["services"][service]["healthcheck"]["test"]
+    test = [word.replace("$$", "$") for word in test]  # compose's escape, undone
+    return ["/bin/sh", "-c", test[0]] if kind == "CMD-SHELL" else test
+
+
+@pytest.mark.parametrize("service", ["app", "db", "redis", "nginx", "worker"])
+def test_each_healthcheck_passes_with_its_service_and_fails_without_it(
+    stack: Stack, service: str
+) -> None:
+    """A check that cannot fail (`exit 0`, `true`) or looks at something else is no check:
+    in the running service the compose healthcheck exits 0; in a container of the same
+    service whose process never started (for the worker, whose check asks the broker for
+    any worker: with the service stopped), it exits non-zero."""
+    command = _healthcheck_command(stack, service)
+    passed = stack.compose("exec", "-T", service, *command, check=False)
+    assert passed.returncode == 0, (service, passed.stdout, passed.stderr)
+    if service == "worker":
+        stack.compose("stop", "worker")
+    try:
+        failed = stack.compose(
+            "run", "--rm", "--no-deps", "-T", "--entrypoint", command[0], service,
+            *command[1:], check=False,
+        )  # fmt: skip
+    finally:
+        if service == "worker":
+            stack.compose("up", "--detach", "--wait", "worker")
+    assert failed.returncode != 0, (service, failed.stdout, failed.stderr)
