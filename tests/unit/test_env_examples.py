@@ -112,11 +112,33 @@ def test_strict_examples_hold_no_secret_and_work_with_the_secret_files(
 def test_env_files_are_ignored_by_git_and_examples_are_not() -> None:
     if not (ROOT / ".git").exists():
         skip_or_fail_in_ci("not a git checkout")
-    names = [".env", ".env.dev", ".env.staging", ".env.prod", *EXAMPLES]
-    result = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT,
+    # Any env file, whatever its suffix (a rule listing names misses the next one), in any
+    # folder; the examples never.
+    env_files = {".env", ".env.dev", ".env.staging", ".env.prod", ".env.local", ".env.test",
+                 ".env.prod.backup", "deploy/.env", "deploy/.env.prod"}  # fmt: skip
+    result = subprocess.run(["git", "check-ignore", "--no-index", *env_files, *EXAMPLES],
+                            cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert set(result.stdout.split()) == env_files
+
+
+def test_gitignore_keeps_secrets_data_and_tool_output_out_of_the_repository() -> None:
+    if not (ROOT / ".git").exists():
+        skip_or_fail_in_ci("not a git checkout")
+    ignored = {
+        "secrets/prod/db_password", "secrets/staging/secret_key", "data/app.db",
+        "data/secret_key", "uploads/import.csv", "storage/export.csv", "wheels/x.whl",
+        "app/__pycache__/main.cpython-311.pyc", "tests/unit/__pycache__/x.pyc", "app/x.pyo",
+        ".venv/bin/python", ".tools/bin/uv", ".coverage", ".coverage.host.1.2",
+        "htmlcov/index.html", ".pytest_cache/v", ".mypy_cache/x", "dist/x.tar.gz",
+    }  # fmt: skip
+    kept = {
+        ".env.dev.example", ".env.prod.example", "app/main.py", "docs/operations.md",
+        "scripts/backup.sh", "docker-compose.yml", "tests/unit/test_env_examples.py",
+        "deploy/helm/shipshape/values.yaml", ".gitignore", ".dockerignore",
+    }  # fmt: skip
+    result = subprocess.run(["git", "check-ignore", "--no-index", *ignored, *kept], cwd=ROOT,
                             capture_output=True, text=True, check=False)  # fmt: skip
-    ignored = set(result.stdout.split())
-    assert ignored == {".env", ".env.dev", ".env.staging", ".env.prod"}
+    assert set(result.stdout.split()) == ignored
 
 
 def test_wheels_are_ignored_by_git() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -23,6 +24,27 @@ def test_an_open_port_runs_the_command() -> None:
         result = run(f"127.0.0.1:{port}", "-t", "5", "--", "echo", "started")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started"
+
+
+def test_the_command_runs_only_once_a_late_port_opens() -> None:
+    """The command must find the port open: a wait that returns at once (or whose loop
+    checks nothing) runs it against a closed port, and it fails."""
+    import sys
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        opening = threading.Timer(2.0, server.listen)
+        opening.start()
+        try:
+            probe = f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"
+            result = run(f"127.0.0.1:{port}", "-t", "60", "--", sys.executable, "-c", probe)
+        finally:
+            opening.cancel()
+    assert result.returncode == 0, result.stderr
+    assert f"waiting up to 60s for 127.0.0.1:{port}" in result.stderr
+    assert re.search(rf"127.0.0.1:{port} is open after [1-9]\d*s", result.stderr)
 
 
 def test_a_closed_port_times_out_with_a_message() -> None:
