@@ -134,6 +134,13 @@ def test_secrets_reach_the_pods_only_as_files(value_set: str) -> None:
             for item in volumes[m["name"]]["secret"]["items"]
         }
         for container in spec["containers"]:
+            secret_mounts = [m for m in container["volumeMounts"] if "secret" in volumes[m["name"]]]
+            # Read-only, at the path the *_FILE settings name, and only readable by the pod.
+            assert [(m["mountPath"], m.get("readOnly")) for m in secret_mounts] == [
+                ("/run/secrets", True)
+            ], component
+            for m in secret_mounts:
+                assert volumes[m["name"]]["secret"].get("defaultMode", 0o644) & 0o007 == 0
             assert all("secretRef" not in source for source in container.get("envFrom", []))
             for env in container.get("env", []):
                 assert "valueFrom" not in env, f"{component}: {env['name']} from a secret ref"

@@ -55,6 +55,40 @@ def test_stack_targets_drive_compose(target: str, expected: str, tmp_path: Path)
     assert expected in " ".join(result.stdout.split()), result.stdout
 
 
+DEV_COMPOSE = ("docker compose --project-name shipshape-dev --env-file {env} -f docker-compose.yml"
+               " -f docker-compose.dev.yml")  # fmt: skip
+PROD_COMPOSE = ("docker compose --project-name shipshape-dev --env-file {env}"
+                " -f docker-compose.yml -f docker-compose.prod.yml")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("target", "command"),
+    [
+        ("dev", "ENV_FILE={env} SECRETS_DIR=secrets/dev STACK_ENV=dev DOCKER=docker"
+                " STACK_PROJECT=shipshape-dev sh scripts/stack-up.sh app " + DEV_COMPOSE),
+        ("prod", "STACK_ENV=prod DOCKER=docker STACK_PROJECT=shipshape-dev sh scripts/stack-up.sh"
+                 " app " + PROD_COMPOSE),
+        ("logs", "ENV_FILE={env} SECRETS_DIR=secrets/dev " + DEV_COMPOSE
+                 + " logs --follow --tail 200"),
+        ("shell", "ENV_FILE={env} SECRETS_DIR=secrets/dev " + DEV_COMPOSE
+                  + " exec app python -m app shell"),
+        ("migrate", "ENV_FILE={env} SECRETS_DIR=secrets/dev " + DEV_COMPOSE
+                    + " run --rm --no-deps app migrate"),
+    ],
+)  # fmt: skip
+def test_stack_targets_run_exactly_this_compose_command(
+    target: str, command: str, tmp_path: Path
+) -> None:
+    """The whole command line, so another file, service, flag or target fails too."""
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.dev.example").read_text())
+    result = make("-n", target, f"ENV_FILE={env_file}")
+    assert result.returncode == 0, result.stderr
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    expected = command.format(env=env_file)
+    assert [line for line in lines if line.endswith(expected)], result.stdout
+
+
 def test_prod_builds_with_the_version_and_commit_of_this_checkout(tmp_path: Path) -> None:
     """Images of `make prod` were labelled 0.0.0-dev / unknown."""
     env_file = tmp_path / "env"
