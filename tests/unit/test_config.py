@@ -192,6 +192,16 @@ def test_database_url_from_parts_quotes_the_password(monkeypatch: pytest.MonkeyP
     assert not settings.is_sqlite
 
 
+def test_database_url_without_a_password_has_no_empty_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "db.internal")
+    monkeypatch.setenv("DB_PORT", "6432")
+    monkeypatch.setenv("DB_USER", "app user")
+    monkeypatch.setenv("DB_PASSWORD", "")
+    monkeypatch.setenv("DB_NAME", "shop")
+    url = load_settings().sqlalchemy_url
+    assert url == "postgresql+asyncpg://app%20user@db.internal:6432/shop"
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [

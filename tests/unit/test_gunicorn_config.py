@@ -87,3 +87,42 @@ def test_a_failed_preparation_ends_the_master_with_its_status() -> None:
     assert run.returncode == 1, run.stdout + run.stderr
     assert "database not reachable after 1s" in run.stderr
     assert '"alembic"' not in run.stdout  # on_starting never returned
+
+
+SETTINGS = """
+import json
+import gunicorn_config as g
+names = ("bind", "workers", "worker_class", "timeout", "graceful_timeout", "keepalive",
+         "max_requests", "max_requests_jitter", "preload_app", "worker_tmp_dir", "loglevel",
+         "forwarded_allow_ips", "control_socket_disable", "accesslog")
+print(json.dumps({name: getattr(g, name) for name in names}))
+"""
+
+
+def test_every_server_setting_comes_from_the_environment(tmp_path: Path) -> None:
+    """What the image's server runs with, from the settings of the environment; the Docker
+    tier checks that the running server applies them."""
+    run = _run_as_master(
+        SETTINGS, DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", HOST="127.0.0.2",
+        PORT="8123", WEB_CONCURRENCY="3", WORKER_TIMEOUT="41", GRACEFUL_TIMEOUT="17",
+        KEEPALIVE="7", MAX_REQUESTS="999", MAX_REQUESTS_JITTER="55", LOG_LEVEL="warning",
+        FORWARDED_ALLOW_IPS="10.0.0.1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {
+        "bind": "127.0.0.2:8123", "workers": 3,
+        "worker_class": "app.core.server.DrainingUvicornWorker", "timeout": 41,
+        "graceful_timeout": 17, "keepalive": 7, "max_requests": 999, "max_requests_jitter": 55,
+        "preload_app": True, "worker_tmp_dir": "/dev/shm", "loglevel": "warning",
+        "forwarded_allow_ips": "10.0.0.1", "control_socket_disable": True, "accesslog": None,
+    }  # fmt: skip
+
+
+def test_without_a_worker_count_it_follows_the_cpus_up_to_the_ceiling(tmp_path: Path) -> None:
+    code = "import json, gunicorn_config as g; print(json.dumps([g.workers, g.cpus]))"
+    database = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    for ceiling in ("2", "64"):
+        run = _run_as_master(code, DATABASE_URL=database, WEB_CONCURRENCY="0", MAX_WORKERS=ceiling)
+        assert run.returncode == 0, run.stderr[-2000:]
+        workers, cpus = json.loads(run.stdout.strip().splitlines()[-1])
+        assert workers == min(2 * cpus + 1, int(ceiling)), (ceiling, cpus)

@@ -143,3 +143,33 @@ def test_openapi_json_at_the_root_redirects_to_the_api_schema(client: TestClient
     response = client.get("/openapi.json", follow_redirects=False)
     assert response.status_code == 308
     assert response.headers["location"] == "/api/v1/openapi.json"
+
+
+def test_health_is_503_with_retry_after_while_a_dependency_is_down(db_path: Path) -> None:
+    """/health is the full report, and its status is the truth: a database that went away
+    (or a stopping process) turns it 503 "degraded" for everyone, operators included."""
+    settings = load_settings(
+        environment="test",
+        database_url=f"sqlite+aiosqlite:///{db_path}",
+        metrics_token="operator-token",
+    )
+    token = {"Authorization": "Bearer operator-token"}
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        shutil.rmtree(db_path.parent)
+        for headers in ({}, token):
+            response = client.get("/health", headers=headers)
+            assert response.status_code == 503, headers
+            assert response.headers["Retry-After"].isdigit()
+            assert response.json()["status"] == "degraded"
+        assert client.get("/health", headers=token).json()["checks"]["database"]["status"] == (
+            "error"
+        )
+        assert client.get("/live").status_code == 200
+
+
+def test_health_is_503_while_shutting_down(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    client.app.state.health.shutting_down = True  # type: ignore[attr-defined]
+    response = client.get("/health")
+    assert (response.status_code, response.json()) == (503, {"status": "degraded"})
