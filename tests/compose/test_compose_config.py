@@ -268,6 +268,8 @@ def test_long_running_services_are_healthchecked_limited_rotated_hardened(overla
         depends = {d: v["condition"] for d, v in (svc.get("depends_on") or {}).items()}
         assert depends == {k: v for k, v in DEPENDS_ON.get(name, {}).items()
                            if k in config["services"]}, name  # fmt: skip
+    # Room for parallel query workers' shared memory (Docker's default is 64 MB).
+    assert config["services"]["db"]["shm_size"] == "268435456"
     for name in ("db", "redis"):
         volumes = {m["target"]: m for m in config["services"][name]["volumes"]}
         data = volumes["/var/lib/postgresql/data" if name == "db" else "/data"]
@@ -456,6 +458,10 @@ def test_dev_overlay_mounts_the_source_keeps_the_venv_and_offers_tools() -> None
     # The virtual environment is outside the mounted tree, so the mount cannot hide it.
     assert "UV_PROJECT_ENVIRONMENT=/opt/venv" in (ROOT / "docker" / "Dockerfile.dev").read_text()
     assert {"pgadmin", "mailcatcher"} <= set(services)
+    assert services["app"]["command"] == ["dev"]  # uvicorn --reload (docker-entrypoint.sh)
+    assert services["app"]["build"]["dockerfile"] == "docker/Dockerfile.dev"
+    # Named volumes that compose creates and keeps: none points at something outside it.
+    assert all(not volume.get("external") for volume in config["volumes"].values())
     assert services["pgadmin"]["profiles"] == ["tools"]
     db_volumes = [m for m in services["db"]["volumes"] if m["target"] == "/var/lib/postgresql/data"]
     assert db_volumes[0]["type"] == "volume"

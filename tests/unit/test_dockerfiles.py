@@ -58,10 +58,22 @@ def test_shell_scripts_are_posix_strict_and_documented(script: Path) -> None:
 def test_entrypoint_execs_every_long_running_mode() -> None:
     text = (ROOT / "scripts/docker-entrypoint.sh").read_text()
     code = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
-    for mode in ("prod", "dev", "worker", "migrate", "shell"):
+    execs = {
+        "prod": 'exec gunicorn --config /app/gunicorn_config.py "$@" "app.main:create_app()"',
+        "dev": 'exec python -m app serve --reload --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}"'
+        ' "$@"',
+        "worker": 'exec python -m app worker "$@"',
+        "migrate": 'exec python -m app migrate "$@"',
+        "shell": 'exec python -m app shell "$@"',
+    }
+    for mode, command in execs.items():
         block = code[code.index(f"{mode})") :]
         block = block[: block.index(";;")]
-        assert any(line.startswith("exec ") for line in block), mode
+        assert [line for line in block if line.startswith("exec ")] == [command], mode
+    # The database first where a mode needs it; the configuration checked before the server.
+    assert "wait_for_database" in code[code.index("worker)") : code.index("migrate)")]
+    assert "wait_for_database" in code[code.index("migrate)") : code.index("shell)")]
+    assert "prepare" in code[code.index("dev)") : code.index("worker)")]
     assert 'exec "$mode" "$@"' in code  # anything else passes through
 
 

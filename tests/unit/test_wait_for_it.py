@@ -7,13 +7,31 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "wait-for-it.sh"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=30,
-                          check=False)  # fmt: skip
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=90,
+                          check=False, env=env)  # fmt: skip
+
+
+def without_nc(tmp_path: Path) -> dict[str, str]:
+    """A PATH with the script's tools but no nc: the Python probe answers instead (as in
+    an image without nc)."""
+    import shutil
+    import sys
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in ("sh", "sed", "date", "sleep"):
+        found = shutil.which(tool)
+        assert found, tool
+        (folder / tool).symlink_to(found)
+    (folder / "python3").symlink_to(sys.executable)
+    return {"PATH": str(folder)}
 
 
 def test_an_open_port_runs_the_command() -> None:
@@ -26,11 +44,15 @@ def test_an_open_port_runs_the_command() -> None:
     assert result.stdout.strip() == "started"
 
 
-def test_the_command_runs_only_once_a_late_port_opens() -> None:
+@pytest.mark.parametrize("probe", ["default", "python"])
+def test_the_command_runs_only_once_a_late_port_opens(tmp_path: Path, probe: str) -> None:
     """The command must find the port open: a wait that returns at once (or whose loop
-    checks nothing) runs it against a closed port, and it fails."""
+    checks nothing) runs it against a closed port, and it fails. With nc where the machine
+    has it, and always with the Python probe."""
     import sys
     import threading
+
+    env = without_nc(tmp_path) if probe == "python" else None
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -38,8 +60,9 @@ def test_the_command_runs_only_once_a_late_port_opens() -> None:
         opening = threading.Timer(2.0, server.listen)
         opening.start()
         try:
-            probe = f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"
-            result = run(f"127.0.0.1:{port}", "-t", "60", "--", sys.executable, "-c", probe)
+            check = f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"
+            command = ("--", sys.executable, "-c", check)
+            result = run(f"127.0.0.1:{port}", "-t", "60", *command, env=env)
         finally:
             opening.cancel()
     assert result.returncode == 0, result.stderr
