@@ -237,9 +237,12 @@ def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(
         if name in ONE_SHOT:
             assert "healthcheck" not in service, name
             assert service["restart"] == "no", name
+            assert service["deploy"]["resources"]["limits"] == LIMITS[name], name
             continue
         assert service["healthcheck"]["test"] == HEALTHCHECKS[name], name
         assert not service["healthcheck"].get("disable"), name
+        if name in LIMITS:
+            assert service["deploy"]["resources"]["limits"] == LIMITS[name], name
         depends = {d: v["condition"] for d, v in (service.get("depends_on") or {}).items()}
         assert depends == DEPENDS_ON.get(name, {}), name
         # A refused certificate request must not be retried in a tight loop forever.
@@ -288,6 +291,8 @@ def test_the_app_services_take_every_setting_from_the_env_file(overlay: str, env
     env file silently). The production app's one exception is the folder nginx serves."""
     example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / EXAMPLE[env_name]).read_text(),
                               re.M))  # fmt: skip
+    names = {"dev": "development", "prod": "production", "staging": "staging"}
+    assert example["ENVIRONMENT"] == names[env_name]
     services = rendered(overlay, env_name)["services"]
     for name in ("app", "worker"):
         environment = services[name]["environment"]
@@ -438,9 +443,10 @@ def test_swarm_stack_file_updates_safely() -> None:
     assert {p["mode"] for p in services["nginx"]["ports"]} == {"host"}
     assert all(secret.get("external") for secret in config["secrets"].values())
     # No depends_on in Swarm: the worker waits for its broker with wait-for-it.
-    worker = services["worker"]["command"]
-    assert worker[:2] == ["/app/scripts/wait-for-it.sh", "redis:6379"]
-    assert worker[worker.index("--") + 1 :] == ["/app/scripts/docker-entrypoint.sh", "worker"]
+    assert services["worker"]["command"] == [
+        "/app/scripts/wait-for-it.sh", "redis:6379", "-t", "120",
+        "--", "/app/scripts/docker-entrypoint.sh", "worker",
+    ]  # fmt: skip
     environment = services["app"]["environment"]
     assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
     assert "SECRET_KEY" not in environment
@@ -453,8 +459,18 @@ def test_dev_overlay_mounts_the_source_keeps_the_venv_and_offers_tools() -> None
     config = rendered("dev", "dev", "tools")
     services = config["services"]
     for name in ("app", "worker"):
-        binds = [m for m in services[name]["volumes"] if m["type"] == "bind"]
-        assert [(Path(m["source"]), m["target"]) for m in binds] == [(ROOT, "/app")], name
+        mounts = [
+            (m["type"], Path(m["source"]) if m["type"] == "bind" else m.get("source"),
+             m["target"], bool(m.get("read_only")))
+            for m in services[name]["volumes"]
+        ]  # fmt: skip
+        # The source tree, writable (migrations are written into it), over the image's copy;
+        # nothing hides a part of it (the venv is outside, in /opt/venv).
+        assert sorted(mounts, key=str) == sorted([
+            ("bind", ROOT, "/app", False),
+            ("volume", "uploads", "/app/uploads", False),
+            ("volume", "storage", "/app/storage", False),
+        ], key=str), name  # fmt: skip
     # The virtual environment is outside the mounted tree, so the mount cannot hide it.
     assert "UV_PROJECT_ENVIRONMENT=/opt/venv" in (ROOT / "docker" / "Dockerfile.dev").read_text()
     assert {"pgadmin", "mailcatcher"} <= set(services)

@@ -118,6 +118,9 @@ def test_every_setting_is_settable_once_and_nothing_else() -> None:
     (configmap,) = by_kind("default", "ConfigMap")
     assert chart_owned <= set(configmap["data"])
     assert set(configmap["data"]) <= FIELDS
+    # The stores by their service names in the cluster's DNS, never an address.
+    data = configmap["data"]
+    assert (data["DB_HOST"], data["REDIS_HOST"]) == ("postgres", "redis")
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -4,8 +4,10 @@ as text: a comment never satisfies a check. (hadolint and shellcheck run in `mak
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,11 @@ def test_production_dockerfile_follows_the_conventions() -> None:
         "BUILD_VERSION": "${BUILD_VERSION}",
         "GIT_COMMIT": "${GIT_COMMIT}",
     }
+    user = " ".join(runs(runtime)[0].command.split())
+    assert (
+        "&& groupadd --system --gid 10001 appuser && useradd --system --uid 10001 --gid appuser"
+        " --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin appuser &&"
+    ) in user
     assert values(runtime, "USER") == ["10001:10001"]
     assert keywords[-5:] == ["USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD"]
     assert values(runtime, "EXPOSE") == ["8000"]
@@ -223,6 +230,9 @@ def test_dockerignore_covers_the_conventions_list() -> None:
         "*.swp", "__pycache__/", "*.py[cod]", "*.so", ".Python", "build/", "dist/", "*.egg-info/",
         "venv/", "env/", ".venv/", ".pytest_cache/", ".coverage", "htmlcov/", "*.log", "logs/",
         "Dockerfile*", "docker-compose*.yml", ".dockerignore",
+        # Beyond the conventions' list: nothing the image does not run.
+        "tests/", "bench/", ".github/", ".ci/", "deploy/", "data/", "uploads/", "storage/",
+        ".tools/", "**/*.log",
     }  # fmt: skip
     assert required - patterns == set()
     assert "wheels/" not in patterns, "offline builds read ./wheels from the context"
@@ -271,3 +281,51 @@ def test_the_benchmarks_run_the_server_with_the_images_allocator_setting(tmp_pat
 
     setting = "MALLOC_MMAP_THRESHOLD_"
     assert gunicorn_env(8000, tmp_path)[setting] == assignments(PROD, "ENV")[setting]
+
+
+def _entrypoint_with_python(
+    tmp_path: Path, python: str, mode: str
+) -> subprocess.CompletedProcess[str]:
+    """The entrypoint in `mode`, with `python` (a shell script's body) in place of Python."""
+    folder = tmp_path / "bin"
+    folder.mkdir(parents=True)
+    fake = folder / "python"
+    fake.write_text(f"#!/bin/sh\n{python}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{folder}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        ["sh", str(ROOT / "scripts/docker-entrypoint.sh"), mode], env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "failing", "message"),
+    [
+        ("dev", "prepare", "preparation failed: not starting"),
+        ("worker", "wait-for-db", "database not reachable: giving up"),
+        ("migrate", "wait-for-db", "database not reachable: giving up"),
+    ],
+)
+def test_the_entrypoint_stops_with_the_status_and_one_json_line(
+    tmp_path: Path, mode: str, failing: str, message: str
+) -> None:
+    """A failed preparation or database wait ends the container with that step's status
+    and one JSON log line saying why; the server or worker never starts."""
+    python = f'case "$*" in *"{failing}"*) echo "step output"; exit 3;; esac\necho "ran $*"'
+    result = _entrypoint_with_python(tmp_path, python, mode)
+    assert result.returncode == 3, result.stdout + result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last == {"level": "error", "logger": "entrypoint", "message": message}
+    assert "ran -m app serve" not in result.stdout
+    assert "ran -m app worker" not in result.stdout
+
+
+def test_the_entrypoint_waits_for_the_database_before_the_worker_and_migrations(
+    tmp_path: Path,
+) -> None:
+    for mode, last in (("worker", "-m app worker"), ("migrate", "-m app migrate")):
+        result = _entrypoint_with_python(tmp_path / mode, 'echo "ran $*"', mode)
+        assert result.returncode == 0, result.stderr
+        ran = [line for line in result.stdout.splitlines() if line.startswith("ran ")]
+        assert ran[-2:] == ["ran -m app wait-for-db --json", f"ran {last}"], mode

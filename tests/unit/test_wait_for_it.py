@@ -84,3 +84,25 @@ def test_bad_arguments_print_the_usage() -> None:
     result = run("127.0.0.1:1", "-t", "soon")
     assert result.returncode == 2
     assert "timeout must be whole seconds" in result.stderr
+
+
+def test_the_wait_ends_at_its_timeout_counted_in_probes(tmp_path: Path) -> None:
+    """About one probe a second until the timeout, then the message and exit 1: counted in
+    probes (an nc that records each call and refuses), not in seconds, so a slow machine
+    only ever makes fewer of them."""
+    import shutil
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in ("sh", "sed", "date", "sleep"):
+        found = shutil.which(tool)
+        assert found, tool
+        (folder / tool).symlink_to(found)
+    calls = tmp_path / "calls"
+    (folder / "nc").write_text(f"#!/bin/sh\necho probe >> {calls}\nexit 1\n")
+    (folder / "nc").chmod(0o755)
+    result = run("db:5432", "-t", "3", "--", "echo", "must not run", env={"PATH": str(folder)})
+    assert result.returncode == 1
+    assert "db:5432 did not open within 3s" in result.stderr
+    assert "must not run" not in result.stdout
+    assert 1 <= len(calls.read_text().splitlines()) <= 5
