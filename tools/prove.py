@@ -3,14 +3,17 @@
     python -m tools.prove              # `make prove`: rows proved by the fast and config tiers
     python -m tools.prove --all        # every row with all its tests, Docker tiers too
     python -m tools.prove --row TEXT   # only the rows whose `section / item` contains TEXT
-    python -m tools.prove --all --docker-rows  # `make prove-all`: the rows only Docker proves
+    python -m tools.prove --all --docker-rows  # `make prove-all`: the edits only Docker proves
+    python -m tools.prove ... --part 2/4       # every 4th of those edits, from the 2nd
     python -m tools.prove --write-status   # the proof table at the end of the matrix (`make docs`)
 
 docs/mutations.yml declares, for rows of docs/conventions.md, one or more breaking edits:
 a text in a named file replaced by another, which removes or breaks the item. For each
 edit, in a scratch copy of the tree, this applies the edit, runs that row's named tests
 (without --all, only those of the tiers that need no Docker engine) and requires them to
-fail ("killed"). The same tests must pass on the copy without any edit first. It prints
+fail ("killed"). The same tests must pass on the copy without any edit first. An edit
+marked `docker: true` is one only a Docker tier's test can see: `make prove-all` runs it,
+with every test of its row, and `make prove` does not. It prints
 a table (row, edit, tests, killed or survived, time) and exits 1 when an edit survived,
 no longer applies, or names a row the matrix does not have.
 """
@@ -43,6 +46,9 @@ class Edit:
     file: str
     find: str
     replace: str
+    # Only a Docker tier's test can see this edit (a behaviour of a running container):
+    # `make prove-all` runs it, `make prove` does not.
+    docker: bool = False
 
     def describe(self) -> str:
         return f"{self.file}: {_short(self.find)} -> {_short(self.replace)}"
@@ -77,7 +83,10 @@ def load(path: Path = MUTATIONS) -> dict[str, list[Edit]]:
     entries: list[dict[str, Any]] = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     declared: dict[str, list[Edit]] = {}
     for entry in entries:
-        edits = [Edit(e["file"], e["find"], e["replace"]) for e in entry["edits"]]
+        edits = [
+            Edit(e["file"], e["find"], e["replace"], bool(e.get("docker", False)))
+            for e in entry["edits"]
+        ]
         declared.setdefault(entry["row"], []).extend(edits)
     return declared
 
@@ -86,7 +95,8 @@ def plan(
     everything: bool, only: str | None, docker_rows: bool = False
 ) -> tuple[list[Mutation], list[str]]:
     """The mutations to run, and the problems found before running any. `docker_rows`:
-    only the rows that no test of the tiers without Docker proves."""
+    only the edits that no test of the tiers without Docker can see (the rows without such
+    a test, and the edits marked `docker: true`)."""
     rows = {row.key: row for row in matrix_rows()}
     declared = load()
     problems = [f"{key}: no such row in docs/conventions.md" for key in declared if key not in rows]
@@ -95,11 +105,8 @@ def plan(
         row = rows.get(key)
         if row is None or (only and only not in key):
             continue
-        if docker_rows and any(_tier(t) in FAST_TIERS for t in row.tests):
-            continue
+        fast_row = any(_tier(t) in FAST_TIERS for t in row.tests)
         tests = tuple(t for t in row.tests if everything or _tier(t) in FAST_TIERS)
-        if not tests:
-            continue
         for edit in edits:
             target = ROOT / edit.file
             count = target.read_text(encoding="utf-8").count(edit.find) if target.is_file() else 0
@@ -107,6 +114,12 @@ def plan(
                 problems.append(
                     f"{key}: {edit.describe()}: the text occurs {count} times, not once"
                 )
+                continue
+            if edit.docker and not fast_row:
+                problems.append(f"{key}: `docker: true` on a row only Docker proves anyway")
+            if docker_rows and fast_row and not edit.docker:
+                continue  # `make prove` runs it
+            if not tests or (edit.docker and not everything):
                 continue
             mutations.append(Mutation(row, edit, tests))
     return mutations, problems
@@ -243,13 +256,13 @@ def status_table() -> str:
     for row in matrix_rows():
         edits = declared.get(row.key, [])
         fast = [t for t in row.tests if _tier(t) in FAST_TIERS]
-        count = f"{len(edits)} edit{'s' if len(edits) > 1 else ''}"
-        if not edits:
-            proof = "not yet: no breaking edit declared" + ("" if fast else " (Docker tiers only)")
-        elif fast:
-            proof = f"`make prove` ({count}, every push)"
-        else:
-            proof = f"`make prove-all` ({count}, weekly)"
+        weekly = len(edits) if not fast else sum(e.docker for e in edits)
+        parts = []
+        if len(edits) - weekly:
+            parts.append(f"`make prove` ({len(edits) - weekly} every push)")
+        if weekly:
+            parts.append(f"`make prove-all` ({weekly} weekly)")
+        proof = " + ".join(parts) if edits else "not yet: no breaking edit declared"
         lines.append(f"| {row.key} | {proof} |")
     return "\n".join([STATUS_START, *lines, STATUS_END])
 
@@ -263,6 +276,18 @@ def write_status(path: Path = MATRIX) -> None:
     path.write_text(before + status_table() + after, encoding="utf-8")
 
 
+def select_part(mutations: list[Mutation], number: int, parts: int) -> list[Mutation]:
+    """Part `number` of `parts`: every edit once across the parts, the slow rows spread."""
+    return mutations[number - 1 :: parts]
+
+
+def _part(text: str) -> tuple[int, int]:
+    number, _, parts = text.partition("/")
+    if not (number.isdigit() and parts.isdigit() and 1 <= int(number) <= int(parts)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(number), int(parts)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.prove", description=__doc__.split("\n")[0]
@@ -270,9 +295,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all", action="store_true", help="run the Docker tiers' tests too")
     parser.add_argument("--row", help="only rows whose `section / item` contains this text")
     parser.add_argument(
-        "--docker-rows", action="store_true", help="only the rows `make prove` cannot run"
+        "--docker-rows", action="store_true", help="only the edits `make prove` cannot run"
     )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="in parallel")
+    parser.add_argument(
+        "--part", type=_part, help="K/N: only every Nth edit from the Kth (parallel CI jobs)"
+    )
     parser.add_argument(
         "--write-status", action="store_true", help="rewrite the proof table of the matrix"
     )
@@ -282,6 +310,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     mutations, problems = plan(args.all, args.row, args.docker_rows)
+    if args.part:
+        mutations = select_part(mutations, *args.part)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not mutations:

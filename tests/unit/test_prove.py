@@ -3,7 +3,10 @@ which rows they prove, and the prover tells a killed edit from a surviving one."
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+import pytest
 
 from tools import prove
 from tools.matrix import MATRIX, ROOT, matrix_rows
@@ -43,3 +46,31 @@ def test_a_breaking_edit_is_killed_and_a_harmless_one_survives(tmp_path: Path) -
     assert (tree / "docker/Dockerfile.prod").read_text() == (
         ROOT / "docker/Dockerfile.prod"
     ).read_text()
+
+
+def test_every_row_has_at_least_three_breaking_edits() -> None:
+    """A row proved by one edit is proved against the one mistake its author expected."""
+    declared = prove.load()
+    counts = {row.key: len(declared.get(row.key, [])) for row in matrix_rows()}
+    assert {key: count for key, count in counts.items() if count < 3} == {}
+
+
+def test_each_edit_runs_in_exactly_one_of_prove_and_prove_all() -> None:
+    every_push, problems = prove.plan(everything=False, only=None)
+    weekly, _ = prove.plan(everything=True, only=None, docker_rows=True)
+    assert problems == []
+    assert not any(m.edit.docker for m in every_push)
+    assert any(m.edit.docker for m in weekly)
+    declared = sum(len(edits) for edits in prove.load().values())
+    assert len(every_push) + len(weekly) == declared
+
+
+def test_the_parts_of_prove_all_cover_every_edit_once() -> None:
+    weekly, _ = prove.plan(everything=True, only=None, docker_rows=True)
+    parts = [prove.select_part(weekly, number, 4) for number in (1, 2, 3, 4)]
+    assert all(parts)
+    assert sorted(id(m) for part in parts for m in part) == sorted(id(m) for m in weekly)
+    assert prove._part("2/4") == (2, 4)
+    for wrong in ("0/4", "5/4", "x/4", "2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="K/N"):
+            prove._part(wrong)
