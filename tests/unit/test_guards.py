@@ -1,0 +1,716 @@
+"""The code that guards users, tested directly (and by mutation: `make mutate`): text
+rules, the owner check, egress address checks, tokens and passwords, CSV limits, the login
+guard. Each test exercises the function itself, without an app."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import ipaddress
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpcore
+import jwt
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from app.core import egress, egress_backend, security, text
+from app.core.config import Settings, load_settings
+from app.services import access, csvfiles, login_guard
+from app.services.errors import Forbidden, NotFound
+
+# --- text ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("char", "single", "multi"),
+    [
+        ("\x00", False, False), ("\x08", False, False), ("\t", False, True),
+        ("\n", False, True), ("\x0b", False, False), ("\x0c", False, False),
+        ("\r", False, True), ("\x0e", False, False), ("\x1f", False, False),
+        (" ", True, True), ("~", True, True), ("\x7f", False, False), ("\x9f", False, False),
+        ("\xa0", True, True), (chr(0xD800), False, False), (chr(0xDFFF), False, False),
+        ("\ue000", True, True), ("é", True, True),
+    ],
+)  # fmt: skip
+def test_each_character_class_is_clean_or_not(char: str, single: bool, multi: bool) -> None:
+    value = f"a{char}b"
+    assert text.is_clean(value) is single
+    assert (
+        text.is_clean(value, multi_line=multi) is multi
+        or text.is_clean(value, multi_line=True) is multi
+    )
+    assert text.is_clean(value, multi_line=True) is multi
+    # The API document's patterns say the same (surrogates cannot be written in JSON).
+    if not 0xD800 <= ord(char) <= 0xDFFF:
+        import re
+
+        assert (re.fullmatch(text.SINGLE_LINE_PATTERN, value) is not None) is single
+        assert (re.fullmatch(text.MULTI_LINE_PATTERN, value) is not None) is multi
+
+
+def test_single_and_multi_line_refuse_with_their_messages() -> None:
+    assert text.single_line("plain") == "plain"
+    assert text.multi_line("two\nlines\tand tab") == "two\nlines\tand tab"
+    with pytest.raises(
+        ValueError, match=r"^must not contain control characters or invalid Unicode$"
+    ):
+        text.single_line("a\nb")
+    with pytest.raises(
+        ValueError,
+        match=r"^must not contain control characters \(other than tab and line breaks\) "
+        r"or invalid Unicode$",
+    ):
+        text.multi_line("a\x00b")
+    assert text._controls_first(42) == 42  # not text: for the field's own type check
+    assert text._controls_first("ok") == "ok"
+    with pytest.raises(ValueError, match="control characters"):
+        text._controls_first("\tpadded")
+
+
+EMAIL = TypeAdapter(text.Email)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("Ann@Example.COM", "Ann@example.com"),
+        ("  a.b+c@mail.example.org ", "a.b+c@mail.example.org"),
+        ("x@a-b.io", "x@a-b.io"),
+        (f"{'l' * 64}@example.com", f"{'l' * 64}@example.com"),
+    ],
+)
+def test_valid_addresses_keep_the_local_part_and_lower_the_domain(given: str, stored: str) -> None:
+    assert EMAIL.validate_python(given) == stored
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "plain", "a@b", "a@-b.com", "a@b-.com", "a@.com", "a@b..com", "a b@c.com",
+        f"{'l' * 65}@example.com", "a@b.c_m", "a@@b.com", "\ta@b.com", "a@b.com\n",
+        "a\x00@b.com", "@b.com", f"a@{'d' * 250}.com",
+    ],
+)  # fmt: skip
+def test_invalid_addresses_are_refused(given: str) -> None:
+    with pytest.raises(ValidationError):
+        EMAIL.validate_python(given)
+    assert not text._EMAIL.match(given) or not text.is_clean(given) or len(given) > 254
+
+
+@pytest.mark.parametrize(
+    ("query", "valid"),
+    [
+        ("", True), ("   ", True), ("abc", True), ("a b", True), (" abc ", True),
+        ("ab", False), (" ab ", False), ("a", False), ("a\x00c", False), ("ab\tc", False),
+    ],
+)  # fmt: skip
+def test_the_search_pattern_takes_blank_or_three_characters(query: str, valid: bool) -> None:
+    import re
+
+    assert (re.fullmatch(text.SEARCH_PATTERN, query) is not None) is valid
+
+
+# --- access -------------------------------------------------------------------------
+
+OWNER = uuid.UUID(int=1)
+OTHER = uuid.UUID(int=2)
+
+
+def principal(user: uuid.UUID, superuser: bool = False) -> access.Principal:
+    return access.Principal(user, is_active=True, is_superuser=superuser, credential_version=0)
+
+
+def test_only_the_owner_or_a_superuser_passes_the_owner_check() -> None:
+    access.check_owner(principal(OWNER), OWNER, "item")
+    access.check_owner(principal(OTHER, superuser=True), OWNER, "item")
+    with pytest.raises(Forbidden) as refused:
+        access.check_owner(principal(OTHER), OWNER, "item")
+    assert str(refused.value) == "not enough permissions for this item"
+
+
+class _Session:
+    def __init__(self, found: Any) -> None:
+        self.found = found
+        self.asked: tuple[Any, ...] = ()
+
+    async def get(self, model: Any, object_id: Any) -> Any:
+        self.asked = (model, object_id)
+        return self.found
+
+
+def test_get_owned_is_404_then_403_then_the_object() -> None:
+    thing = SimpleNamespace(owner_id=OWNER)
+    session = _Session(None)
+    with pytest.raises(NotFound) as missing:
+        asyncio.run(access.get_owned(session, principal(OWNER), object, OTHER, "note"))  # type: ignore[arg-type]
+    assert str(missing.value) == "note not found"
+    assert session.asked == (object, OTHER)
+    with pytest.raises(Forbidden, match=r"^not enough permissions for this note$"):
+        asyncio.run(access.get_owned(_Session(thing), principal(OTHER), object, OWNER, "note"))  # type: ignore[arg-type]
+    found = asyncio.run(access.get_owned(_Session(thing), principal(OWNER), object, OWNER, "note"))  # type: ignore[arg-type]
+    assert found is thing
+
+
+# --- egress -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [*egress.IPV4_NOT_GLOBAL, *egress.IPV6_NOT_GLOBAL])
+def test_every_special_purpose_block_is_refused_at_both_ends(block: str) -> None:
+    network = ipaddress.ip_network(block)
+    assert not egress.is_public(network.network_address)
+    assert not egress.is_public(network.broadcast_address)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True), ("1.1.1.1", True), ("9.255.255.255", True), ("11.0.0.0", True),
+        ("100.63.255.255", True), ("100.128.0.0", True), ("172.15.255.255", True),
+        ("172.32.0.0", True), ("192.167.255.255", True), ("192.169.0.0", True),
+        ("198.17.255.255", True), ("198.20.0.0", True), ("223.255.255.255", True),
+        ("2606:4700:4700::1111", True), ("2001:4860:4860::8888", True),
+        ("2001:200::1", True), ("64:ff9b::808:808", True), ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a00:1", False), ("4000::1", False), ("1fff:ffff::1", False),
+        ("fec0::1", False), ("::8.8.8.8", False), ("::ffff:8.8.8.8", False),
+    ],
+)  # fmt: skip
+def test_public_means_globally_reachable_unicast(address: str, public: bool) -> None:
+    assert egress.is_public(ipaddress.ip_address(address)) is public
+
+
+def test_checked_addresses_refuse_any_private_answer_and_keep_the_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = {
+        "mixed.example": ["8.8.8.8", "10.0.0.1"],
+        "twice.example": ["8.8.4.4", "8.8.8.8", "8.8.4.4"],
+    }
+
+    def resolve(host: str, port: int) -> list[egress.IPAddress]:
+        assert port == 443
+        return [ipaddress.ip_address(a) for a in answers[host]]
+
+    monkeypatch.setattr(egress, "resolve", resolve)
+    with pytest.raises(egress.RefusedAddress, match=r"^mixed\.example is not a public address$"):
+        egress.checked_addresses("mixed.example", 443, allow_private=False)
+    assert egress.checked_addresses("mixed.example", 443, allow_private=True) == [
+        ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.1")
+    ]  # fmt: skip
+    assert egress.checked_addresses("twice.example", 443, allow_private=False) == [
+        ipaddress.ip_address("8.8.4.4"), ipaddress.ip_address("8.8.8.8")
+    ]  # fmt: skip
+    # An address literal is checked as it is, without a lookup.
+    with pytest.raises(egress.RefusedAddress, match=r"^\[::1\] is not a public address$"):
+        egress.checked_addresses("[::1]", 443, allow_private=False)
+    assert egress.checked_addresses("[::1]", 443, allow_private=True) == [
+        ipaddress.ip_address("::1")
+    ]
+
+
+def test_resolve_returns_every_address_of_the_name() -> None:
+    assert egress.resolve("127.0.0.1", 80) == [ipaddress.ip_address("127.0.0.1")]
+    assert ipaddress.ip_address("127.0.0.1") in egress.resolve("localhost", 80) or (
+        ipaddress.ip_address("::1") in egress.resolve("localhost", 80)
+    )
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.calls.append(("read", (max_bytes, timeout)))
+        return b"data"
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.calls.append(("write", (buffer, timeout)))
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:  # fmt: skip
+        self.calls.append(("start_tls", (ssl_context, server_hostname, timeout)))
+        return _Stream()
+
+    def get_extra_info(self, info: str) -> Any:
+        return f"info:{info}"
+
+
+def test_a_deadline_stream_gives_each_call_the_time_left_at_most() -> None:
+    inner = _Stream()
+    stream = egress_backend._DeadlineStream(inner, time.monotonic() + 100)
+    assert stream.read(10, 5.0) == b"data"
+    stream.write(b"x", None)
+    ((_, (size, short)), (_, (_, left))) = inner.calls
+    assert (size, short) == (10, 5.0)
+    assert 90 < left <= 100  # no timeout given: the time left until the deadline
+    tls = stream.start_tls("context", "example.com", 500.0)
+    assert isinstance(tls, egress_backend._DeadlineStream)
+    assert tls._deadline == stream._deadline
+    _, (context, name, timeout) = inner.calls[-1]
+    assert (context, name) == ("context", "example.com")
+    assert 90 < timeout <= 100
+    assert stream.get_extra_info("peer") == "info:peer"
+    stream.close()
+    assert inner.calls[-1] == ("close", None)
+    late = egress_backend._DeadlineStream(_Stream(), time.monotonic() - 0.001)
+    for call in (lambda: late.read(1), lambda: late.write(b"x"), lambda: late.start_tls(None)):
+        with pytest.raises(httpcore.ReadTimeout, match=r"^the attempt's time is up$"):
+            call()
+
+
+def test_the_backend_tries_each_checked_address_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried: list[str] = []
+    refusing = {
+        "192.0.2.10": httpcore.ConnectError("refused"),
+        "192.0.2.11": httpcore.ConnectTimeout("slow"),
+    }
+
+    def connect(self: Any, host: str, port: int, *args: Any) -> httpcore.NetworkStream:
+        tried.append(host)
+        if host in refusing:
+            raise refusing[host]
+        return _Stream()
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+    addresses = {"three.example": ["192.0.2.10", "192.0.2.11", "192.0.2.12"],
+                 "dead.example": ["192.0.2.10", "192.0.2.11"], "none.example": []}  # fmt: skip
+    monkeypatch.setattr(
+        egress, "resolve", lambda host, port: [ipaddress.ip_address(a) for a in addresses[host]]
+    )
+    backend = egress_backend.EgressBackend(allow_private=True, total_timeout=30)
+    assert 25 < backend.deadline - time.monotonic() <= 30
+    stream = backend.connect_tcp("three.example", 443)
+    assert isinstance(stream, egress_backend._DeadlineStream)
+    assert stream._deadline == backend.deadline
+    assert tried == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+    with pytest.raises(httpcore.ConnectTimeout, match=r"^slow$"):  # the last error
+        backend.connect_tcp("dead.example", 443)
+    with pytest.raises(httpcore.ConnectError, match=r"^none\.example has no address$"):
+        backend.connect_tcp("none.example", 443)
+    strict = egress_backend.EgressBackend(allow_private=False, total_timeout=30)
+    tried.clear()
+    with pytest.raises(egress.RefusedAddress):
+        strict.connect_tcp("three.example", 443)
+    assert tried == []  # refused before any connection
+
+
+# --- tokens and passwords -----------------------------------------------------------
+
+
+def test_tokens_are_random_stored_as_digests_and_bounded() -> None:
+    tokens = {security.new_token() for _ in range(50)}
+    assert len(tokens) == 50
+    assert {len(t) for t in tokens} == {43}  # 32 random bytes, base64url
+    assert security.token_digest("abc") == hashlib.sha256(b"abc").hexdigest()
+    assert security.plausible_token("x" * security.MAX_TOKEN_LENGTH)
+    assert security.MAX_TOKEN_LENGTH == 64
+    for implausible in ("", "x" * 65, "tökén"):
+        assert not security.plausible_token(implausible), implausible
+
+
+@pytest.fixture
+def fast_hashing() -> Any:
+    before = security._hashing
+    settings = load_settings(environment="test", password_hash_memory_kib=8,
+                             password_hash_time_cost=1, password_hash_concurrency=1)  # fmt: skip
+    security.configure_password_hashing(settings)
+    yield security._hashing
+    security._hashing = before
+    security._gates.clear()
+
+
+def test_passwords_verify_and_weak_parameters_are_rehashed(fast_hashing: Any) -> None:
+    assert fast_hashing.params == (8, 1, 1)
+    hashed = asyncio.run(security.hash_password("correct horse"))
+    assert hashed.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert asyncio.run(security.verify_password("correct horse", hashed)) == (True, None)
+    assert asyncio.run(security.verify_password("wrong", hashed)) == (False, None)
+    assert asyncio.run(security.verify_password("x", None)) == (False, None)  # no such user
+    assert asyncio.run(security.verify_password("x", "not-a-hash")) == (False, None)
+    older = security._hashing_for(16, 1, 1).hasher.hash("correct horse")
+    matches, updated = asyncio.run(security.verify_password("correct horse", older))
+    assert matches
+    assert updated is not None
+    assert "m=8,t=1" in updated
+
+
+def test_the_hashing_slots_are_bounded_and_a_wait_ends_busy(fast_hashing: Any) -> None:
+    security._hashing = security._Hashing(
+        fast_hashing.params, fast_hashing.hasher, fast_hashing.dummy_hash, wait_seconds=0.05
+    )
+
+    async def contend() -> None:
+        async with security._hashing_slot():
+            with pytest.raises(security.HashingBusy):
+                async with security._hashing_slot():
+                    pass
+        async with security._hashing_slot():  # released: free again
+            pass
+
+    asyncio.run(contend())
+
+
+def test_configuring_the_same_parameters_keeps_the_hasher(fast_hashing: Any) -> None:
+    settings = load_settings(environment="test", password_hash_memory_kib=8,
+                             password_hash_time_cost=1, password_hash_concurrency=1)  # fmt: skip
+    security.configure_password_hashing(settings)
+    assert security._hashing is fast_hashing
+
+
+SECRET = "s" * 40
+
+
+def settings_for_tokens(minutes: int = 15) -> Settings:
+    return load_settings(environment="test", jwt_secret_key=SECRET,
+                         access_token_expire_minutes=minutes)  # fmt: skip
+
+
+def forged(exp_in: int = 600, **claims: Any) -> str:
+    now = int(time.time())
+    payload = {"sub": str(OWNER), "iat": now, "exp": now + exp_in, "type": "access", **claims}
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, SECRET, "HS256")
+
+
+def test_an_access_token_carries_its_user_and_credential_version() -> None:
+    settings = settings_for_tokens()
+    token = security.create_access_token(settings, OWNER, 7)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert (claims["type"], claims["cv"], claims["exp"] - claims["iat"]) == ("access", 7, 900)
+    assert security.decode_access_token(settings, token) == security.TokenClaims(OWNER, 7)
+    assert security.decode_access_token(settings, forged()) == security.TokenClaims(OWNER, 0)
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"type": "refresh"}, "not an access token"),
+        ({"type": None}, "not an access token"),
+        ({"exp_in": 15 * 60 + 31}, "lifetime longer"),
+        ({"cv": "1"}, "credential version is not an integer"),
+        ({"cv": True}, "credential version is not an integer"),
+        ({"sub": "not-a-uuid"}, "badly formed"),
+        ({"sub": None}, "sub"),
+        ({"iat": None}, "iat"),
+        ({"exp_in": -31}, "expired"),
+    ],
+)
+def test_tokens_that_are_not_ours_are_refused(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(security.InvalidToken, match=reason):
+        security.decode_access_token(settings_for_tokens(), forged(**claims))
+
+
+def test_a_token_within_the_leeway_is_accepted_and_an_expired_one_never() -> None:
+    settings = settings_for_tokens()
+    now = int(time.time())
+    # Issued 20 s in the future (clock skew) with the full lifetime: within the leeway.
+    early = forged(iat=now + 20, exp=now + 20 + 900)
+    assert security.decode_access_token(settings, early).user_id == OWNER
+    assert security.LEEWAY_SECONDS == 30
+    stale = forged(iat=now - 900, exp=now - 5)  # within jwt's leeway, but expired
+    with pytest.raises(security.InvalidToken, match=r"^Signature has expired$"):
+        security.decode_access_token(settings, stale)
+    other_key = jwt.encode({"sub": str(OWNER), "iat": now, "exp": now + 60, "type": "access"},
+                           "k" * 40, "HS256")  # fmt: skip
+    with pytest.raises(security.InvalidToken):
+        security.decode_access_token(settings, other_key)
+
+
+def test_memory_limit_reads_cgroup_v2_then_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    files: dict[str, str] = {}
+
+    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        if str(self) in files:
+            return files[str(self)]
+        raise FileNotFoundError(str(self))
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert security.memory_limit_bytes() is None
+    files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "9223372036854771712\n"
+    assert security.memory_limit_bytes() is None  # v1's "no limit"
+    files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "536870912\n"
+    assert security.memory_limit_bytes() == 536870912
+    files["/sys/fs/cgroup/memory.max"] = "max\n"
+    assert security.memory_limit_bytes() is None  # v2 first: no limit
+    files["/sys/fs/cgroup/memory.max"] = "268435456\n"
+    assert security.memory_limit_bytes() == 268435456
+    files["/sys/fs/cgroup/memory.max"] = str(2**60)
+    assert security.memory_limit_bytes() is None
+
+
+# --- login guard --------------------------------------------------------------------
+
+
+def guard_settings(**values: Any) -> Settings:
+    return load_settings(**{"environment": "test", "secret_key": "k" * 40, **values})
+
+
+def test_a_device_token_names_its_user_and_nothing_forged_passes() -> None:
+    settings = guard_settings()
+    token = login_guard.issue_device_token(settings, OWNER)
+    user_hex, nonce, signature = token.split(".")
+    assert user_hex == OWNER.hex
+    assert len(nonce) == 16
+    assert len(signature) == 32
+    assert login_guard.device_user(settings, token) == (OWNER, nonce)
+    assert login_guard.issue_device_token(settings, OWNER) != token  # a new nonce each time
+    other_key = guard_settings(secret_key="o" * 40)
+    forged_user = f"{OTHER.hex}.{nonce}.{signature}"
+    bad = [None, "", token + "x", token[:-1], forged_user, f"{user_hex}.{signature}",
+           "é" + token[1:], "x" * 129, f"zz.{nonce}.{login_guard._device_signature('k' * 40, 'zz.' + nonce)}"]  # fmt: skip
+    for candidate in bad:
+        assert login_guard.device_user(settings, candidate) is None, candidate
+    assert login_guard.device_user(other_key, token) is None
+    long_nonce = "n" * (128 - 32 - 2 - 32)
+    body = f"{OWNER.hex}.{long_nonce}"
+    exact = f"{body}.{login_guard._device_signature(settings.secret_key, body)}"
+    assert len(exact) == login_guard.DEVICE_TOKEN_MAX_LENGTH == 128
+    assert login_guard.device_user(settings, exact) == (OWNER, long_nonce)
+
+
+def test_failures_are_counted_per_account_and_address_then_per_address() -> None:
+    settings = guard_settings(login_failures_per_account="3/minute",
+                              login_failures_per_client="5/minute")  # fmt: skip
+    guard = login_guard.LoginGuard(settings)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert await guard.retry_after("Ann", "10.0.0.1") is None
+            await guard.failed("Ann", "10.0.0.1")
+        wait = await guard.retry_after("ann", "10.0.0.1")  # the login's case does not matter
+        assert wait is not None
+        assert 1 <= wait <= 60
+        assert await guard.retry_after("ann", "10.0.0.2") is None  # the real user elsewhere
+        # A success there clears only that address's counter for the account.
+        await guard.succeeded("ANN", "10.0.0.2")
+        assert await guard.retry_after("ann", "10.0.0.1") is not None
+        await guard.succeeded("ANN", "10.0.0.1")
+        assert await guard.retry_after("ann", "10.0.0.1") is None
+        # Spraying: five failures over five accounts from one address stop it for all.
+        for name in ("b", "c", "d", "e"):
+            await guard.failed(name, "10.0.0.9")
+        assert await guard.retry_after("f", "10.0.0.9") is None
+        await guard.failed("g", "10.0.0.9")
+        assert await guard.retry_after("f", "10.0.0.9") is not None
+        assert await guard.retry_after("f", "10.0.0.8") is None
+
+    asyncio.run(scenario())
+
+
+def test_a_known_device_counts_on_its_own_instead_of_the_address() -> None:
+    settings = guard_settings(login_failures_per_account="2/minute",
+                              login_failures_per_client="2/minute")  # fmt: skip
+    guard = login_guard.LoginGuard(settings)
+
+    async def scenario() -> None:
+        await guard.failed("x", "10.0.0.1")
+        await guard.failed("y", "10.0.0.1")
+        assert await guard.retry_after("ann", "10.0.0.1") is not None  # the address is spent
+        assert await guard.retry_after("ann", "10.0.0.1", device="nonce") is None
+        await guard.failed("ann", "10.0.0.5", device="nonce")
+        await guard.failed("bob", "10.0.0.6", device="nonce")
+        assert await guard.retry_after("carl", "10.0.0.7", device="nonce") is not None
+        assert await guard.retry_after("carl", "10.0.0.7", device="other") is None
+
+    asyncio.run(scenario())
+
+
+class _Broken:
+    async def test(self, *args: Any) -> bool:
+        raise ConnectionError("redis down")
+
+    hit = clear = get_window_stats = test
+
+
+def test_a_failing_storage_throttles_nobody(caplog: pytest.LogCaptureFixture) -> None:
+    guard = login_guard.LoginGuard(guard_settings())
+    guard.limiter = _Broken()  # type: ignore[assignment]
+    limit = login_guard.RequestLimit(guard, "1/hour", "reset")
+
+    async def scenario() -> None:
+        assert await guard.retry_after("ann", "10.0.0.1") is None
+        await guard.failed("ann", "10.0.0.1")
+        await guard.succeeded("ann", "10.0.0.1")
+        assert await limit.take("a@example.com") is True
+        assert await limit.take("a@example.com") is True
+
+    asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records if r.name == "app.security"]
+    assert messages.count("login throttling unavailable") == 3
+    assert "request limit unavailable" in messages
+
+
+def test_a_request_limit_spends_every_window_and_then_refuses() -> None:
+    guard = login_guard.LoginGuard(guard_settings())
+    limit = login_guard.RequestLimit(guard, "2/hour;3/day", "reset")
+
+    async def scenario() -> list[bool]:
+        return [await limit.take("a") for _ in range(3)] + [await limit.take("b")]
+
+    assert asyncio.run(scenario()) == [True, True, False, True]
+    assert limit.name == "reset"
+    assert [str(i) for i in limit.items] == [
+        "2 per 1 hour",
+        "3 per 1 day",
+    ]
+
+
+def test_the_guard_stores_in_redis_when_one_is_configured() -> None:
+    memory = login_guard._storage(guard_settings())
+    assert type(memory).__name__ == "MemoryStorage"
+    redis = login_guard._storage(guard_settings(redis_url="redis://:pw@127.0.0.1:1/0",
+                                                ready_timeout_seconds=2))  # fmt: skip
+    assert type(redis).__name__ == "RedisStorage"
+    assert redis.bridge.key_prefix == "shipshape-login"  # type: ignore[attr-defined]
+    assert redis.options == {"socket_timeout": 2, "socket_connect_timeout": 2}  # type: ignore[attr-defined]
+
+
+# --- CSV files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"), ("\rx", "'\rx"), ("'=x", "''=x"), ("plain", "plain"), ("", ""),
+        ("a=b", "a=b"), ("'quoted", "'quoted"),
+    ],
+)  # fmt: skip
+def test_formulas_are_neutralised_and_restored(cell: str, written: str) -> None:
+    assert csvfiles.neutralise(cell) == written
+    assert csvfiles.restore(written) == cell
+
+
+def csv_file(tmp_path: Path, content: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / "items.csv"
+    path.write_bytes(content.encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty: the first line must be the CSV header"),
+        ("\n\n", "the file is empty: the first line must be the CSV header"),
+        ("title,Title\n", "duplicate CSV columns: title"),
+        ("description\n", "the CSV header must have a `title` column (and optionally `description`)"),
+        ("title,price,owner\n", "unknown CSV columns: price, owner"),
+        ("title,a\x01b\n", "the CSV header contains control characters"),
+    ],
+)  # fmt: skip
+def test_a_file_that_cannot_be_imported_says_why(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    with (
+        pytest.raises(csvfiles.CsvProblem) as problem,
+        csvfiles.ItemCsvReader(csv_file(tmp_path, content), max_rows=10) as reader,
+    ):
+        reader.count()
+    assert str(problem.value) == message
+
+
+def test_unknown_column_names_are_shortened_and_listed_ten_at_most(tmp_path: Path) -> None:
+    names = [f"c{n}{'x' * 50}" for n in range(12)]
+    with pytest.raises(csvfiles.CsvProblem) as problem:
+        csvfiles.ItemCsvReader(csv_file(tmp_path, ",".join(["title", *names]) + "\n"), 10)
+    shown = ", ".join(name[:40] for name in names[:10])
+    assert str(problem.value) == f"unknown CSV columns: {shown}, ..."
+    assert csvfiles._names(["a", "b"]) == "a, b"
+
+
+def test_rows_come_in_chunks_with_their_lines_and_errors(tmp_path: Path) -> None:
+    content = 'Title , description\n\'=1+1,x\n\nonly\nb,c,d\n"multi\nline",y\nlast,z\n'
+    with csvfiles.ItemCsvReader(csv_file(tmp_path, "\ufeff" + content), max_rows=10) as reader:
+        assert reader.columns == ["title", "description"]
+        first = reader.chunk(2)
+        second = reader.chunk(2)
+        third = reader.chunk(2)
+        assert reader.chunk(2) == []
+    assert first == [
+        csvfiles.Row(2, {"title": "=1+1", "description": "x"}),
+        csvfiles.Row(4, None, "has 1 fields, the header has 2"),
+    ]
+    assert second == [
+        csvfiles.Row(5, None, "has 3 fields, the header has 2"),
+        csvfiles.Row(7, {"title": "multi\nline", "description": "y"}),
+    ]
+    assert third == [csvfiles.Row(8, {"title": "last", "description": "z"})]
+    assert reader.rows_read == 5
+
+
+def test_rows_beyond_the_limit_and_overlong_lines_are_refused(tmp_path: Path) -> None:
+    rows = "title\n" + "".join(f"t{n}\n" for n in range(3))
+    with csvfiles.ItemCsvReader(csv_file(tmp_path, rows), max_rows=3) as reader:
+        assert reader.count() == 3
+    with (
+        pytest.raises(
+            csvfiles.CsvProblem, match=r"^the file has more than IMPORT_MAX_ROWS \(2\) rows$"
+        ),
+        csvfiles.ItemCsvReader(csv_file(tmp_path, rows), max_rows=2) as reader,
+    ):
+        reader.chunk(10)
+    limit = csvfiles.MAX_LINE_CHARS
+    assert limit == 5 * (2 * csvfiles.MAX_FIELD_CHARS + 3)
+    fits = "title\n" + "x" * (limit - 1) + "\n"  # the newline is one of the characters
+    long = "title\n" + "x" * limit + "\n"
+    with (
+        csvfiles.ItemCsvReader(csv_file(tmp_path, fits), max_rows=3) as reader,
+        pytest.raises(csvfiles.CsvProblem, match="field larger than field limit"),
+    ):
+        reader.count()  # a line that fits, with a field over the CSV module's limit
+    message = f"^line 2 is longer than {limit} characters: no valid row is that long$"
+    with (
+        pytest.raises(csvfiles.CsvProblem, match=message),
+        csvfiles.ItemCsvReader(csv_file(tmp_path, long), max_rows=3) as reader,
+    ):
+        reader.count()
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_the_line(tmp_path: Path) -> None:
+    content = "title\nfine\ncaf\xe9\n"
+    with (
+        pytest.raises(csvfiles.CsvProblem, match=r"^the file is not UTF-8 text \(after line \d\)$"),
+        csvfiles.ItemCsvReader(csv_file(tmp_path, content, "latin-1"), 10) as reader,
+    ):
+        reader.count()
+
+
+def test_the_reader_closes_its_file_when_the_header_is_refused(tmp_path: Path) -> None:
+    opened: list[io.TextIOWrapper] = []
+    real_open = Path.open
+
+    def tracking_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        opened.append(handle)
+        return handle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "open", tracking_open)
+        with pytest.raises(csvfiles.CsvProblem):
+            csvfiles.ItemCsvReader(csv_file(tmp_path, "nope\n"), 10)
+        reader = csvfiles.ItemCsvReader(csv_file(tmp_path, "title\n"), 10)
+        with reader:
+            assert not opened[-1].closed
+    assert all(handle.closed for handle in opened)
+
+
+def test_the_writer_neutralises_every_text_cell(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    out = io.StringIO()
+    write = csvfiles.writer(out)
+    write.writerow(["title", "=cmd", 5])
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    write.write_items([(OWNER, "+x", None, when, when), (OTHER, "ok", "@y", when, when)])
+    assert out.getvalue().splitlines() == [
+        "title,'=cmd,5",
+        f"{OWNER},'+x,,2026-01-02T03:04:05+00:00,2026-01-02T03:04:05+00:00",
+        f"{OTHER},ok,'@y,2026-01-02T03:04:05+00:00,2026-01-02T03:04:05+00:00",
+    ]
