@@ -52,11 +52,22 @@ def test_runs_as_uid_10001_without_a_login_shell(prod_image: str) -> None:
 
 def test_app_user_owns_only_its_data_directories(prod_image: str) -> None:
     script = (
+        "touch /app/x 2>/dev/null && echo app-writable; "
         "touch /app/app/x 2>/dev/null && echo source-writable; "
         "touch /app/gunicorn_config.py 2>/dev/null && echo config-writable; "
         "for d in data uploads storage; do touch /app/$d/x || echo $d-not-writable; done; echo done"
     )
     assert docker("run", "--rm", prod_image, "sh", "-c", script).stdout.split() == ["done"]
+    # Owner, group and mode exactly: the data directories are the app user's (not open to
+    # everybody), the code and its folders root's.
+    paths = ["/app", "/app/app", "/app/scripts", "/app/data", "/app/uploads", "/app/storage",
+             "/srv/ui-static"]  # fmt: skip
+    stat = docker("run", "--rm", prod_image, "stat", "-c", "%n %U:%G %a", *paths).stdout
+    assert stat.splitlines() == [
+        "/app root:root 755", "/app/app root:root 755", "/app/scripts root:root 755",
+        "/app/data appuser:appuser 755", "/app/uploads appuser:appuser 755",
+        "/app/storage appuser:appuser 755", "/srv/ui-static appuser:appuser 755",
+    ]  # fmt: skip
 
 
 def test_labels_carry_the_build_facts(prod_image: str) -> None:
