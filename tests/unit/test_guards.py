@@ -714,3 +714,186 @@ def test_the_writer_neutralises_every_text_cell(tmp_path: Path) -> None:
         f"{OWNER},'+x,,2026-01-02T03:04:05+00:00,2026-01-02T03:04:05+00:00",
         f"{OTHER},ok,'@y,2026-01-02T03:04:05+00:00,2026-01-02T03:04:05+00:00",
     ]
+
+
+# --- what mutation testing asked for ------------------------------------------------
+
+REAL_RESOLVE = egress.resolve  # before the fast tier's stub DNS replaces it per test
+
+
+def test_only_brackets_are_taken_off_an_address_literal() -> None:
+    import socket
+
+    # Not an address: looked up as a name (which the fast tier's stub DNS does not know).
+    with pytest.raises(socket.gaierror):
+        egress.checked_addresses("X10.0.0.1X", 443, allow_private=False)
+
+
+def test_resolve_asks_for_stream_sockets_once_per_address() -> None:
+    assert REAL_RESOLVE("127.0.0.2", 80) == [ipaddress.ip_address("127.0.0.2")]
+    assert REAL_RESOLVE("::1", 443) == [ipaddress.ip_address("::1")]
+
+
+def test_a_device_token_signed_over_an_unusual_body_is_judged_on_its_parts() -> None:
+    settings = guard_settings()
+    key = settings.secret_key
+
+    def signed(body: str) -> str:
+        return f"{body}.{login_guard._device_signature(key, body)}"
+
+    # Only ASCII is looked at, even correctly signed.
+    assert login_guard.device_user(settings, signed(f"{OWNER.hex}.nonceé")) is None
+    # The user is before the first dot: the nonce may hold more.
+    assert login_guard.device_user(settings, signed(f"{OWNER.hex}.a.b")) == (OWNER, "a.b")
+    assert login_guard.device_user(settings, signed(f"{OWNER.hex}.")) is None  # no nonce
+
+
+def test_the_counters_are_named_by_what_they_count() -> None:
+    """The keys an operator finds in Redis (`shipshape-login` prefix there)."""
+    settings = guard_settings(login_failures_per_account="3/minute",
+                              login_failures_per_client="5/hour")  # fmt: skip
+    guard = login_guard.LoginGuard(settings)
+    asyncio.run(guard.failed("Ann", "10.0.0.1"))
+    asyncio.run(guard.failed("bob", "10.0.0.2", device="n0nce"))
+    events = guard.limiter.storage.events  # type: ignore[attr-defined]
+    assert sorted(events) == [
+        "LIMITER/account/ann/10.0.0.1/3/1/minute",
+        "LIMITER/account/bob/10.0.0.2/3/1/minute",
+        "LIMITER/client/10.0.0.1/5/1/hour",
+        "LIMITER/device/n0nce/3/1/minute",
+    ]
+
+
+def test_a_known_device_still_counts_for_its_account_at_that_address() -> None:
+    settings = guard_settings(login_failures_per_account="2/minute")
+    guard = login_guard.LoginGuard(settings)
+
+    async def scenario() -> None:
+        await guard.failed("ann", "10.0.0.5", device="first")
+        await guard.failed("ann", "10.0.0.5", device="first")
+        # Another device of the account, from the same address: the account's counter there
+        # is spent, whichever device asks.
+        assert await guard.retry_after("ann", "10.0.0.5", device="second") is not None
+
+    asyncio.run(scenario())
+
+
+def test_the_wait_is_what_is_left_of_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    settings = guard_settings(login_failures_per_account="1/minute")
+    guard = login_guard.LoginGuard(settings)
+    asyncio.run(guard.failed("ann", "10.0.0.1"))
+    now[0] += 30
+    assert asyncio.run(guard.retry_after("ann", "10.0.0.1")) == 30
+    now[0] += 29.5
+    assert asyncio.run(guard.retry_after("ann", "10.0.0.1")) == 1  # rounded up, at least 1
+    now[0] += 1
+    assert asyncio.run(guard.retry_after("ann", "10.0.0.1")) is None
+
+
+def test_failures_and_throttling_are_logged_with_their_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = guard_settings(login_failures_per_account="1/minute")
+    guard = login_guard.LoginGuard(settings)
+    login = "a" * 70
+    with caplog.at_level("INFO", logger="app.security"):
+        asyncio.run(guard.failed(login, "10.0.0.1"))
+        asyncio.run(guard.retry_after(login, "10.0.0.1"))
+        asyncio.run(guard.retry_after(login, "10.0.0.1", device="d"))
+    records = [(r.levelname, r.getMessage(), r.fields) for r in caplog.records]  # type: ignore[attr-defined]
+    failed = {"event": "login_failed", "login": "a" * 64, "client": "10.0.0.1"}
+    throttled = {"event": "login_throttled", "login": "a" * 64, "client": "10.0.0.1"}
+    assert records == [
+        ("INFO", "login failed", failed),
+        ("WARNING", "login throttled", {**throttled, "device": False}),
+        ("WARNING", "login throttled", {**throttled, "device": True}),
+    ]
+
+
+def test_an_unavailable_storage_is_logged_with_its_error(caplog: pytest.LogCaptureFixture) -> None:
+    guard = login_guard.LoginGuard(guard_settings())
+    guard.limiter = _Broken()  # type: ignore[assignment]
+    limit = login_guard.RequestLimit(guard, "1/hour", "password-reset")
+    asyncio.run(guard.retry_after("ann", "10.0.0.1"))
+    asyncio.run(guard.failed("ann", "10.0.0.1"))
+    asyncio.run(guard.succeeded("ann", "10.0.0.1"))
+    asyncio.run(limit.take("key"))
+    unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert [bool(r.exc_info) for r in unavailable] == [True, True, True, False]
+    assert unavailable[-1].fields == {"limit": "password-reset"}  # type: ignore[attr-defined]
+
+
+def test_unknown_columns_are_elided_only_beyond_ten() -> None:
+    ten = [f"c{n}" for n in range(10)]
+    assert csvfiles._names(ten) == ", ".join(ten)
+    assert csvfiles._names([*ten, "c10"]) == ", ".join(ten) + ", ..."
+
+
+def test_line_breaks_inside_a_field_are_kept_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_bytes(b'title,description\r\n"two\r\nlines","a\rb"\r\n')
+    with csvfiles.ItemCsvReader(path, max_rows=10) as reader:
+        (row,) = reader.chunk(10)
+    assert row.values == {"title": "two\r\nlines", "description": "a\rb"}
+
+
+def test_a_deadline_stream_passes_a_shorter_timeout_and_ends_exactly_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 100.0)
+    inner = _Stream()
+    stream = egress_backend._DeadlineStream(inner, 130.0)
+    stream.write(b"x", 5.0)
+    tls = stream.start_tls("context", "example.com", 5.0)
+    assert [call[1][-1] for call in inner.calls] == [5.0, 5.0]
+    assert isinstance(tls, egress_backend._DeadlineStream)
+    assert isinstance(tls._stream, _Stream)
+    assert tls._stream is not inner
+    assert egress_backend._DeadlineStream(_Stream(), 100.5)._left(None) == 0.5
+    with pytest.raises(httpcore.ReadTimeout):
+        egress_backend._DeadlineStream(_Stream(), 100.0)._left(None)
+
+
+def test_the_backend_passes_the_port_and_options_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def connect(self: Any, *args: Any) -> httpcore.NetworkStream:
+        seen.append(args)
+        return _Stream()
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+    asked: list[tuple[str, int]] = []
+
+    def resolve(host: str, port: int) -> list[egress.IPAddress]:
+        asked.append((host, port))
+        return [ipaddress.ip_address("192.0.2.7")]
+
+    monkeypatch.setattr(egress, "resolve", resolve)
+    backend = egress_backend.EgressBackend(allow_private=True, total_timeout=30)
+    backend.connect_tcp("hook.example", 8443, 4.0, "10.9.9.9", ["option"])
+    assert asked == [("hook.example", 8443)]
+    assert seen == [("192.0.2.7", 8443, 4.0, "10.9.9.9", ["option"])]
+
+
+def test_an_invalid_address_says_so_in_the_rules_words() -> None:
+    with pytest.raises(ValueError, match=r"^value is not a valid e-mail address$"):
+        text._email("not an address")
+
+
+def test_tokens_are_signed_with_the_configured_algorithm_at_the_utc_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "s" * 64  # HS512 wants 64 bytes
+    settings = load_settings(environment="test", jwt_secret_key=key, jwt_algorithm="HS512")
+    monkeypatch.setenv("TZ", "America/New_York")  # a local time far from UTC
+    time.tzset()
+    try:
+        token = security.create_access_token(settings, OWNER, 0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    issued = jwt.decode(token, key, algorithms=["HS512"])["iat"]
+    assert abs(issued - time.time()) < 60
