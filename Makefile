@@ -117,6 +117,18 @@ prove: venv ## Break each matrix item in a scratch copy: its fast and config tie
 prove-all: venv ## The same for the edits only the Docker tiers see, with all their row's tests (slow); PART=1/4 runs a quarter
 	$(RUN) python -m tools.prove --all --docker-rows $(if $(PART),--part $(PART),)
 
+# Mutation testing of the code that guards users ([tool.mutmut] in pyproject.toml): every
+# mutant must make a test of the tiers without Docker fail; at least 90 % do, and each other
+# one is listed with the reason it behaves as the original (docs/mutants.md). mutmut runs
+# from its own environment over the project's (`uv run --with`). Weekly in CI.
+MUTMUT = $(UV) run --frozen --with mutmut==3.8.1
+.PHONY: mutate
+mutate: venv ## Mutation testing (mutmut) of egress, security, text, access, login guard, CSV: score >= 90 %
+	rm -rf mutants
+	$(MUTMUT) mutmut run --max-children $$(nproc 2>/dev/null || echo 2)
+	$(MUTMUT) mutmut results --all true > mutants/results.txt
+	$(RUN) python -m tools.mutation_score mutants/results.txt
+
 .PHONY: lint
 lint: venv ## Lint: ruff, ruff format --check, mypy, hadolint (Dockerfiles), shellcheck (scripts), zizmor and actionlint (workflows)
 	$(RUN) ruff check .

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,26 @@ def test_the_edits_only_docker_sees_are_proved_weekly_in_four_parts() -> None:
     assert weekly["env"]["CI"] == "true"  # a Docker tier that cannot run fails
     makefile = (ROOT / "Makefile").read_text()
     assert "python -m tools.prove --all --docker-rows $(if $(PART),--part $(PART),)" in makefile
+
+
+def test_mutation_testing_runs_weekly_over_the_configured_files() -> None:
+    weekly = workflow("mutate.yml")
+    assert weekly["on"]["schedule"]
+    assert "workflow_dispatch" in weekly["on"]
+    assert runs(job(weekly, "mutate")) == ["make mutate"]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert config["only_mutate"] == [
+        "app/core/egress.py", "app/core/egress_backend.py", "app/core/security.py",
+        "app/core/text.py", "app/services/access.py", "app/services/login_guard.py",
+        "app/services/csvfiles.py",
+    ]  # fmt: skip
+    # Only tests of the tiers without Docker, and the direct ones first.
+    selection = config["pytest_add_cli_args_test_selection"]
+    assert selection[0] == "tests/unit/test_guards.py"
+    assert all(path.startswith("tests/unit/") for path in selection)
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile.split("\nmutate:", 1)[1].split("\n\n", 1)[0]
+    assert "python -m tools.mutation_score mutants/results.txt" in target
 
 
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+(\s+#.*)?$")
