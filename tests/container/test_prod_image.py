@@ -70,6 +70,20 @@ def test_app_user_owns_only_its_data_directories(prod_image: str) -> None:
     ]  # fmt: skip
 
 
+def test_the_environment_variables_do_what_they_are_for(prod_image: str) -> None:
+    """From any working directory the app imports from /app (PYTHONPATH), writes no
+    bytecode (PYTHONDONTWRITEBYTECODE), and its output is not held back in a buffer
+    (PYTHONUNBUFFERED); pip keeps no cache (PIP_NO_CACHE_DIR)."""
+    probe = (
+        "import sys, app; print(sys.dont_write_bytecode, sys.stdout.write_through, app.__file__)"
+    )
+    ran = docker("run", "--rm", "--workdir", "/", prod_image, "python", "-c", probe).stdout
+    assert ran.split() == ["True", "True", "/app/app/__init__.py"]
+    cache = docker("run", "--rm", prod_image, "python", "-m", "pip", "cache", "dir", check=False)
+    assert cache.returncode != 0
+    assert "cache is disabled" in cache.stderr
+
+
 def test_labels_carry_the_build_facts(prod_image: str) -> None:
     labels = json.loads(
         docker("image", "inspect", "--format", "{{json .Config.Labels}}", prod_image).stdout
