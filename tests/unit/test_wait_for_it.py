@@ -18,9 +18,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           check=False, env=env)  # fmt: skip
 
 
-def without_nc(tmp_path: Path) -> dict[str, str]:
-    """A PATH with the script's tools but no nc: the Python probe answers instead (as in
-    an image without nc)."""
+def only_tools(tmp_path: Path, nc: str | None = None) -> dict[str, str]:
+    """A PATH with the script's tools and Python, and `nc` only when given (a shell
+    script's body): without it the Python probe answers, as in an image without nc."""
     import shutil
     import sys
 
@@ -31,6 +31,9 @@ def without_nc(tmp_path: Path) -> dict[str, str]:
         assert found, tool
         (folder / tool).symlink_to(found)
     (folder / "python3").symlink_to(sys.executable)
+    if nc is not None:
+        (folder / "nc").write_text(f"#!/bin/sh\n{nc}\n")
+        (folder / "nc").chmod(0o755)
     return {"PATH": str(folder)}
 
 
@@ -52,7 +55,7 @@ def test_the_command_runs_only_once_a_late_port_opens(tmp_path: Path, probe: str
     import sys
     import threading
 
-    env = without_nc(tmp_path) if probe == "python" else None
+    env = only_tools(tmp_path) if probe == "python" else None
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -90,18 +93,9 @@ def test_the_wait_ends_at_its_timeout_counted_in_probes(tmp_path: Path) -> None:
     """About one probe a second until the timeout, then the message and exit 1: counted in
     probes (an nc that records each call and refuses), not in seconds, so a slow machine
     only ever makes fewer of them."""
-    import shutil
-
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in ("sh", "sed", "date", "sleep"):
-        found = shutil.which(tool)
-        assert found, tool
-        (folder / tool).symlink_to(found)
     calls = tmp_path / "calls"
-    (folder / "nc").write_text(f"#!/bin/sh\necho probe >> {calls}\nexit 1\n")
-    (folder / "nc").chmod(0o755)
-    result = run("db:5432", "-t", "3", "--", "echo", "must not run", env={"PATH": str(folder)})
+    env = only_tools(tmp_path, nc=f"echo probe >> {calls}\nexit 1")
+    result = run("db:5432", "-t", "3", "--", "echo", "must not run", env=env)
     assert result.returncode == 1
     assert "db:5432 did not open within 3s" in result.stderr
     assert "must not run" not in result.stdout
