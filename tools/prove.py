@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,11 +220,17 @@ def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, str]:
     return code, text
 
 
+def skipped(text: str) -> bool:
+    """Did pytest skip a test? Its summary line says so ("1 passed, 2 skipped in 3.1s")."""
+    return re.search(r"^\S*=*\s*(\d+ \w+, )*\d+ skipped\b", text, re.MULTILINE) is not None
+
+
 def _verdict(mutation: Mutation, code: int, text: str, seconds: float) -> Outcome:
-    # 1: a test failed. Anything else (no test ran, a collection error) proves nothing.
+    # 1: a test failed. Anything else (no test ran, a collection error) proves nothing; nor
+    # does a pass with a test skipped (no Docker engine, a missing tool): that test never ran.
     if code == 1:
         return Outcome(mutation, "killed", seconds)
-    if code == 0:
+    if code == 0 and not skipped(text):
         return Outcome(mutation, "survived", seconds)
     return Outcome(mutation, "error", seconds, text[-3000:])
 
@@ -328,9 +335,9 @@ def main(argv: list[str]) -> int:
             for module in PRELOAD:
                 __import__(module)
         code, text = run_tests(trees[0], baseline)
-        if code != 0:
+        if code != 0 or skipped(text):
             print(text[-5000:], file=sys.stderr)
-            print("the tests fail without any edit: nothing is proved", file=sys.stderr)
+            print("the tests fail (or skip) without any edit: nothing is proved", file=sys.stderr)
             return 1
         outcomes = _run_all(mutations, trees)
     _print_table(outcomes)

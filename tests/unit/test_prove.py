@@ -74,3 +74,17 @@ def test_the_parts_of_prove_all_cover_every_edit_once() -> None:
     for wrong in ("0/4", "5/4", "x/4", "2"):
         with pytest.raises(argparse.ArgumentTypeError, match="K/N"):
             prove._part(wrong)
+
+
+def test_a_pass_with_a_skipped_test_proves_nothing() -> None:
+    """A Docker tier that skipped (no engine reachable) passed, and its edit was counted as
+    surviving; it is an error instead: the test never ran."""
+    assert prove.skipped("....s\n4 passed, 1 skipped in 3.10s\n")
+    assert prove.skipped("1 skipped in 0.01s")
+    assert prove.skipped("===== 2 passed, 1 skipped, 1 warning in 1.00s =====")
+    assert not prove.skipped("3 passed in 0.50s\n")
+    assert not prove.skipped("1 failed, 2 passed in 1.0s")
+    mutation = prove.Mutation(matrix_rows()[0], prove.Edit("f", "a", "b"), ("t",))
+    assert prove._verdict(mutation, 0, "1 passed, 1 skipped in 1s", 1.0).verdict == "error"
+    assert prove._verdict(mutation, 0, "2 passed in 1s", 1.0).verdict == "survived"
+    assert prove._verdict(mutation, 1, "1 failed, 1 skipped in 1s", 1.0).verdict == "killed"
