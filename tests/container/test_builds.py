@@ -7,6 +7,12 @@ from tests.docker_utils import ROOT, TEST_IMAGE, docker, running
 
 def test_dev_image_runs_with_reload_as_the_app_user(dev_image: str) -> None:
     assert docker("run", "--rm", dev_image, "id", "-u").stdout.strip() == "10001"
+    # The user is appuser, with no login shell, and no other account has its uid.
+    accounts = docker("run", "--rm", dev_image, "getent", "passwd").stdout.splitlines()
+    assert [a for a in accounts if a.split(":")[2] in ("10001", "0")] == [
+        "root:x:0:0:root:/root:/bin/bash",
+        "appuser:x:10001:10001::/nonexistent:/usr/sbin/nologin",
+    ]
     tools = docker(
         "run", "--rm", dev_image, "sh", "-c", "pytest --version && ruff --version"
     ).stdout

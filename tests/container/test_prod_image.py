@@ -131,6 +131,8 @@ def test_no_compiler_headers_pip_cache_wheels_or_tests(prod_image: str) -> None:
         "for t in gcc cc g++ make strip ld; do command -v $t >/dev/null && echo tool:$t; done; "
         "ls -d /usr/include/* /usr/local/include/* 2>/dev/null | sed 's/^/headers:/'; "
         "ls -d /root/.cache/pip /app/tests /app/wheels 2>/dev/null | sed 's/^/leftover:/'; "
+        "find / -xdev -type d -name tests -path '*-packages/*' 2>/dev/null "
+        "| sed 's/^/package-tests:/'; "
         "find / -xdev \\( -name '*.whl' -o -name .git -o -name .venv -o -name .pytest_cache "
         "-o -name '.env*' -o -name .mypy_cache \\) -not -path '/proc/*' 2>/dev/null "
         "| sed 's/^/junk:/'; "
@@ -150,6 +152,21 @@ def test_no_compiler_headers_pip_cache_wheels_or_tests(prod_image: str) -> None:
     # own headers; a compiler or a dev package would add more).
     assert ours - base == set(), sorted(ours - base)
     assert not any(item.startswith("tool:") for item in ours)
+
+
+def test_native_extensions_carry_no_symbol_tables(prod_image: str) -> None:
+    """strip_wheels.py strips every native extension (--strip-unneeded): none keeps a
+    symbol table, which is most of an unstripped library's size."""
+    probe = (
+        "import pathlib, sysconfig; packages = pathlib.Path(sysconfig.get_paths()['purelib']); "
+        "found = list(packages.rglob('*.so')); "
+        "print(len(found), *[p.name for p in found if b'.symtab' in p.read_bytes()])"
+    )
+    count, *unstripped = docker(
+        "run", "--rm", "--entrypoint", "python", prod_image, "-c", probe
+    ).stdout.split()
+    assert int(count) > 5  # the native extensions are there (asyncpg, pydantic-core, ...)
+    assert unstripped == []
 
 
 def test_image_size_over_the_base_is_within_budget(prod_image: str) -> None:
