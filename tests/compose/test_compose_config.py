@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -51,10 +52,17 @@ def compose(overlay: str, env_file: Path | str, *args: str) -> subprocess.Comple
 
 
 def rendered(overlay: str, env_name: str, *profiles: str) -> dict[str, Any]:
+    """The overlay as compose renders it with the example env file (a fresh copy each time:
+    the rendering itself runs once per test session, as the files do not change in one)."""
+    return json.loads(_rendering(overlay, env_name, profiles))
+
+
+@functools.cache
+def _rendering(overlay: str, env_name: str, profiles: tuple[str, ...]) -> str:
     flags = [arg for p in profiles for arg in ("--profile", p)]
     result = compose(overlay, ROOT / EXAMPLE[env_name], *flags, "config", "--format", "json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return result.stdout
 
 
 PROFILE_SERVICES = {"tools": {"pgadmin", "mailcatcher"}, "certbot": {"certbot"}}
