@@ -48,6 +48,8 @@ def test_tls_1_2_and_1_3_only(stack: Stack) -> None:
     )
     assert stack.https("GET", "/live", context=v12).status == 200
     assert stack.https("GET", "/live").status == 200  # TLS 1.3 by default
+    v13 = stack.tls_context(minimum_version=ssl.TLSVersion.TLSv1_3)
+    assert stack.https("GET", "/live", context=v13).status == 200  # offered, not only 1.2
     old = stack.tls_context(
         minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1
     )
