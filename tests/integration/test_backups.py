@@ -4,6 +4,7 @@ and Redis persistence across a restart."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -270,11 +271,23 @@ def test_retention_keeps_n_daily_and_a_weekly_and_copies_off_host(pg: BackupHost
         "-e",
         'BACKUP_COPY_COMMAND=cp "$1" "$2" /backups/offsite/',
     )
+    # Two weekly copies from weeks ago: a new one is due, and only the newest is kept.
+    (pg.backups / "weekly").mkdir(mode=0o777)
+    (pg.backups / "weekly").chmod(0o777)
+    month_ago = time.time() - 30 * 86400
+    old = [pg.backups / "weekly" / f"postgres-2020010{n}T000000Z.dump" for n in (1, 2)]
+    for dump in old:
+        dump.write_bytes(b"old")
+        dump.with_name(dump.name + ".sha256").write_text("0  old\n")
+        os.utime(dump, (month_ago, month_ago))
     for _ in range(3):
         backup(pg, *env)
     assert len(pg.dumps("daily")) == 2
     assert all((d.parent / f"{d.name}.sha256").exists() for d in pg.dumps("daily"))
-    assert len(pg.dumps("weekly")) == 1  # one a week, not one per backup
+    weekly = pg.dumps("weekly")
+    assert len(weekly) == 1  # one a week, not one per backup; the old ones pruned
+    assert weekly[0] not in old
+    assert not any(d.with_name(d.name + ".sha256").exists() for d in old)
     assert len(list((pg.backups / "offsite").glob("*.dump"))) == 3
     assert len(list((pg.backups / "offsite").glob("*.sha256"))) == 3
 
