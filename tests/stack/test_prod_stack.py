@@ -342,9 +342,12 @@ def test_certbot_obtains_a_certificate_from_acme_and_nginx_serves_it(stack: Stac
     try:
         renewed = wait_until(
             lambda: (chain := issued()) is not None and not chain.startswith(leaf) and chain,
-            180,
+            300,
             "certbot's renewal loop to renew the certificate",
         )
+    except TimeoutError as exc:
+        logs = stack.compose("--profile", "certbot", "logs", "--tail", "60", "certbot").stdout
+        raise AssertionError(f"{exc}\ncertbot's log:\n{logs}") from None
     finally:
         # Its loop checks every few seconds here: stopped, it costs the other tests nothing.
         stack.compose("--profile", "certbot", "stop", "certbot", check=False)
