@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +23,20 @@ if TYPE_CHECKING:
     from app.core.config import Settings
 
 Headers = dict[str, str]
+
+
+def tools_folder(folder: Path, real: Iterable[str] = (), **fakes: str) -> str:
+    """A folder for PATH holding the named real tools (Python: this interpreter) and fake
+    ones, each a shell script's body: what a script sees in a container, or a failing step."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for tool in real:
+        found = sys.executable if tool.startswith("python") else shutil.which(tool)
+        assert found, f"{tool} is not installed here"
+        (folder / tool).symlink_to(found)
+    for name, body in fakes.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return str(folder)
 
 
 def in_ci() -> bool:

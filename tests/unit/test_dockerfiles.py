@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Instruction, dockerfile
+from tests.helpers import Instruction, dockerfile, tools_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD = dockerfile(ROOT / "docker/Dockerfile.prod")
@@ -287,12 +287,8 @@ def _entrypoint_with_python(
     tmp_path: Path, python: str, mode: str
 ) -> subprocess.CompletedProcess[str]:
     """The entrypoint in `mode`, with `python` (a shell script's body) in place of Python."""
-    folder = tmp_path / "bin"
-    folder.mkdir(parents=True)
-    fake = folder / "python"
-    fake.write_text(f"#!/bin/sh\n{python}\n")
-    fake.chmod(0o755)
-    env = {"PATH": f"{folder}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": f"{tools_folder(tmp_path / 'bin', python=python)}:/usr/bin:/bin",
+           "HOME": str(tmp_path)}  # fmt: skip
     return subprocess.run(
         ["sh", str(ROOT / "scripts/docker-entrypoint.sh"), mode], env=env, capture_output=True,
         text=True, timeout=60, check=False,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tools_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "wait-for-it.sh"
 
@@ -21,20 +23,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def only_tools(tmp_path: Path, nc: str | None = None) -> dict[str, str]:
     """A PATH with the script's tools and Python, and `nc` only when given (a shell
     script's body): without it the Python probe answers, as in an image without nc."""
-    import shutil
-    import sys
-
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in ("sh", "sed", "date", "sleep"):
-        found = shutil.which(tool)
-        assert found, tool
-        (folder / tool).symlink_to(found)
-    (folder / "python3").symlink_to(sys.executable)
-    if nc is not None:
-        (folder / "nc").write_text(f"#!/bin/sh\n{nc}\n")
-        (folder / "nc").chmod(0o755)
-    return {"PATH": str(folder)}
+    fakes = {} if nc is None else {"nc": nc}
+    tools = ("sh", "sed", "date", "sleep", "python3")
+    return {"PATH": tools_folder(tmp_path / "bin", tools, **fakes)}
 
 
 def test_an_open_port_runs_the_command() -> None:
