@@ -151,6 +151,8 @@ def write_env_file(
             "CERT_WATCH_INTERVAL": "1",
             "CERTBOT_SERVER": "https://pebble:14000/dir",
             "CERTBOT_RENEW_INTERVAL": "5",
+            # certbot waits up to 8 minutes before a due renewal, unless told not to.
+            "CERTBOT_RENEW_DELAY": "false",
             "APP_IMAGE": TEST_IMAGE,
             "APP_TAG": "stack",
             "WEB_CONCURRENCY": "2",
