@@ -433,10 +433,16 @@ def test_swarm_stack_file_updates_safely() -> None:
     services = config["services"]
     app = services["app"]["deploy"]
     assert app["replicas"] == 2
-    assert app["update_config"]["order"] == "start-first"
-    assert app["update_config"]["failure_action"] == "rollback"
-    assert app["update_config"]["parallelism"] == 1
-    assert app["rollback_config"]["order"] == "start-first"
+    # One task at a time, the new one started (and healthy for `monitor`) before an old one
+    # stops; a task that fails rolls the service back, again one at a time, start-first.
+    assert app["update_config"] == {
+        "parallelism": 1, "order": "start-first", "failure_action": "rollback",
+        "monitor": "20s", "delay": "5s",
+    }  # fmt: skip
+    assert app["rollback_config"] == {"parallelism": 1, "order": "start-first", "monitor": "10s"}
+    assert services["worker"]["deploy"]["update_config"] == {
+        "parallelism": 1, "order": "start-first", "failure_action": "rollback", "monitor": "20s",
+    }  # fmt: skip
     for name, service in services.items():
         assert service["deploy"]["endpoint_mode"] == "dnsrr", name
         # The same limits as compose's (Swarm has no pids limit in a stack file).
