@@ -8,8 +8,11 @@ import asyncio
 import hashlib
 import io
 import ipaddress
+import re
+import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -48,8 +51,6 @@ def test_each_character_class_is_clean_or_not(char: str, single: bool, multi: bo
     assert text.is_clean(value, multi_line=True) is multi
     # The API document's patterns say the same (surrogates cannot be written in JSON).
     if not 0xD800 <= ord(char) <= 0xDFFF:
-        import re
-
         assert (re.fullmatch(text.SINGLE_LINE_PATTERN, value) is not None) is single
         assert (re.fullmatch(text.MULTI_LINE_PATTERN, value) is not None) is multi
 
@@ -111,8 +112,6 @@ def test_invalid_addresses_are_refused(given: str) -> None:
     ],
 )  # fmt: skip
 def test_the_search_pattern_takes_blank_or_three_characters(query: str, valid: bool) -> None:
-    import re
-
     assert (re.fullmatch(text.SEARCH_PATTERN, query) is not None) is valid
 
 
@@ -706,8 +705,6 @@ def test_the_reader_closes_its_file_when_the_header_is_refused(tmp_path: Path) -
 
 
 def test_the_writer_neutralises_every_text_cell(tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
     out = io.StringIO()
     write = csvfiles.writer(out)
     write.writerow(["title", "=cmd", 5])
@@ -726,8 +723,6 @@ REAL_RESOLVE = egress.resolve  # before the fast tier's stub DNS replaces it per
 
 
 def test_only_brackets_are_taken_off_an_address_literal() -> None:
-    import socket
-
     # Not an address: looked up as a name (which the fast tier's stub DNS does not know).
     with pytest.raises(socket.gaierror):
         egress.checked_addresses("X10.0.0.1X", 443, allow_private=False)
