@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,9 +354,23 @@ def main(argv: list[str]) -> int:
     return 1 if bad or problems else 0
 
 
-def _run_all(mutations: list[Mutation], trees: list[Path]) -> list[Outcome]:
+def _run_all(mutations: list[Mutation], trees: list[Path], fork: bool = True) -> list[Outcome]:
     """Each mutation in a free tree, as many at once as there are trees (one thread: the
-    fast runs are forks of this process)."""
+    fast runs are forks of this process). An edit that several rows declare with the same
+    tests runs once, and each of those rows gets its outcome."""
+    same: dict[tuple[str, str, str, tuple[str, ...]], Mutation] = {}
+    for mutation in mutations:
+        same.setdefault(_identity(mutation), mutation)
+    ran = {_identity(o.mutation): o for o in _run_each(list(same.values()), trees, fork)}
+    return [replace(ran[_identity(m)], mutation=m) for m in mutations]
+
+
+def _identity(mutation: Mutation) -> tuple[str, str, str, tuple[str, ...]]:
+    edit = mutation.edit
+    return edit.file, edit.find, edit.replace, mutation.tests
+
+
+def _run_each(mutations: list[Mutation], trees: list[Path], fork: bool) -> list[Outcome]:
     pending = list(reversed(mutations))
     free = list(trees)
     running: dict[int, tuple[Mutation, Path, str, Run]] = {}
@@ -365,7 +379,7 @@ def _run_all(mutations: list[Mutation], trees: list[Path]) -> list[Outcome]:
         while pending and free:
             mutation, tree = pending.pop(), free.pop()
             original = _apply(mutation, tree)
-            run = Run(tree, mutation.tests)
+            run = Run(tree, mutation.tests, fork)
             running[run.pid] = (mutation, tree, original, run)
         pid, status = os.wait()
         if pid not in running:

@@ -88,3 +88,27 @@ def test_a_pass_with_a_skipped_test_proves_nothing() -> None:
     assert prove._verdict(mutation, 0, "1 passed, 1 skipped in 1s", 1.0).verdict == "error"
     assert prove._verdict(mutation, 0, "2 passed in 1s", 1.0).verdict == "survived"
     assert prove._verdict(mutation, 1, "1 failed, 1 skipped in 1s", 1.0).verdict == "killed"
+
+
+def test_an_edit_several_rows_declare_runs_once_and_each_row_gets_its_outcome(
+    tmp_path: Path,
+) -> None:
+    rows = matrix_rows()[:2]
+    breaking = prove.Edit(
+        "docker/Dockerfile.prod", "FROM python:3.11-slim AS base", "FROM python:3.11 AS base"
+    )
+    harmless = prove.Edit(
+        "docker/Dockerfile.prod", "# --- base: what every stage shares", "# --- base"
+    )
+    mutations = [
+        prove.Mutation(rows[0], breaking, (DOCKERFILE_TEST,)),
+        prove.Mutation(rows[0], harmless, (DOCKERFILE_TEST,)),
+        prove.Mutation(rows[1], breaking, (DOCKERFILE_TEST,)),
+    ]
+    trees = [prove.scratch_copy(tmp_path / "tree")]
+    outcomes = prove._run_all(mutations, trees, fork=False)
+    assert [(o.mutation, o.verdict) for o in outcomes] == [
+        (mutations[0], "killed"), (mutations[1], "survived"), (mutations[2], "killed"),
+    ]  # fmt: skip
+    # Two runs, not three: the same edit with the same tests gives the same outcome.
+    assert outcomes[0].seconds == outcomes[2].seconds
