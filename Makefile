@@ -85,20 +85,26 @@ run: | $(UV) ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOA
 	$(SERVE) python -m app create-superuser
 	$(SERVE) python -m app serve --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
 
-# Every tier: first the tiers without Docker, one process per CPU, then the Docker tiers one
-# test at a time (they share the engine); both run, and either failing fails the target.
+# Every tier: first the tiers without Docker, one process per CPU; then the Docker tiers,
+# their files spread over DOCKER_JOBS processes (they mostly wait for containers), except the
+# tests marked `alone`, which run last, one at a time: the Swarm tier (leaving a swarm breaks
+# name resolution in containers running meanwhile) and Chromium through the stack (it drops
+# a page load when networks change). All run, and any failing fails the target.
 # Branch coverage of app/ is measured over both (the servers the tests start included) and
 # reported; below COVERAGE_FLOOR the target fails. The floor is what the tiers without Docker
 # reach alone, so it holds on a machine without Docker; it may only rise.
 # With PYTEST_ARGS (e.g. PYTEST_ARGS='-m stack') it is one plain pytest run.
 FAST_TIERS = unit or fuzz or browser or kubernetes
 COVERAGE_FLOOR = 89
+DOCKER_JOBS ?= 2
 .PHONY: test
 test: venv ## Run every test tier (Docker tiers skip with a reason when Docker is missing), with coverage
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@status=0; rm -f .coverage .coverage.*; \
 	$(RUN) pytest -m "$(FAST_TIERS)" --numprocesses auto --durations=10 --cov --cov-report= || status=$$?; \
-	$(RUN) pytest -m "not ($(FAST_TIERS))" --durations=20 --cov --cov-append --cov-report= || status=$$?; \
+	$(RUN) pytest -m "not ($(FAST_TIERS) or alone)" --numprocesses $(DOCKER_JOBS) --dist loadfile \
+		--durations=20 --cov --cov-append --cov-report= || status=$$?; \
+	$(RUN) pytest -m alone --durations=5 --cov --cov-append --cov-report= || status=$$?; \
 	$(RUN) coverage report --fail-under=$(COVERAGE_FLOOR) || status=$$?; \
 	exit $$status
 else

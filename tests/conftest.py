@@ -76,7 +76,18 @@ def _tier(item: pytest.Item) -> str | None:
     return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
 
 
+# The Docker tiers whose files take longest, first: `make test` spreads those tiers' files over
+# processes in collection order, so the longest start first and the short ones fill in.
+SLOWEST_FIRST = ("stack", "bench", "integration", "container", "compose")
+
+
+def _start_order(item: pytest.Item) -> int:
+    tier = _tier(item)
+    return SLOWEST_FIRST.index(tier) if tier in SLOWEST_FIRST else -1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_start_order)
     problems: dict[str, str | None] = {}
     for item in items:
         tier = _tier(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -428,8 +429,15 @@ def test_make_test_measures_branch_coverage_of_every_tier_and_holds_a_floor() ->
 
     makefile = (ROOT / "Makefile").read_text()
     target = makefile.split("\ntest: venv", 1)[1].split("\nelse", 1)[0]
-    assert target.count("--cov ") == 2
-    assert "--cov-append" in target.split("not ($(FAST_TIERS))", 1)[1]
+    # The fast tiers over the CPUs; the Docker tiers' files over DOCKER_JOBS processes; the
+    # tests that must run alone last, one at a time; coverage added up over the three.
+    assert re.findall(r"\$\(RUN\) pytest (.*?) \|\| status=", re.sub(r"\\\n\s*", "", target)) == [
+        '-m "$(FAST_TIERS)" --numprocesses auto --durations=10 --cov --cov-report=',
+        '-m "not ($(FAST_TIERS) or alone)" --numprocesses $(DOCKER_JOBS) --dist loadfile '
+        "--durations=20 --cov --cov-append --cov-report=",
+        "-m alone --durations=5 --cov --cov-append --cov-report=",
+    ]
+    assert re.search(r"^DOCKER_JOBS \?= 2$", makefile, re.M)
     assert "coverage report --fail-under=$(COVERAGE_FLOOR) || status=$$?" in target
     floor = re.search(r"^COVERAGE_FLOOR = (\d+)$", makefile, re.M)
     assert floor
@@ -438,3 +446,23 @@ def test_make_test_measures_branch_coverage_of_every_tier_and_holds_a_floor() ->
     assert run["source"] == ["app"]
     assert run["branch"] is True
     assert run["patch"] == ["subprocess"]  # the servers the tests start count too
+
+
+def test_the_tests_that_run_alone_are_the_swarm_tier_and_chromium_through_the_stack() -> None:
+    """`make test` runs the other Docker tests two at a time; these could not bear it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "-m", "alone"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    alone = [line for line in result.stdout.splitlines() if "::" in line]
+    swarm = [
+        f"{path.relative_to(ROOT).as_posix()}::{name}"
+        for path in sorted((ROOT / "tests/swarm").glob("test_*.py"))
+        for name in re.findall(r"^def (test_\w+)\(", path.read_text(), re.M)
+    ]
+    assert len(swarm) >= 5
+    assert sorted(alone) == sorted([
+        *swarm, "tests/stack/test_web_ui.py::test_a_person_uses_every_feature_through_the_production_stack",
+    ])  # fmt: skip
