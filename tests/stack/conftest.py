@@ -235,10 +235,13 @@ class Load:
             try:
                 connection.request(method, path, body=body, headers=headers)
                 reply = connection.getresponse()
-                reply.read()
+                answer = reply.read()
                 outcome = str(reply.status)
-                if reply.status >= 400:
-                    self._record_failure(f"{method} {path}: {reply.status}")
+                if reply.status >= 400:  # with what says who answered: nginx or the app
+                    self._record_failure(
+                        f"{method} {path}: {reply.status} {answer[:160]!r} "
+                        f"request id {reply.getheader('X-Request-ID')}"
+                    )
             except (OSError, http.client.HTTPException) as exc:
                 outcome = type(exc).__name__
                 self._record_failure(f"{method} {path}: {exc!r}")

@@ -386,6 +386,11 @@ def _serving_after_start(container: str) -> float:
     return seconds(first.split()[0]) - seconds(started)
 
 
+# Zero failed requests under load is measured with no other Docker test beside it: with
+# another one building images and starting stacks, one POST in 3,364 was once answered 503
+# during a rollout (not seen again in 12 rollouts under a CPU hog or network churn; the
+# failure names who answered). `make test` runs the tests marked `alone` last, one at a time.
+@pytest.mark.alone
 def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -> None:
     """`docker restart` of every app replica in turn while 8 clients read and write through
     nginx: nginx sends each request to a replica that takes it (proxy_next_upstream)."""
@@ -417,6 +422,7 @@ def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -
     assert load.failures == []
 
 
+@pytest.mark.alone  # see above
 def test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request(
     stack: Stack,
 ) -> None:

@@ -448,7 +448,7 @@ def test_make_test_measures_branch_coverage_of_every_tier_and_holds_a_floor() ->
     assert run["patch"] == ["subprocess"]  # the servers the tests start count too
 
 
-def test_the_tests_that_run_alone_are_the_swarm_tier_and_chromium_through_the_stack() -> None:
+def test_only_the_tests_that_cannot_share_the_engine_run_alone() -> None:
     """`make test` runs the other Docker tests two at a time; these could not bear it."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
@@ -465,4 +465,6 @@ def test_the_tests_that_run_alone_are_the_swarm_tier_and_chromium_through_the_st
     assert len(swarm) >= 5
     assert sorted(alone) == sorted([
         *swarm, "tests/stack/test_web_ui.py::test_a_person_uses_every_feature_through_the_production_stack",
+        "tests/stack/test_prod_stack.py::test_restarting_each_app_replica_under_load_fails_no_request",
+        "tests/stack/test_prod_stack.py::test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request",
     ])  # fmt: skip
