@@ -390,8 +390,7 @@ def _run_each(mutations: list[Mutation], trees: list[Path], fork: bool) -> list[
         outcome = _verdict(mutation, *run.finish(status))
         outcomes.append(outcome)
         print(f"  {outcome.verdict:8} {outcome.seconds:5.1f}s  {mutation.row.key}", flush=True)
-    order = {id(m): n for n, m in enumerate(mutations)}
-    return sorted(outcomes, key=lambda o: order[id(o.mutation)])
+    return outcomes  # in the order they ended: _run_all puts them in the declared order
 
 
 def _print_table(outcomes: list[Outcome]) -> None:

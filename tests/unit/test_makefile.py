@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tools_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CONVENTION_TARGETS = [
@@ -103,10 +105,7 @@ def test_prod_builds_with_the_version_and_commit_of_this_checkout(tmp_path: Path
 
 
 def fake_docker(tmp_path: Path, script: str) -> Path:
-    path = tmp_path / "docker"
-    path.write_text(f"#!/bin/sh\n{script}\n")
-    path.chmod(0o755)
-    return path
+    return Path(tools_folder(tmp_path, docker=script)) / "docker"
 
 
 def test_deploy_names_the_image_the_stack_runs(tmp_path: Path) -> None:
