@@ -24,7 +24,8 @@ EXPORT_ONLY_COLUMNS = ("id", "created_at", "updated_at")
 
 # A cell that is (or, once one apostrophe is removed, was) a formula: apostrophes, then a
 # formula trigger. Escaping every such cell with one more apostrophe is reversible.
-_FORMULA = re.compile(r"^'*[=+\-@\t\r]")
+FORMULA_STARTS = "=+-@\t\r"
+_FORMULA = re.compile(f"^'*[{re.escape(FORMULA_STARTS)}]")
 
 # A field longer than this is refused with its line number (csv's own limit is 128 KiB).
 MAX_FIELD_CHARS = 20_000
@@ -39,6 +40,14 @@ MAX_LINE_CHARS = (len(COLUMNS) + len(EXPORT_ONLY_COLUMNS)) * (2 * MAX_FIELD_CHAR
 def neutralise(cell: str) -> str:
     """The cell as written to a CSV: formulas get a leading apostrophe."""
     return f"'{cell}" if _FORMULA.match(cell) else cell
+
+
+def neutralised_sql(column: str) -> str:
+    """`neutralise` in Postgres's SQL, for an export that Postgres writes itself."""
+    starts = ", ".join(f"chr({ord(start)})" for start in FORMULA_STARTS)
+    apostrophe = "''''"  # a string literal of one apostrophe
+    formula = f"left(ltrim({column}, {apostrophe}), 1) IN ({starts})"
+    return f"CASE WHEN {formula} THEN {apostrophe} || {column} ELSE {column} END"
 
 
 def restore(cell: str) -> str:
@@ -180,3 +189,21 @@ class _NeutralisingWriter:
              created_at.isoformat(), updated_at.isoformat())
             for item_id, title, description, created_at, updated_at in rows
         )  # fmt: skip
+
+
+class CrlfLineEnds:
+    """Postgres's CSV (COPY ... TO STDOUT, FORMAT csv) as `writer` writes it: the same
+    quoting (a field is quoted when it holds a comma, a quote, CR or LF; an empty one is
+    NULL, unquoted), but rows end in LF where `csv` ends them in CRLF. This turns each LF
+    outside quotes into CRLF, a chunk of the stream at a time: a quote toggles "inside" (a
+    doubled quote toggles twice), so the parts between quotes alternate outside, inside."""
+
+    def __init__(self) -> None:
+        self.inside = False
+
+    def __call__(self, data: bytes) -> bytes:
+        parts = data.split(b'"')
+        for index in range(1 if self.inside else 0, len(parts), 2):
+            parts[index] = parts[index].replace(b"\n", b"\r\n")
+        self.inside ^= (len(parts) - 1) % 2 == 1
+        return b'"'.join(parts)

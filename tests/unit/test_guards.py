@@ -5,6 +5,7 @@ guard. Each test exercises the function itself, without an app."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import io
 import ipaddress
@@ -589,6 +590,33 @@ def test_the_guard_stores_in_redis_when_one_is_configured() -> None:
 def test_formulas_are_neutralised_and_restored(cell: str, written: str) -> None:
     assert csvfiles.neutralise(cell) == written
     assert csvfiles.restore(written) == cell
+
+
+def test_postgres_neutralises_the_formulas_python_neutralises() -> None:
+    """The SQL an export on Postgres formats its cells with (its output is compared with
+    `neutralise`'s on Postgres, tests/integration/test_export_format.py)."""
+    assert csvfiles.neutralised_sql("title") == (
+        "CASE WHEN left(ltrim(title, ''''), 1) IN (chr(61), chr(43), chr(45), chr(64), chr(9),"
+        " chr(13)) THEN '''' || title ELSE title END"
+    )
+
+
+# Postgres's CSV of three rows (quoted LFs, CRs and doubled quotes) and the file the Python
+# writer makes of them: only the LFs that end a row become CRLF.
+POSTGRES_CSV = b'a,"b\nc",d\n"""\n""",,"x\r"\n"\n\n",e,""""\n'
+WRITER_CSV = b'a,"b\nc",d\r\n"""\n""",,"x\r"\r\n"\n\n",e,""""\r\n'
+
+
+@pytest.mark.parametrize("first", range(len(POSTGRES_CSV) + 1))
+def test_row_ends_become_crlf_wherever_the_stream_is_cut(first: int) -> None:
+    """Postgres hands the export over in pieces that may end anywhere, inside quotes too."""
+    for second in range(first, len(POSTGRES_CSV) + 1):
+        line_ends = csvfiles.CrlfLineEnds()
+        pieces = (POSTGRES_CSV[:first], POSTGRES_CSV[first:second], POSTGRES_CSV[second:])
+        assert b"".join(line_ends(piece) for piece in pieces) == WRITER_CSV
+    written = io.StringIO(newline="")
+    csv.writer(written).writerows([["a", "b\nc", "d"], ['"\n"', "", "x\r"], ["\n\n", "e", '"']])
+    assert written.getvalue().encode() == WRITER_CSV
 
 
 def csv_file(tmp_path: Path, content: str, encoding: str = "utf-8") -> Path:
