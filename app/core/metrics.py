@@ -97,6 +97,22 @@ JOBS = Gauge(
     ["state"],
     multiprocess_mode="mostrecent",
 )  # fmt: skip
+JOBS_OLDEST_AGE = Gauge(
+    "jobs_oldest_age_seconds",
+    "Per unfinished state, how long its oldest job has been in it without a change (a queued "
+    "job: waiting for a worker); read at scrape time.",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+JOBS_HEARTBEAT_AGE = Gauge(
+    "jobs_heartbeat_age_seconds",
+    "The stalest heartbeat of a running job, 0 with none running (read at scrape time).",
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+JOBS_REDELIVERED = Gauge(
+    "jobs_redelivered", "Unfinished jobs delivered more than once (read at scrape time).",
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
 
 
 # labels() validates and locks on every call: keep the children, one per label set.

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Uuid,
     and_,
     bindparam,
+    case,
     func,
     insert,
     literal_column,
@@ -156,24 +157,56 @@ async def discard_job(session: AsyncSession, settings: Settings, job: Job) -> No
     upload_path(settings, job.id).unlink(missing_ok=True)
 
 
-async def count_by_state(db: Database) -> dict[JobState, int] | None:
-    """Unfinished jobs per state (each unfinished state, 0 included) for the metrics and the
-    status page, read through the partial index that holds those jobs alone: the finished
-    ones are not counted, however many the table keeps. None when the database does not
+@dataclass(frozen=True)
+class QueueReport:
+    """The unfinished jobs, read at once for the metrics and the status page.
+
+    `counts`: per unfinished state, 0 included. `oldest_seconds`: per state, how long its
+    oldest job has been in it without a change (a queued job: waiting for a worker).
+    `heartbeat_age_seconds`: the stalest heartbeat of a running job (0 with none running).
+    `redelivered`: unfinished jobs delivered more than once."""
+
+    counts: dict[JobState, int]
+    oldest_seconds: dict[JobState, float]
+    heartbeat_age_seconds: float
+    redelivered: int
+
+
+async def queue_report(db: Database, now: datetime | None = None) -> QueueReport | None:
+    """Read through the partial index that holds the unfinished jobs alone: the finished
+    ones are not read, however many the table keeps. None when the database does not
     answer: metrics must be served all the same."""
+    oldest = func.min(Job.updated_at)
+    heartbeat = func.min(func.coalesce(Job.heartbeat_at, Job.updated_at))
+    redelivered = func.sum(case((Job.deliveries > 1, 1), else_=0))
     try:
         async with db.session() as session:
             rows = (
                 await session.execute(
                     # The index's own predicate, as literal SQL: a plan made for bound
                     # parameters could not prove it, and would read the whole table.
-                    select(Job.state, func.count()).where(text(UNFINISHED_SQL)).group_by(Job.state)
+                    select(Job.state, func.count(), oldest, heartbeat, redelivered)
+                    .where(text(UNFINISHED_SQL))
+                    .group_by(Job.state)
                 )
             ).all()
-    except Exception:  # any failure of the database means "no counts now"
+    except Exception:  # any failure of the database means "no report now"
         return None
-    counts = dict(rows)
-    return {state: counts.get(state, 0) for state in UNFINISHED}
+    now = now or utcnow()
+    found = {row[0]: row for row in rows}
+
+    def age(at: datetime | None) -> float:
+        return max((now - at).total_seconds(), 0.0) if at is not None else 0.0
+
+    running = found.get(JobState.RUNNING)
+    return QueueReport(
+        counts={state: found[state][1] if state in found else 0 for state in UNFINISHED},
+        oldest_seconds={
+            state: age(found[state][2]) if state in found else 0.0 for state in UNFINISHED
+        },
+        heartbeat_age_seconds=age(running[3]) if running is not None else 0.0,
+        redelivered=sum(int(row[4] or 0) for row in rows),
+    )
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:

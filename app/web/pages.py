@@ -678,14 +678,14 @@ async def status_page(request: Request, user: SignedInDep) -> HTMLResponse:
     _superuser(user)
     state = request.app.state
     healthy, checks = await run_checks(state.db, state.redis, state.settings.ready_timeout_seconds)
-    counts = await jobs_service.count_by_state(state.db)
+    report = await jobs_service.queue_report(state.db)
     return render(
         request,
         "status.html",
         user=user,
         healthy=healthy,
         checks=checks,
-        counts=counts,
+        counts=report.counts if report is not None else None,
         settings=state.settings,
         uptime=round(state.health.uptime_seconds),
     )

@@ -23,10 +23,13 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
             detail="metrics need the METRICS_TOKEN bearer token or an allowed network",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    counts = await jobs.count_by_state(request.app.state.db)
-    if counts is not None:  # else the database did not answer: the gauges keep their values
-        for state, count in counts.items():
+    report = await jobs.queue_report(request.app.state.db)
+    if report is not None:  # else the database did not answer: the gauges keep their values
+        for state, count in report.counts.items():
             metrics.JOBS.labels(state).set(count)
+            metrics.JOBS_OLDEST_AGE.labels(state).set(report.oldest_seconds[state])
+        metrics.JOBS_HEARTBEAT_AGE.set(report.heartbeat_age_seconds)
+        metrics.JOBS_REDELIVERED.set(report.redelivered)
     # Bounded by retention (app/services/retention.py): a few thousand files at most.
     used = await asyncio.to_thread(retention.storage_in_use, request.app.state.settings)
     for volume, (files, size) in used.items():
