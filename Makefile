@@ -45,7 +45,8 @@ ALL_PROFILES = --profile certbot --profile tools
 SERVICE ?=
 # Production secrets are files, one per secret: SECRETS_DIR from the env file, else secrets/$(ENV).
 SECRETS_DIR ?= $(or $(shell sed -n 's/^SECRETS_DIR=//p' $(ENV_FILE) 2>/dev/null),secrets/$(ENV))
-SECRET_FILES = secret_key jwt_secret_key db_password redis_password admin_password webhook_secret metrics_token
+SECRET_FILES = secret_key jwt_secret_key db_password redis_password admin_password webhook_secret metrics_token \
+               monitoring_db_password
 
 # Wheelhouse for offline builds: the image's Python and platform, not the host's.
 WHEEL_PYTHON ?= 3.11
@@ -245,6 +246,22 @@ prod: ENV = prod
 prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn app, Postgres, Redis; ENV=staging for .env.staging
 	$(BUILD_STAMP) $(STACK_UP)
 	@$(MAKE) stack-urls ENV=$(ENV) ENV_FILE=$(ENV_FILE)
+
+# The production stack with its monitoring overlay (docker-compose.monitoring.yml). The
+# webhook URL's file is created empty when missing: alerts then go to no webhook.
+.PHONY: monitoring
+monitoring: ENV = prod
+monitoring: OVERLAY = docker-compose.prod.yml -f docker-compose.monitoring.yml
+monitoring: env-file secret-files ## The production stack plus Prometheus, Alertmanager and the exporters; says where their pages are
+	@[ -e "$(SECRETS_DIR)/alert_webhook_url" ] || { : > "$(SECRETS_DIR)/alert_webhook_url"; \
+	    chmod 644 "$(SECRETS_DIR)/alert_webhook_url"; \
+	    echo "$(SECRETS_DIR)/alert_webhook_url: created empty (write the URL alerts go to into it)"; }
+	$(BUILD_STAMP) $(STACK_UP)
+	@set -a && . $(abspath $(ENV_FILE)) && set +a; \
+	echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/alerts (targets: /targets)"; \
+	echo "Alertmanager: http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}/"; \
+	echo "    on this host only: from elsewhere, ssh -L 9090:127.0.0.1:9090 -L 9093:127.0.0.1:9093 HOST"; \
+	echo "    what each alert means: docs/operations.md#alerts"
 
 # Where the stack answers, from the env file.
 .PHONY: stack-urls

@@ -15,18 +15,31 @@ from tools.docker import ROOT
 
 SECRET_FILES = (
     "secret_key", "jwt_secret_key", "db_password", "redis_password", "admin_password",
-    "webhook_secret", "metrics_token",
+    "webhook_secret", "metrics_token", "monitoring_db_password",
 )  # fmt: skip
+# Secrets that are no random value: written empty unless given (an empty webhook URL sends
+# alerts nowhere).
+OPTIONAL_SECRET_FILES = ("alert_webhook_url",)
 
 # The secrets each service of the production compose stack mounts, and nothing more.
 SERVICE_SECRETS: dict[str, set[str]] = {
-    "app": set(SECRET_FILES),
+    "app": set(SECRET_FILES) - {"monitoring_db_password"},
     "worker": {"secret_key", "jwt_secret_key", "db_password", "redis_password", "webhook_secret"},
     "db": {"db_password"},
     "redis": {"redis_password"},
     "backup": {"db_password"},
     "nginx": set(),
     "certbot": set(),
+}
+# The same for the services of docker-compose.monitoring.yml.
+MONITORING_SECRETS: dict[str, set[str]] = {
+    "prometheus": {"metrics_token"},
+    "alertmanager": {"alert_webhook_url"},
+    "postgres-exporter": {"monitoring_db_password"},
+    "redis-exporter": set(),
+    "redis-exporter-config": {"redis_password"},
+    "nginx-exporter": set(),
+    "monitoring-role": {"db_password", "monitoring_db_password"},
 }
 
 
@@ -39,6 +52,7 @@ def prod_env_file(path: Path, overrides: dict[str, str]) -> dict[str, str]:
     folder = path.parent / f"{path.name}.secrets"
     folder.mkdir(mode=0o700, exist_ok=True)
     values = {name.upper(): secrets.token_urlsafe(32) for name in SECRET_FILES}
+    values |= {name.upper(): "" for name in OPTIONAL_SECRET_FILES}
     for key, value in {**overrides, "SECRETS_DIR": str(folder)}.items():
         if key in values:
             values[key] = value

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tools.compose_env import SERVICE_SECRETS
+from tools.compose_env import MONITORING_SECRETS, SERVICE_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {
@@ -526,3 +526,63 @@ def test_dev_worker_is_never_pulled_and_restarts_on_code_changes() -> None:
     assert worker["image"] == rendered("dev", "dev")["services"]["app"]["image"]
     assert worker["command"][:2] == ["watchfiles", "--filter"]
     assert "/app/scripts/docker-entrypoint.sh worker" in worker["command"]
+
+
+MONITORING_LIMITS = {
+    "prometheus": {"cpus": 0.5, "memory": "536870912", "pids": 128},
+    "alertmanager": {"cpus": 0.25, "memory": "134217728", "pids": 64},
+    "postgres-exporter": {"cpus": 0.25, "memory": "67108864", "pids": 32},
+    "redis-exporter": {"cpus": 0.25, "memory": "67108864", "pids": 32},
+    "nginx-exporter": {"cpus": 0.25, "memory": "67108864", "pids": 32},
+    "monitoring-role": {"cpus": 0.25, "memory": "67108864", "pids": 32},
+    "redis-exporter-config": {"cpus": 0.25, "memory": "33554432", "pids": 16},
+}
+MONITORING_ONE_SHOT = {"monitoring-role", "redis-exporter-config"}
+
+
+def test_monitoring_overlay_is_hardened_private_and_bounded() -> None:
+    """Every monitoring service: no capabilities, no privilege gain, a read-only root, not
+    root (but the one-shot that writes the exporter's password file, without capabilities),
+    limits and rotated logs; only Prometheus and Alertmanager published, on 127.0.0.1; the
+    secrets as files, each where it is used; Prometheus's storage bounded."""
+    env_file = ROOT / EXAMPLE["prod"]
+    result = compose(
+        "prod", env_file, "-f", "docker-compose.monitoring.yml", "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    for name, limits in MONITORING_LIMITS.items():
+        service = services[name]
+        assert service["deploy"]["resources"]["limits"] == limits, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service.get("cap_add") is None, name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["read_only"] is True, name
+        assert service["user"] == {
+            "redis-exporter-config": "0:0",
+            "monitoring-role": "70:70",
+            "redis-exporter": "59000:59000",
+        }.get(name, "65534:65534")
+        assert service["restart"] == ("no" if name in MONITORING_ONE_SHOT else "unless-stopped")
+        assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}, name
+        mounted = {secret["source"] for secret in service.get("secrets", [])}
+        assert mounted == MONITORING_SECRETS[name] if name in MONITORING_SECRETS else set()
+        assert ":latest" not in service["image"], name
+    published = {
+        name: [(p["host_ip"], p["target"]) for p in service.get("ports", [])]
+        for name, service in services.items()
+        if name in MONITORING_LIMITS and service.get("ports")
+    }
+    assert published == {"prometheus": [("127.0.0.1", 9090)], "alertmanager": [("127.0.0.1", 9093)]}
+    assert "--storage.tsdb.retention.time=15d" in services["prometheus"]["command"]
+    assert "--storage.tsdb.retention.size=5GB" in services["prometheus"]["command"]
+    # The exporters reach what they read and nothing else; the backend stays internal.
+    assert set(services["postgres-exporter"]["networks"]) == {"backend"}
+    assert set(services["redis-exporter"]["networks"]) == {"backend"}
+    assert services["redis-exporter-config"]["network_mode"] == "none"
+    assert set(services["alertmanager"]["networks"]) == {"monitoring"}
+    assert config["networks"]["backend"]["internal"] is True
+    assert config["secrets"]["alert_webhook_url"]["file"] == str(
+        ROOT / "secrets" / "prod" / "alert_webhook_url"
+    )

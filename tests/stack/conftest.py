@@ -44,6 +44,8 @@ class Stack:
     admin_password: str
     pebble_ca_dir: Path
     values: dict[str, str] = field(default_factory=dict)
+    overlays: tuple[str, ...] = ()  # more compose files, after the ACME overlay
+    extra_environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -64,10 +66,14 @@ class Stack:
         return [
             "docker", "compose", "--project-name", self.project, "--env-file", str(self.env_file),
             "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", "-f", str(ACME_OVERLAY),
+            *(arg for overlay in self.overlays for arg in ("-f", overlay)),
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
-        return {**compose_environment(self.env_file), "PEBBLE_CA_DIR": str(self.pebble_ca_dir)}
+        return {
+            **compose_environment(self.env_file), "PEBBLE_CA_DIR": str(self.pebble_ca_dir),
+            **self.extra_environment,
+        }  # fmt: skip
 
     def containers(self, service: str) -> list[str]:
         return self.compose("ps", "--all", "--quiet", service).stdout.split()
@@ -135,7 +141,7 @@ class Stack:
 
 
 def write_env_file(
-    path: Path, http_port: int, https_port: int, admin_password: str
+    path: Path, http_port: int, https_port: int, admin_password: str, **more: str
 ) -> dict[str, str]:
     return prod_env_file(
         path,
@@ -160,6 +166,7 @@ def write_env_file(
             "SMTP_HOST": "mail",
             "SMTP_PORT": "1025",
             "SMTP_SECURITY": "none",
+            **more,
         },
     )
 

@@ -1,0 +1,143 @@
+"""The production stack with its monitoring overlay (docker-compose.monitoring.yml), up for
+real: Prometheus scrapes every app replica and exporter, and an alert fires when its fault
+happens, reaches the receiver through Alertmanager, and resolves when the fault is gone."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.docker_utils import ROOT, docker, wait_until
+from tests.stack.conftest import Stack, write_env_file
+from tools.compose_env import MONITORING_SECRETS
+from tools.docker import free_port
+
+ALERTS_OVERLAY = Path(__file__).with_name("docker-compose.alerts.yml")
+# One target per app replica (two) and per exporter, Alertmanager and Prometheus itself.
+EXPECTED_JOBS = ["alertmanager", "app", "app", "nginx", "postgres", "prometheus", "redis"]
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("monitored")
+    (folder / "pebble-ca").mkdir()
+    # Alertmanager's own file with its waits cut from minutes to seconds: nothing else changed.
+    product = (ROOT / "monitoring" / "alertmanager" / "alertmanager.yml").read_text()
+    fast = product.replace("group_wait: 30s\n", "group_wait: 1s\n").replace(
+        "group_interval: 5m\n", "group_interval: 5s\n"
+    )
+    assert "group_wait: 1s\n" in fast
+    assert "group_interval: 5s\n" in fast
+    (folder / "alertmanager.yml").write_text(fast)
+    (folder / "alertmanager.yml").chmod(0o644)
+    http_port, https_port = free_port(), free_port()
+    password = secrets.token_urlsafe(16)
+    prometheus, alertmanager = free_port(), free_port()
+    values = write_env_file(
+        folder / "env", http_port, https_port, password,
+        PROMETHEUS_PORT=str(prometheus), ALERTMANAGER_PORT=str(alertmanager),
+        ALERT_WEBHOOK_URL="http://alert-receiver:8080/hook",
+    )  # fmt: skip
+    stack = Stack(
+        f"shipshape-monitored-{secrets.token_hex(3)}", folder / "env", http_port, https_port,
+        password, folder / "pebble-ca", values,
+        overlays=("docker-compose.monitoring.yml", str(ALERTS_OVERLAY)),
+        extra_environment={"ALERTMANAGER_TEST_CONFIG": str(folder / "alertmanager.yml")},
+    )  # fmt: skip
+    try:
+        stack.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "240", timeout=900)
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+def _prometheus(stack: Stack, path: str) -> Any:
+    port = stack.values["PROMETHEUS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+        return json.load(reply)["data"]
+
+
+def _targets(stack: Stack) -> list[tuple[str, str]]:
+    return sorted(
+        (target["labels"]["job"], target["health"])
+        for target in _prometheus(stack, "/api/v1/targets")["activeTargets"]
+    )
+
+
+def _all_up(stack: Stack) -> bool:
+    targets = _targets(stack)
+    return [job for job, _ in targets] == EXPECTED_JOBS and all(h == "up" for _, h in targets)
+
+
+def _notifications(stack: Stack) -> list[dict[str, Any]]:
+    """What the receiver got, in order: (status, alertname, job) of every alert of each."""
+    lines = stack.compose("logs", "--no-log-prefix", "alert-receiver").stdout.splitlines()
+    return [
+        json.loads(line.removeprefix("NOTIFICATION "))
+        for line in lines
+        if line.startswith("NOTIFICATION ")
+    ]
+
+
+def _seen(stack: Stack, alertname: str, status: str) -> bool:
+    return any(
+        alert["labels"]["alertname"] == alertname and alert["status"] == status
+        for notification in _notifications(stack)
+        for alert in notification["alerts"]
+    )
+
+
+def test_every_target_is_scraped(monitored: Stack) -> None:
+    """Both app replicas (found through Docker's DNS, with the metrics token), the three
+    exporters (Postgres through its read-only role, Redis with its password), Alertmanager
+    and Prometheus itself."""
+    wait_until(lambda: _all_up(monitored), 120, "every target up")
+    for query in ("pg_up", "redis_up", "nginx_up", 'jobs{state="queued"}'):
+        [sample] = _prometheus(monitored, f"/api/v1/query?query=max({query})")["result"]
+        assert sample["value"][1] == ("1" if query.endswith("_up") else "0"), query
+
+
+def test_monitoring_services_get_only_their_secrets(monitored: Stack) -> None:
+    for service, expected in MONITORING_SECRETS.items():
+        for container in monitored.containers(service):
+            [info] = json.loads(docker("inspect", container).stdout)
+            mounted = {
+                mount["Destination"].removeprefix("/run/secrets/")
+                for mount in info["Mounts"]
+                if mount["Destination"].startswith("/run/secrets/")
+            }
+            assert mounted == expected, service
+            exposed = json.dumps([info["Config"]["Env"], info["Args"], info["Path"]])
+            for name in ("DB_PASSWORD", "REDIS_PASSWORD", "METRICS_TOKEN",
+                         "MONITORING_DB_PASSWORD"):  # fmt: skip
+                assert monitored.values[name] not in exposed, (service, name)
+
+
+def test_an_alert_fires_reaches_the_receiver_and_resolves(monitored: Stack) -> None:
+    """The faults: every app replica stopped (AppDown: their targets leave Docker's DNS)
+    and the Postgres exporter stopped (TargetDown: its scrape fails)."""
+    wait_until(lambda: _all_up(monitored), 120, "every target up")
+    assert not _notifications(monitored)  # a healthy stack sends nothing
+    monitored.compose("stop", "app", "postgres-exporter")
+    try:
+        wait_until(lambda: _seen(monitored, "AppDown", "firing"), 300, "AppDown at the receiver")
+        wait_until(
+            lambda: _seen(monitored, "TargetDown", "firing"), 300, "TargetDown at the receiver"
+        )
+    finally:
+        monitored.compose("start", "app", "postgres-exporter")
+    wait_until(lambda: _seen(monitored, "AppDown", "resolved"), 300, "AppDown resolved")
+    wait_until(lambda: _seen(monitored, "TargetDown", "resolved"), 300, "TargetDown resolved")
+    [target_down] = [
+        alert for notification in _notifications(monitored) for alert in notification["alerts"]
+        if alert["labels"]["alertname"] == "TargetDown" and alert["status"] == "firing"
+    ]  # fmt: skip
+    assert target_down["labels"]["job"] == "postgres"
+    assert target_down["labels"]["severity"] == "page"
+    assert target_down["annotations"]["runbook"] == "docs/operations.md#alert-targetdown"
