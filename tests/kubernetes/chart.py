@@ -32,7 +32,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "autoscaling-and-metrics": {
         "app": {"autoscaling": {"enabled": True}},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        },
     },
     "chart-created-secret": {"secrets": {"create": True, "values": _TRIAL_SECRETS}},
     "ingress-off": {

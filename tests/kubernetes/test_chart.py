@@ -19,11 +19,14 @@ import pytest
 import yaml
 
 from tests.helpers import skip_or_fail_in_ci
-from tests.kubernetes.chart import CHART, VALUE_SETS, by_kind, manifests, objects, render_raw
+from tests.kubernetes.chart import CHART, ROOT, VALUE_SETS, by_kind, manifests, objects, render_raw
 from tools import chart_schema
 
 # CRDs, whose schemas kubernetes-validate does not ship: checked by fields here instead.
-CUSTOM_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1"}
+CUSTOM_KINDS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
 # checkov runs from its own environment: its pins (redis<7 among them) conflict with the
 # service's, so it cannot share the project's lock. Bump this pin by hand.
 CHECKOV = "checkov==3.3.30"
@@ -79,6 +82,22 @@ def test_the_service_monitor_scrapes_metrics_with_the_token() -> None:
         "type": "Bearer",
         "credentials": {"name": "shipshape", "key": "metrics_token"},
     }
+    # The job the alert rules name, whatever the release and Service are called.
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "app"}
+    ]
+
+
+def test_the_prometheus_rule_holds_the_stacks_alert_rules() -> None:
+    """The chart's copy is the stack's rules file (`make docs` copies it), rendered as it is:
+    the rules' own templates ({{ $labels.job }}) are not the chart's."""
+    rules = ROOT / "monitoring" / "prometheus" / "rules" / "shipshape.yml"
+    copy = ROOT / "deploy" / "helm" / "shipshape" / "files" / "alert-rules.yml"
+    assert copy.read_text() == rules.read_text(), "run `make docs`"
+    (rule,) = by_kind("autoscaling-and-metrics", "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(rules.read_text())
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert by_kind("default", "PrometheusRule") == []
 
 
 def _checkov_command() -> list[str]:
