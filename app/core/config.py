@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -490,6 +491,22 @@ class Settings(BaseSettings):
         description="Comma-separated networks (CIDR) whose clients get /metrics and the "
         "detailed /health without the token. Everyone else gets 401 and a plain status.",
     )
+    monitored_volumes: str = Field(
+        "",
+        description="More folders whose volume's size and free space /metrics reports, as "
+        "`name=/path,...` (the uploads and exports folders are always reported). The "
+        "monitoring overlay adds the database's and the backups' volumes, mounted read-only.",
+    )
+    backup_dir: str = Field(
+        "",
+        description="The backups folder (scripts/backup.sh's BACKUP_DIR, mounted read-only): "
+        "/metrics reports when its newest daily dump was made, and its size. Empty: none.",
+    )
+    tls_probe_address: str = Field(
+        "",
+        description="`host:port` of the TLS server whose certificate's expiry /metrics "
+        "reports (the monitoring overlay: nginx:443), asked for BASE_URL's host. Empty: none.",
+    )
     items_max_page_size: int = Field(
         100, ge=1, le=1000, description="Hard maximum of `limit` on list endpoints."
     )
@@ -546,6 +563,26 @@ class Settings(BaseSettings):
                 "must be rate limits like `5/minute,20/hour` (limits notation)"
             ) from None
         return value
+
+    @field_validator("monitored_volumes")
+    @classmethod
+    def _check_monitored_volumes(cls, v: str) -> str:
+        for entry in filter(None, (part.strip() for part in v.split(","))):
+            name, _, path = entry.partition("=")
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name) or not path.startswith("/"):
+                raise ValueError(
+                    f"{entry[:60]!r}: each entry is name=/absolute/path, the name in lower case"
+                )
+        return v
+
+    @field_validator("tls_probe_address")
+    @classmethod
+    def _check_tls_probe_address(cls, v: str) -> str:
+        if v:
+            host, _, port = v.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{v[:60]!r} is not host:port")
+        return v
 
     @field_validator("metrics_allowed_networks")
     @classmethod
@@ -707,6 +744,15 @@ class Settings(BaseSettings):
         processes = self.web_concurrency or self.max_workers
         per_hash = self.password_hash_memory_kib * 1024
         return max(1, min(4, limit // 4 // (per_hash * processes)))
+
+    @property
+    def monitored_volume_paths(self) -> dict[str, str]:
+        """Volume name -> a folder on it: uploads, exports, then MONITORED_VOLUMES."""
+        volumes = {"uploads": self.uploads_dir, "exports": self.storage_dir}
+        for entry in filter(None, (part.strip() for part in self.monitored_volumes.split(","))):
+            name, _, path = entry.partition("=")
+            volumes[name] = path
+        return volumes
 
     @property
     def metrics_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -113,6 +113,31 @@ JOBS_REDELIVERED = Gauge(
     "jobs_redelivered", "Unfinished jobs delivered more than once (read at scrape time).",
     multiprocess_mode="mostrecent",
 )  # fmt: skip
+VOLUME_SIZE = Gauge(
+    "volume_size_bytes", "Size of each monitored volume's filesystem (read at scrape time).",
+    ["volume"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+VOLUME_AVAILABLE = Gauge(
+    "volume_available_bytes",
+    "Space left to unprivileged writers on each monitored volume (read at scrape time).",
+    ["volume"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+BACKUP_FINISHED = Gauge(
+    "backup_last_success_timestamp_seconds",
+    "When the newest daily backup was made (BACKUP_DIR, read at scrape time).",
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+BACKUP_SIZE = Gauge(
+    "backup_size_bytes", "Size of the newest daily backup (read at scrape time).",
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+CERTIFICATE_EXPIRY = Gauge(
+    "certificate_expiry_timestamp_seconds",
+    "When the certificate served at TLS_PROBE_ADDRESS expires (read at scrape time).",
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
 
 
 # labels() validates and locks on every call: keep the children, one per label set.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,32 @@ def test_every_target_is_scraped(monitored: Stack) -> None:
     for query in ("pg_up", "redis_up", "nginx_up", 'jobs{state="queued"}'):
         [sample] = _prometheus(monitored, f"/api/v1/query?query=max({query})")["result"]
         assert sample["value"][1] == ("1" if query.endswith("_up") else "0"), query
+
+
+def _value(stack: Stack, query: str) -> float | None:
+    result = _prometheus(stack, f"/api/v1/query?query={urllib.parse.quote(query)}")["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_volumes_backups_and_the_certificate_are_measured(monitored: Stack) -> None:
+    """The app reads the database's and the backups' volumes (mounted read-only), the newest
+    backup, and the certificate nginx serves (the bootstrap one: valid for days, not past)."""
+    monitored.compose("exec", "-T", "backup", "/bin/sh", "/opt/shipshape/backup.sh", "--once")
+    made = wait_until(
+        lambda: _value(monitored, "max(backup_last_success_timestamp_seconds)"), 120,
+        "the backup in Prometheus",
+    )  # fmt: skip
+    assert time.time() - 300 < made <= time.time()
+    assert (_value(monitored, "max(backup_size_bytes)") or 0) > 0
+    for volume in ("postgres", "backups", "uploads", "exports"):
+        size = _value(monitored, f'max(volume_size_bytes{{volume="{volume}"}})')
+        free = _value(monitored, f'max(volume_available_bytes{{volume="{volume}"}})')
+        assert size is not None, volume
+        assert free is not None, volume
+        assert 0 < free <= size, volume
+    expiry = _value(monitored, "min(certificate_expiry_timestamp_seconds)")
+    assert expiry is not None
+    assert expiry - time.time() > 14 * 86400  # no CertificateExpiringSoon on a fresh stack
 
 
 def test_monitoring_services_get_only_their_secrets(monitored: Stack) -> None:

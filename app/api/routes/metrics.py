@@ -4,13 +4,15 @@ METRICS_ALLOWED_NETWORKS); nginx does not serve it to the public either."""
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app.api.deps import OperatorDep
 from app.api.routing import Route
 from app.core import metrics
-from app.services import jobs, retention
+from app.core.config import Settings
+from app.services import jobs, retention, vitals
 
 router = APIRouter(tags=["health"], route_class=Route)
 
@@ -35,5 +37,27 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
     for volume, (files, size) in used.items():
         metrics.STORAGE_FILES.labels(volume).set(files)
         metrics.STORAGE_BYTES.labels(volume).set(size)
+    await _observe_operations(request.app.state.settings)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+async def _observe_operations(settings: Settings) -> None:
+    """The volumes, the newest backup, the served certificate: what is not there (a volume
+    not mounted, no backup yet, no TLS server answering) is not reported."""
+    used = await asyncio.to_thread(vitals.volume_use, settings.monitored_volume_paths)
+    for volume, use in used.items():
+        metrics.VOLUME_SIZE.labels(volume).set(use.size_bytes)
+        metrics.VOLUME_AVAILABLE.labels(volume).set(use.available_bytes)
+    if settings.backup_dir:
+        backup = await asyncio.to_thread(vitals.newest_backup, settings.backup_dir)
+        if backup is not None:
+            metrics.BACKUP_FINISHED.set(backup.finished_at)
+            metrics.BACKUP_SIZE.set(backup.size_bytes)
+    if settings.tls_probe_address:
+        server_name = urlsplit(settings.base_url).hostname or ""
+        expiry = await vitals.served_certificate_expiry(
+            settings.tls_probe_address, server_name, settings.ready_timeout_seconds
+        )
+        if expiry is not None:
+            metrics.CERTIFICATE_EXPIRY.set(expiry)
