@@ -6,6 +6,7 @@ listing, one TLS handshake with a timeout)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from dataclasses import dataclass
@@ -70,11 +71,17 @@ async def served_certificate_expiry(
             _, writer = await asyncio.open_connection(
                 host, int(port), ssl=context, server_hostname=server_name
             )
-            try:
-                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            finally:
-                writer.close()
-                await writer.wait_closed()
-        return not_after(der).timestamp() if der else None
     except (OSError, TimeoutError, ValueError, ssl.SSLError):
+        return None
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        # The date is read whatever the goodbye looks like: a slow or broken one is cut short.
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            async with asyncio.timeout(within_seconds):
+                await writer.wait_closed()
+    try:
+        return not_after(der).timestamp() if der else None
+    except ValueError:
         return None
