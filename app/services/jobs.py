@@ -750,11 +750,10 @@ def _export_range(everybody: bool, *columns: Any) -> Select[Any]:
 
 
 def _export_end(everybody: bool) -> Precompiled:
-    """The last position of the next chunk and its number of rows: one row, read from the
-    index alone."""
+    """The last position of the next chunk: read from the index alone."""
     chunk = _export_range(everybody, _items.created_at, _items.id).subquery()
     return Precompiled(
-        select(chunk.c.created_at, chunk.c.id, func.count().over())
+        select(chunk.c.created_at, chunk.c.id)
         .order_by(chunk.c.created_at.desc(), chunk.c.id.desc())
         .limit(literal_column("1"))  # a constant: Precompiled binds only named parameters
     )
@@ -828,7 +827,7 @@ class _CopyExportWriter(_ExportWriter):
         )
         if not ends:
             return None
-        end_at, end_id, _ = ends[0]
+        end_at, end_id = ends[0]
         connection = await self.session.connection()
         driver: Any = (await connection.get_raw_connection()).driver_connection
         line_ends = csvfiles.CrlfLineEnds()
