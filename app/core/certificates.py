@@ -57,7 +57,7 @@ def not_after(der: bytes) -> datetime:
     """The end of the certificate's validity."""
     certificate, _ = _inside(der, 0, _SEQUENCE)
     at, _ = _inside(der, certificate, _SEQUENCE)  # tbsCertificate
-    if der[at] == _VERSION:
+    if der[at : at + 1] == bytes([_VERSION]):  # a slice: past the end it is empty
         at = _element(der, at)[2]
     for _ in range(3):  # serialNumber, signature, issuer
         at = _element(der, at)[2]

@@ -62,7 +62,14 @@ def test_the_expiry_is_read_from_the_certificate(expires: datetime, tmp_path: Pa
 
 @pytest.mark.parametrize(
     "der",
-    [b"", b"\x30", b"\x30\x05\x30\x03\x02\x01\x01", b"\x31\x00", b"\x30\x85\xff\xff\xff\xff\xff"],
+    [
+        b"",
+        b"\x30",
+        b"\x30\x05\x30\x03\x02\x01\x01",
+        b"\x31\x00",
+        b"\x30\x85\xff\xff\xff\xff\xff",
+        b"\x30\x02\x30\x00",  # an empty tbsCertificate: nothing where the version may be
+    ],
 )
 def test_what_is_no_certificate_is_refused(der: bytes) -> None:
     with pytest.raises(ValueError, match=r"certificate|tag|time"):
