@@ -113,6 +113,11 @@ def is_secret(field: FieldInfo) -> bool:
     return isinstance(extra, dict) and bool(extra.get("secret"))
 
 
+def _volume_entries(value: str) -> list[tuple[str, str, str]]:
+    """MONITORED_VOLUMES's entries, each partitioned at its "=", blank ones skipped."""
+    return [part.strip().partition("=") for part in value.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -567,11 +572,12 @@ class Settings(BaseSettings):
     @field_validator("monitored_volumes")
     @classmethod
     def _check_monitored_volumes(cls, v: str) -> str:
-        for entry in filter(None, (part.strip() for part in v.split(","))):
-            name, _, path = entry.partition("=")
+        for entry in _volume_entries(v):
+            name, _, path = entry
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name) or not path.startswith("/"):
                 raise ValueError(
-                    f"{entry[:60]!r}: each entry is name=/absolute/path, the name in lower case"
+                    f"{''.join(entry)[:60]!r}: each entry is name=/absolute/path, the name in "
+                    "lower case"
                 )
         return v
 
@@ -749,10 +755,7 @@ class Settings(BaseSettings):
     def monitored_volume_paths(self) -> dict[str, str]:
         """Volume name -> a folder on it: uploads, exports, then MONITORED_VOLUMES."""
         volumes = {"uploads": self.uploads_dir, "exports": self.storage_dir}
-        for entry in filter(None, (part.strip() for part in self.monitored_volumes.split(","))):
-            name, _, path = entry.partition("=")
-            volumes[name] = path
-        return volumes
+        return volumes | {name: path for name, _, path in _volume_entries(self.monitored_volumes)}
 
     @property
     def metrics_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
