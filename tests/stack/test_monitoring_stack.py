@@ -61,7 +61,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _prometheus(stack: Stack, path: str) -> Any:
     port = stack.values["PROMETHEUS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as reply:
         return json.load(reply)["data"]
 
 
@@ -78,7 +78,7 @@ def _all_up(stack: Stack) -> bool:
 
 
 def _notifications(stack: Stack) -> list[dict[str, Any]]:
-    """What the receiver got, in order: (status, alertname, job) of every alert of each."""
+    """Every notification the receiver got (Alertmanager's webhook JSON), in order."""
     lines = stack.compose("logs", "--no-log-prefix", "alert-receiver").stdout.splitlines()
     return [
         json.loads(line.removeprefix("NOTIFICATION "))
