@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api import API_PREFIX
 from app.api.routing import authenticates_first
 from app.core.config import Settings
-from app.core.security import InvalidToken, TokenClaims, decode_access_token
+from app.core.security import InvalidToken, TokenClaims, decode_access_token, operator_allowed
 from app.db.models import User
 from app.db.session import Database
 from app.services.access import Principal
@@ -66,18 +64,10 @@ async def get_login_guard(request: Request) -> LoginGuard:
 
 
 async def is_operator(request: Request) -> bool:
-    """Is the caller allowed the operators' views (/metrics, the /health report)? With the
-    METRICS_TOKEN as bearer token, or from a METRICS_ALLOWED_NETWORKS address."""
+    """Is the caller allowed the operators' views (/metrics, the /health report)?"""
     settings: Settings = request.app.state.settings
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if settings.metrics_token and scheme.lower() == "bearer":
-        return hmac.compare_digest(credentials.encode(), settings.metrics_token.encode())
-    try:
-        client = ipaddress.ip_address(request.client.host if request.client else "")
-    except ValueError:
-        return False
-    return any(client in network for network in settings.metrics_network_list)
+    client = request.client.host if request.client else None
+    return operator_allowed(settings, request.headers.get("authorization", ""), client)
 
 
 # A page's cursor as the previous page gave it (app/services/pagination.py): the base64url

@@ -277,6 +277,13 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = Field(
         100, ge=1, description="Recycle a worker process after this many jobs."
     )
+    worker_metrics_port: int = Field(
+        9808,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics (task runs and durations, jobs ended), on "
+        "HOST, with the access rules of the app's /metrics. 0: not served.",
+    )
     job_retention_days: int = Field(
         7,
         ge=1,

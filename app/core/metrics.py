@@ -11,8 +11,11 @@ path, so ids do not explode the number of series.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -39,6 +42,7 @@ from prometheus_client import (  # noqa: E402 - after the directory is prepared
     generate_latest,
 )
 from prometheus_client import multiprocess as mp  # noqa: E402
+from prometheus_client.mmap_dict import MmapedDict  # noqa: E402
 
 from app.core._compat import prometheus_process_id  # noqa: E402
 
@@ -139,6 +143,21 @@ CERTIFICATE_EXPIRY = Gauge(
     multiprocess_mode="mostrecent",
 )  # fmt: skip
 
+WORKER_TASKS = Counter(
+    "worker_tasks_total",
+    "Worker task runs by task and outcome (succeeded, failed, retried: held or to be retried).",
+    ["task", "outcome"],
+)  # fmt: skip
+WORKER_TASK_DURATION = Histogram(
+    "worker_task_duration_seconds", "How long each worker task run took, by task.",
+    ["task"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+)  # fmt: skip
+JOBS_FINISHED = Counter(
+    "jobs_finished_total", "Jobs that ended, by kind and end state (succeeded or failed).",
+    ["kind", "state"],
+)  # fmt: skip
+
 
 # labels() validates and locks on every call: keep the children, one per label set.
 _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -162,15 +181,89 @@ def route_template(scope: Mapping[str, Any]) -> str:
 
 
 def render() -> tuple[bytes, str]:
-    if MULTIPROCESS:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if MULTIPROCESS and directory:
         registry = CollectorRegistry()
         mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        # Under the lock a compaction holds: never a file counted twice or not at all.
+        with _directory_lock(directory):
+            compact(directory)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 def mark_process_dead(pid: int) -> None:
-    if MULTIPROCESS:
-        mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if MULTIPROCESS and directory:
+        with _directory_lock(directory):
+            compact(directory)
+
+
+# Multiprocess mode writes files per process id. Servers replace their processes (gunicorn's
+# MAX_REQUESTS, the worker's WORKER_MAX_TASKS_PER_CHILD), so without this the directory
+# would grow for as long as the server runs: the files of processes that exited are folded
+# into one archive per kind. prometheus_client has no such step (its mark_process_dead only
+# removes the live gauges), hence ours.
+_SUMMED_KINDS = ("counter", "histogram", "summary")
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: str) -> Iterator[None]:
+    """One process at a time reads or folds the directory (scrapes are seconds apart)."""
+    with open(os.path.join(directory, ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _file_owner(path: str) -> tuple[str, int] | None:
+    """(kind, process id) of a sample file: `counter_12.db`, `gauge_livesum_12.db`."""
+    *kind, owner = os.path.basename(path)[: -len(".db")].split("_")
+    return ("_".join(kind), int(owner)) if owner.isdigit() and kind else None
+
+
+def _exited(pid: int) -> bool:
+    """A process id reused by a new process keeps its file live until that one exits too
+    (the ids wrap only after pid_max starts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def compact(directory: str) -> None:
+    """Fold the sample files of exited processes into the archive files; the caller holds
+    the directory lock. Counters, histograms and summaries add up; a most-recent gauge keeps
+    its newest value; a live gauge goes (it only counts while its process lives)."""
+    for path in sorted(glob.glob(os.path.join(directory, "*.db"))):
+        owner = _file_owner(path)
+        if owner is None or not _exited(owner[1]):
+            continue
+        kind = owner[0]
+        if kind in _SUMMED_KINDS or kind == "gauge_mostrecent":
+            _fold(path, os.path.join(directory, f"{kind}_archive.db"), kind in _SUMMED_KINDS)
+        elif not kind.startswith("gauge_live"):
+            continue  # a mode this service does not use (all, min, max, sum): left as is
+        os.unlink(path)
+
+
+def _fold(path: str, archive_path: str, summed: bool) -> None:
+    """Add the samples of `path` to the archive's, or keep the newer of the two."""
+    archive = MmapedDict(archive_path)  # type: ignore[no-untyped-call]
+    try:
+        found = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+        for key, value, stamp, _ in found:
+            kept, kept_stamp = archive.read_value(key)  # type: ignore[no-untyped-call]
+            if summed:
+                archive.write_value(key, kept + value, max(kept_stamp, stamp))  # type: ignore[no-untyped-call]
+            elif stamp >= kept_stamp:
+                archive.write_value(key, value, stamp)  # type: ignore[no-untyped-call]
+    finally:
+        archive.close()  # type: ignore[no-untyped-call]

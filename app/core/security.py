@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
+import ipaddress
 import secrets
 import time
 import uuid
@@ -30,6 +32,20 @@ DEFAULT_TIME_COST = 2
 # 32 bytes, URL-safe base64, 43 characters. Only its SHA-256 is stored; anything longer than
 # this bound is not one of them and is refused before it is hashed or compared.
 MAX_TOKEN_LENGTH = 64
+
+
+def operator_allowed(settings: Settings, authorization: str, client_host: str | None) -> bool:
+    """May this caller read the operators' views (the app's and the worker's /metrics, the
+    /health report)? With the METRICS_TOKEN as bearer token, or from a
+    METRICS_ALLOWED_NETWORKS address."""
+    scheme, _, credentials = authorization.partition(" ")
+    if settings.metrics_token and scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.encode(), settings.metrics_token.encode())
+    try:
+        client = ipaddress.ip_address(client_host or "")
+    except ValueError:
+        return False
+    return any(client in network for network in settings.metrics_network_list)
 
 
 def new_token() -> str:

@@ -38,3 +38,16 @@ class WebhookState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (WebhookState.DELIVERED, WebhookState.FAILED)
+
+
+class TaskOutcome(StrEnum):
+    """How one run of a worker task ended (the `outcome` label of worker_tasks_total)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # raised, or rejected
+    RETRIED = "retried"  # asked to run again later (a held job, a webhook to retry)
+
+    @classmethod
+    def of(cls, celery_state: str | None) -> TaskOutcome:
+        """From the state Celery reports when a run ends (SUCCESS, RETRY, FAILURE, ...)."""
+        return {"SUCCESS": cls.SUCCEEDED, "RETRY": cls.RETRIED}.get(celery_state or "", cls.FAILED)

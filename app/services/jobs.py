@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import metrics
 from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
 from app.core.states import JobKind, JobState, WebhookState
@@ -301,6 +302,8 @@ async def _run_claimed(
         await _roll_back(session, job)
         await _fail(session, job, f"the job failed on an internal error (job {job_id})")
         return Outcome.DONE
+    if job.state == JobState.SUCCEEDED:  # a failure was counted where it was recorded
+        metrics.JOBS_FINISHED.labels(job.kind, JobState.SUCCEEDED).inc()
     if job.kind == JobKind.IMPORT and job.state == JobState.SUCCEEDED:
         await cache.invalidate(job.owner_id)
     if job.kind == JobKind.IMPORT and job.state.finished:
@@ -405,10 +408,12 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
         (Job.heartbeat_at < cutoff) | Job.heartbeat_at.is_(None),
     )
     requeued: list[uuid.UUID] = []
-    failed = 0
+    ended: list[JobKind] = []  # the kinds of the jobs failed, counted once committed
     async with db.session() as session:
-        found = (await session.execute(select(Job.id, Job.deliveries).where(stalled))).all()
-        for job_id, deliveries in found:
+        found = (
+            await session.execute(select(Job.id, Job.deliveries, Job.kind).where(stalled))
+        ).all()
+        for job_id, deliveries, kind in found:
             values: dict[str, Any] = {"state": JobState.QUEUED, "updated_at": utcnow()}
             if deliveries >= settings.job_max_deliveries:
                 values.update(state=JobState.FAILED, error=_lost_message(deliveries))
@@ -423,14 +428,16 @@ async def reap_stalled_jobs(db: Database, settings: Settings) -> tuple[list[uuid
                     requeued.append(job_id)
                 else:
                     _discard_partial(settings, job_id)
-                    failed += 1
+                    ended.append(kind)
         await session.commit()
-    if requeued or failed:
+    for kind in ended:
+        metrics.JOBS_FINISHED.labels(kind, JobState.FAILED).inc()
+    if requeued or ended:
         logger.warning(
             "stalled jobs reaped",
-            extra=log_fields(requeued=[str(i) for i in requeued], failed=failed),
+            extra=log_fields(requeued=[str(i) for i in requeued], failed=len(ended)),
         )
-    return requeued, failed
+    return requeued, len(ended)
 
 
 RESEND_BATCH = 1000  # jobs sent again per round at most; the next round takes the rest
@@ -520,7 +527,9 @@ async def _fail(session: AsyncSession, job: Job, error: str, **result: Any) -> N
     job.checkpoint = None
     if result:
         job.result = result
+    kind = job.kind  # read before the commit expires it
     await session.commit()
+    metrics.JOBS_FINISHED.labels(kind, JobState.FAILED).inc()
 
 
 class _OutOfTime(Exception):

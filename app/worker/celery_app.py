@@ -55,6 +55,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    from app.worker import telemetry  # noqa: F401 - connects the task runs' metrics
     from app.worker.tasks import JobReaper
 
     app.steps["consumer"].add(JobReaper)

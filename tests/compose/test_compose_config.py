@@ -583,6 +583,10 @@ def test_monitoring_overlay_is_hardened_private_and_bounded() -> None:
     assert services["redis-exporter-config"]["network_mode"] == "none"
     assert set(services["alertmanager"]["networks"]) == {"monitoring"}
     assert config["networks"]["backend"]["internal"] is True
+    # The worker's /metrics is scraped with the app's token: it gets that one secret more.
+    worker = services["worker"]
+    assert {s["source"] for s in worker["secrets"]} == SERVICE_SECRETS["worker"] | {"metrics_token"}
+    assert worker["environment"]["METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
     assert config["secrets"]["alert_webhook_url"]["file"] == str(
         ROOT / "secrets" / "prod" / "alert_webhook_url"
     )

@@ -19,13 +19,23 @@ import pytest
 import yaml
 
 from tests.helpers import skip_or_fail_in_ci
-from tests.kubernetes.chart import CHART, ROOT, VALUE_SETS, by_kind, manifests, objects, render_raw
+from tests.kubernetes.chart import (
+    CHART,
+    ROOT,
+    VALUE_SETS,
+    by_kind,
+    manifests,
+    objects,
+    pod_specs,
+    render_raw,
+)
 from tools import chart_schema
 
 # CRDs, whose schemas kubernetes-validate does not ship: checked by fields here instead.
 CUSTOM_KINDS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
 }
 # checkov runs from its own environment: its pins (redis<7 among them) conflict with the
 # service's, so it cannot share the project's lock. Bump this pin by hand.
@@ -86,6 +96,37 @@ def test_the_service_monitor_scrapes_metrics_with_the_token() -> None:
     assert endpoint["relabelings"] == [
         {"action": "replace", "targetLabel": "job", "replacement": "app"}
     ]
+
+
+def test_the_pod_monitor_scrapes_the_workers_metrics_port_with_the_token() -> None:
+    """The worker has no Service: its pods are scraped on the port WORKER_METRICS_PORT names,
+    with the token, which the worker (and not the migrations Job) then gets as a file."""
+    from app.core.config import Settings
+
+    (monitor,) = by_kind("autoscaling-and-metrics", "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "shipshape", "key": "metrics_token"},
+    }
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "worker"}
+    ]
+    specs = pod_specs("autoscaling-and-metrics")
+    (container,) = specs["worker"]["containers"]
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": Settings.model_fields["worker_metrics_port"].default,
+         "protocol": "TCP"}
+    ]  # fmt: skip
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
+    (job,) = by_kind("autoscaling-and-metrics", "Job")
+    assert "METRICS_TOKEN_FILE" not in {
+        e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert by_kind("default", "PodMonitor") == []
 
 
 def test_the_prometheus_rule_holds_the_stacks_alert_rules() -> None:

@@ -211,6 +211,17 @@ def test_network_policies_let_in_only_the_ingress_controller_and_out_only_what_i
         for p in by_kind("autoscaling-and-metrics", "NetworkPolicy")
     }
     assert len(metrics["shipshape-app"]["ingress"][0]["from"]) == 2
+    # With a ServiceMonitor, Prometheus reaches the worker's metrics port and nothing else of it.
+    (worker_rule,) = metrics["shipshape-worker-metrics"]["ingress"]
+    assert worker_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert [set(peer) for peer in worker_rule["from"]] == [{"namespaceSelector", "podSelector"}]
+    assert (
+        metrics["shipshape-worker-metrics"]["podSelector"]["matchLabels"][
+            "app.kubernetes.io/component"
+        ]
+        == "worker"
+    )
+    assert "shipshape-worker-metrics" not in policies
     no_webhooks = by_kind("pinned-and-external", "NetworkPolicy")
     assert all(len(p["spec"].get("egress", [])) in (0, 3) for p in no_webhooks)
 

@@ -4,6 +4,7 @@ happens, reaches the receiver through Alertmanager, and resolves when the fault 
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -21,8 +22,9 @@ from tools.compose_env import MONITORING_SECRETS
 from tools.docker import free_port
 
 ALERTS_OVERLAY = Path(__file__).with_name("docker-compose.alerts.yml")
-# One target per app replica (two) and per exporter, Alertmanager and Prometheus itself.
-EXPECTED_JOBS = ["alertmanager", "app", "app", "nginx", "postgres", "prometheus", "redis"]
+# One target per app replica (two), the worker, each exporter, Alertmanager and Prometheus.
+EXPECTED_JOBS = ["alertmanager", "app", "app", "nginx", "postgres", "prometheus", "redis",
+                 "worker"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,8 @@ def _seen(stack: Stack, alertname: str, status: str) -> bool:
 
 
 def test_every_target_is_scraped(monitored: Stack) -> None:
-    """Both app replicas (found through Docker's DNS, with the metrics token), the three
-    exporters (Postgres through its read-only role, Redis with its password), Alertmanager
+    """Both app replicas and the worker (found through Docker's DNS, with the metrics token),
+    the three exporters (Postgres through its read-only role, Redis with its password), Alertmanager
     and Prometheus itself."""
     wait_until(lambda: _all_up(monitored), 120, "every target up")
     for query in ("pg_up", "redis_up", "nginx_up", 'jobs{state="queued"}'):
@@ -108,6 +110,20 @@ def test_every_target_is_scraped(monitored: Stack) -> None:
 def _value(stack: Stack, query: str) -> float | None:
     result = _prometheus(stack, f"/api/v1/query?query={urllib.parse.quote(query)}")["result"]
     return float(result[0]["value"][1]) if result else None
+
+
+def test_the_worker_reports_its_task_runs_and_the_jobs_that_ended(monitored: Stack) -> None:
+    """An export through the API runs on the worker: its run, how long it took and the job's
+    end reach Prometheus from the worker's own /metrics."""
+    wait_until(lambda: _all_up(monitored), 120, "every target up")
+    accepted = monitored.https("POST", "/api/v1/items/export", headers=monitored.login())
+    assert accepted.status == 202, accepted.body
+    ended = 'sum(jobs_finished_total{job="worker",kind="export",state="succeeded"})'
+    wait_until(lambda: (_value(monitored, ended) or 0) >= 1, 120, "the export's end in Prometheus")
+    run = 'task="shipshape.run_job",job="worker"'
+    assert (_value(monitored, f'sum(worker_tasks_total{{{run},outcome="succeeded"}})') or 0) >= 1
+    assert (_value(monitored, f"sum(worker_task_duration_seconds_count{{{run}}})") or 0) >= 1
+    assert _value(monitored, f'sum(worker_tasks_total{{{run},outcome="failed"}})') in (None, 0)
 
 
 def test_volumes_backups_and_the_certificate_are_measured(monitored: Stack) -> None:
@@ -148,20 +164,22 @@ def test_monitoring_services_get_only_their_secrets(monitored: Stack) -> None:
 
 
 def test_an_alert_fires_reaches_the_receiver_and_resolves(monitored: Stack) -> None:
-    """The faults: every app replica stopped (AppDown: their targets leave Docker's DNS)
-    and the Postgres exporter stopped (TargetDown: its scrape fails)."""
+    """The faults: every app replica and the worker stopped (AppDown, WorkerDown: their
+    targets leave Docker's DNS) and the Postgres exporter stopped (TargetDown: its scrape
+    fails)."""
     wait_until(lambda: _all_up(monitored), 120, "every target up")
     assert not _notifications(monitored)  # a healthy stack sends nothing
-    monitored.compose("stop", "app", "postgres-exporter")
+    faults = ("app", "worker", "postgres-exporter")
+    monitored.compose("stop", *faults)
     try:
-        wait_until(lambda: _seen(monitored, "AppDown", "firing"), 300, "AppDown at the receiver")
-        wait_until(
-            lambda: _seen(monitored, "TargetDown", "firing"), 300, "TargetDown at the receiver"
-        )
+        for alert in ("AppDown", "WorkerDown", "TargetDown"):
+            wait_until(functools.partial(_seen, monitored, alert, "firing"), 300,
+                       f"{alert} at the receiver")  # fmt: skip
     finally:
-        monitored.compose("start", "app", "postgres-exporter")
-    wait_until(lambda: _seen(monitored, "AppDown", "resolved"), 300, "AppDown resolved")
-    wait_until(lambda: _seen(monitored, "TargetDown", "resolved"), 300, "TargetDown resolved")
+        monitored.compose("start", *faults)
+    for alert in ("AppDown", "WorkerDown", "TargetDown"):
+        wait_until(functools.partial(_seen, monitored, alert, "resolved"), 300,
+                   f"{alert} resolved")  # fmt: skip
     [target_down] = [
         alert for notification in _notifications(monitored) for alert in notification["alerts"]
         if alert["labels"]["alertname"] == "TargetDown" and alert["status"] == "firing"

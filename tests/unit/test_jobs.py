@@ -55,6 +55,14 @@ def job(client: TestClient, headers, job_id: str) -> dict:  # type: ignore[no-un
     return response.json()
 
 
+def ended(kind: str, state: str) -> float:
+    """jobs_finished_total{kind, state} of this process (the jobs run in it)."""
+    from prometheus_client import REGISTRY
+
+    found = REGISTRY.get_sample_value("jobs_finished_total", {"kind": kind, "state": state})
+    return found or 0.0
+
+
 def titles(client: TestClient, headers) -> list[str]:  # type: ignore[no-untyped-def]
     return sorted(
         i["title"] for i in client.get("/api/v1/items?limit=100", headers=headers).json()["items"]
@@ -63,6 +71,7 @@ def titles(client: TestClient, headers) -> list[str]:  # type: ignore[no-untyped
 
 def test_import_of_a_valid_file(client: TestClient, make_user) -> None:
     alice = make_user("alice")
+    before = (ended("import", "succeeded"), ended("import", "failed"))
     accepted = upload(client, alice, csv_bytes([["one", "first"], ["two", ""], ["three", "x"]]))
     assert accepted["state"] == "queued"
     done = job(client, alice, accepted["id"])
@@ -70,6 +79,7 @@ def test_import_of_a_valid_file(client: TestClient, make_user) -> None:
     assert done["progress"] == {"done": 3, "total": 3}
     assert done["result"] == {"imported": 3, "rejected": 0, "rows": []}
     assert titles(client, alice) == ["one", "three", "two"]
+    assert (ended("import", "succeeded"), ended("import", "failed")) == (before[0] + 1, before[1])
 
 
 def test_import_with_bad_rows_reports_them_and_writes_nothing(
@@ -77,7 +87,9 @@ def test_import_with_bad_rows_reports_them_and_writes_nothing(
 ) -> None:
     alice = make_user("alice")
     content = csv_bytes([["fine", ""], ["", "no title"], ["also fine", ""], ["x" * 300, ""]])
+    before = (ended("import", "succeeded"), ended("import", "failed"))
     done = job(client, alice, upload(client, alice, content)["id"])
+    assert (ended("import", "succeeded"), ended("import", "failed")) == (before[0], before[1] + 1)
     assert done["state"] == "failed"
     assert done["error"] == "2 of 4 rows are invalid: nothing was imported"
     assert [r["line"] for r in done["result"]["rows"]] == [3, 5]  # line 1 is the header
@@ -136,10 +148,12 @@ def test_export_writes_the_callers_items_and_downloads(
     for title in ("a", "b, with comma", 'c "quoted"'):
         client.post("/api/v1/items", json={"title": title, "description": "d"}, headers=alice)
     client.post("/api/v1/items", json={"title": "bob's"}, headers=bob)
+    before = ended("export", "succeeded")
     accepted = client.post("/api/v1/items/export", headers=alice)
     assert accepted.status_code == 202
     done = job(client, alice, accepted.json()["id"])
     assert done["state"] == "succeeded"
+    assert ended("export", "succeeded") == before + 1
     assert done["result"] == {"file": f"{done['id']}.csv", "rows": 3}
     assert (Path(settings.storage_dir) / f"{done['id']}.csv").exists()
     download = client.get(f"/api/v1/jobs/{done['id']}/download", headers=alice)
@@ -382,8 +396,10 @@ def test_a_job_whose_worker_keeps_dying_is_failed_after_the_last_delivery(
             (settings.job_max_deliveries,),
         )
 
+    before = ended("import", "failed")
     redeliver(settings, accepted["id"])
     done = job(client, alice, accepted["id"])
+    assert ended("import", "failed") == before + 1
     assert done["state"] == "failed"
     assert done["error"] == (
         f"the worker was lost {settings.job_max_deliveries} times while running this job; "
@@ -432,7 +448,9 @@ def test_the_reaper_hands_on_jobs_whose_heartbeat_stopped(
         finally:
             await db.dispose()
 
+    before = ended("import", "failed")
     requeued, failed = asyncio.run(reap())
+    assert ended("import", "failed") == before + 1
     assert sorted(requeued) == sorted([uuid.UUID(lost), uuid.UUID(alive)])
     assert failed == 1
     assert job(client, alice, lost)["state"] == "queued"

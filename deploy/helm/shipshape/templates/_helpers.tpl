@@ -91,8 +91,12 @@ admin password or the metrics token, which only the app's start and /metrics rea
 */}}
 {{- define "shipshape.secretFiles" -}}
 {{- $files := list }}
+{{- $scraped := and (eq .kind "worker") .root.Values.metrics.serviceMonitor.enabled }}
 {{- range .root.Values.secrets.files }}
 {{- if or (eq $.kind "app") (not (has . (list "admin_password" "metrics_token"))) }}
+{{- $files = append $files . }}
+{{- else if and $scraped (eq . "metrics_token") }}
+{{- /* the worker's /metrics is scraped with the same token */}}
 {{- $files = append $files . }}
 {{- end }}
 {{- end }}
