@@ -42,6 +42,9 @@ COMPOSE = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE_CMD)
 # Every profile of the compose files: `down` and `destroy` remove their containers too (a
 # certbot container left behind kept the stack's network and volumes in use).
 ALL_PROFILES = --profile certbot --profile tools
+# ... and of every overlay: the monitoring one's services and network too, had it been started
+# (`make monitoring`); the dev stack has none.
+ALL_OVERLAYS = $(if $(filter dev,$(ENV)),,-f docker-compose.monitoring.yml)
 SERVICE ?=
 # Production secrets are files, one per secret: SECRETS_DIR from the env file, else secrets/$(ENV).
 SECRETS_DIR ?= $(or $(shell sed -n 's/^SECRETS_DIR=//p' $(ENV_FILE) 2>/dev/null),secrets/$(ENV))
@@ -352,7 +355,7 @@ ps: env-file ## The stack's containers and their health
 
 .PHONY: down
 down: env-file ## Stop and remove the stack's containers (volumes are kept)
-	$(COMPOSE) $(ALL_PROFILES) down --remove-orphans
+	$(COMPOSE) $(ALL_OVERLAYS) $(ALL_PROFILES) down --remove-orphans
 
 .PHONY: destroy
 destroy: env-file ## Remove the stack with its volumes: the database and all files (asks first; CONFIRM=1 does not)
@@ -363,7 +366,7 @@ destroy: env-file ## Remove the stack with its volumes: the database and all fil
 	    printf 'type the project name (%s) to go on: ' "$(PROJECT_NAME)"; read -r answer || true; \
 	    [ "$$answer" = "$(PROJECT_NAME)" ] || { echo "nothing removed" >&2; exit 1; }; \
 	fi; \
-	$(COMPOSE) $(ALL_PROFILES) down --volumes --remove-orphans; \
+	$(COMPOSE) $(ALL_OVERLAYS) $(ALL_PROFILES) down --volumes --remove-orphans; \
 	for volume in $$volumes; do $(DOCKER) volume rm --force $$volume >/dev/null; done; \
 	echo "removed project $(PROJECT_NAME) and its volumes"
 

@@ -293,6 +293,9 @@ def test_each_environment_is_its_own_compose_project(
     result = make("-n", "down", f"ENV={env}", f"ENV_FILE={env_file}")
     assert result.returncode == 0, result.stderr
     assert f"compose --project-name {project} --env-file {env_file}" in result.stdout
+    # A stack started with `make monitoring` leaves no network behind (the overlay's own).
+    monitoring = "-f docker-compose.monitoring.yml"
+    assert (monitoring in result.stdout) is (env != "dev"), result.stdout
 
 
 def _destroy(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
@@ -327,6 +330,7 @@ def test_destroy_with_confirm_removes_the_containers_and_every_volume(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "--project-name shipshape " in calls
     assert "down --volumes --remove-orphans" in calls
+    assert "-f docker-compose.monitoring.yml" in calls
     assert "volume rm --force shipshape_postgres_data" in calls
     assert "removed project shipshape and its volumes" in result.stdout
 
