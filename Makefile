@@ -256,10 +256,7 @@ prod: env-file secret-files ## Start the production stack: nginx (TLS), gunicorn
 .PHONY: monitoring
 monitoring: ENV = prod
 monitoring: OVERLAY = docker-compose.prod.yml -f docker-compose.monitoring.yml
-monitoring: env-file secret-files ## The production stack plus Prometheus, Alertmanager and the exporters; says where their pages are
-	@[ -e "$(SECRETS_DIR)/alert_webhook_url" ] || { : > "$(SECRETS_DIR)/alert_webhook_url"; \
-	    chmod 644 "$(SECRETS_DIR)/alert_webhook_url"; \
-	    echo "$(SECRETS_DIR)/alert_webhook_url: created empty (write the URL alerts go to into it)"; }
+monitoring: env-file secret-files alert-webhook-file ## The production stack plus Prometheus, Alertmanager and the exporters; says where their pages are
 	$(BUILD_STAMP) $(STACK_UP)
 	@set -a && . $(abspath $(ENV_FILE)) && set +a; \
 	echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/alerts (targets: /targets)"; \
@@ -435,15 +432,24 @@ tag: ## Tag the production image by version and git sha: $(IMAGE):$(VERSION), $(
 
 .PHONY: secrets
 secrets: ENV = prod
-secrets: secret-files ## Write missing secret files in $(SECRETS_DIR); on a Swarm manager, create the Swarm secrets from them
+secrets: secret-files alert-webhook-file ## Write missing secret files in $(SECRETS_DIR); on a Swarm manager, create the Swarm secrets from them
 	@if [ "$$($(DOCKER) info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" != true ]; then \
 	    echo "not a Swarm manager: Swarm secrets not created"; exit 0; fi; \
-	for name in $(SECRET_FILES); do \
+	for name in $(SECRET_FILES) alert_webhook_url; do \
 	    full=$(STACK_NAME)_$$name; \
 	    if $(DOCKER) secret inspect $$full >/dev/null 2>&1; then echo "$$full exists: kept"; continue; fi; \
-	    $(DOCKER) secret create $$full "$(SECRETS_DIR)/$$name" >/dev/null; \
+	    { cat "$(SECRETS_DIR)/$$name"; [ -s "$(SECRETS_DIR)/$$name" ] || echo; } \
+	        | $(DOCKER) secret create $$full - >/dev/null; \
 	    echo "$$full created"; \
 	done
+
+# The URL alerts are POSTed to (docs/operations.md#monitoring-and-alerts). Created empty,
+# which sends none (a Swarm secret cannot be empty: it gets a line end, which reads the same).
+.PHONY: alert-webhook-file
+alert-webhook-file:
+	@[ -e "$(SECRETS_DIR)/alert_webhook_url" ] || { : > "$(SECRETS_DIR)/alert_webhook_url"; \
+	    chmod 644 "$(SECRETS_DIR)/alert_webhook_url"; \
+	    echo "$(SECRETS_DIR)/alert_webhook_url: created empty (write the URL alerts go to into it)"; }
 
 # Random values (256 bits, hex) for the secrets that have no file yet; an existing file is
 # never touched. The directory is private (0700); the files are 0644 so that the containers'
@@ -463,6 +469,11 @@ secret-files:
 deploy: ENV = prod
 deploy: env-file ## Deploy (or update) the Swarm stack $(STACK_NAME) with image tag TAG; waits, rolls back as a whole
 	$(STACK_ENV) DOCKER=$(DOCKER) sh scripts/deploy-swarm.sh $(STACK_NAME) docker-stack.yml
+
+.PHONY: deploy-monitoring
+deploy-monitoring: ENV = prod
+deploy-monitoring: env-file ## Deploy Prometheus, Alertmanager and the exporters beside the Swarm stack; says where their pages are
+	$(STACK_ENV) DOCKER=$(DOCKER) sh scripts/deploy-swarm-monitoring.sh $(STACK_NAME) docker-stack.monitoring.yml
 
 .PHONY: rollback
 rollback: ## Roll the app and worker back, together, to the image the app ran before its last update

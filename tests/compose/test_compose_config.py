@@ -590,3 +590,68 @@ def test_monitoring_overlay_is_hardened_private_and_bounded() -> None:
     assert config["secrets"]["alert_webhook_url"]["file"] == str(
         ROOT / "secrets" / "prod" / "alert_webhook_url"
     )
+
+
+def test_swarm_monitoring_stack_is_the_compose_overlay_on_swarm() -> None:
+    """docker-stack.monitoring.yml runs the services of the compose overlay with the same
+    images, users, limits (Swarm has no pids limit), secrets and files, on the service stack's
+    networks, and publishes nothing: Swarm cannot bind a port to 127.0.0.1."""
+    env = {**os.environ, "STACK_NAME": "shop"}
+    result = subprocess.run(
+        ["docker", "compose", "-f", "docker-stack.monitoring.yml", "config", "--format", "json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stack = json.loads(result.stdout)
+    overlay = json.loads(compose(
+        "prod", ROOT / EXAMPLE["prod"], "-f", "docker-compose.monitoring.yml", "config",
+        "--format", "json",
+    ).stdout)["services"]  # fmt: skip
+    services = stack["services"]
+    assert set(services) == set(MONITORING_LIMITS)
+    for name, service in services.items():
+        twin = overlay[name]
+        assert service["image"] == twin["image"], name
+        assert service["user"] == twin["user"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service.get("cap_add") is None, name
+        assert service["read_only"] is True, name
+        assert "ports" not in service, name
+        limits = {k: v for k, v in MONITORING_LIMITS[name].items() if k != "pids"}
+        assert service["deploy"]["resources"]["limits"] == limits, name
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+        assert {s["source"] for s in service.get("secrets", [])} == MONITORING_SECRETS[name], name
+        assert service.get("command") == twin.get("command"), name
+        assert service.get("entrypoint") == twin.get("entrypoint"), name
+        policy = service["deploy"]["restart_policy"]["condition"]
+        assert policy == ("on-failure" if name in MONITORING_ONE_SHOT else "any"), name
+        if name in MONITORING_ONE_SHOT or "healthcheck" not in twin:
+            assert service["healthcheck"] == {"disable": True}, name
+        else:
+            assert service["healthcheck"]["test"] == twin["healthcheck"]["test"], name
+        # The files the overlay bind-mounts, here as Swarm configs at the same paths.
+        mounted = {
+            v["target"]: Path(v["source"]).resolve()
+            for v in twin.get("volumes", []) if v["type"] == "bind"
+        }  # fmt: skip
+        configs = {
+            c["target"]: Path(stack["configs"][c["source"]]["file"]).resolve()
+            for c in service.get("configs", [])
+        }
+        if name == "prometheus":  # the overlay mounts the rules' folder, here its one file
+            rules = mounted.pop("/etc/prometheus/rules")
+            assert configs.pop("/etc/prometheus/rules/shipshape.yml") == rules / "shipshape.yml"
+        assert configs == mounted, name
+    # Swarm refuses names over 64 characters: room for a 20-character stack name.
+    for config in stack["configs"].values():
+        assert config["name"].startswith("shop_"), config
+        assert len(config["name"].replace("shop", "s" * 20).replace("_0", "_4294967295")) <= 64
+    assert stack["networks"]["backend"] == {"name": "shop_backend", "external": True, "ipam": {}}
+    assert stack["networks"]["frontend"]["name"] == "shop_frontend"
+    assert {name: s["external"] for name, s in stack["secrets"].items()} == dict.fromkeys(
+        set().union(*MONITORING_SECRETS.values()), True
+    )
+    assert all(s["name"] == f"shop_{name}" for name, s in stack["secrets"].items())
+    prometheus = services["prometheus"]["command"]
+    assert "--storage.tsdb.retention.time=15d" in prometheus
+    assert "--storage.tsdb.retention.size=5GB" in prometheus

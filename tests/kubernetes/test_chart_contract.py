@@ -155,12 +155,17 @@ def test_secrets_reach_the_pods_only_as_files(value_set: str) -> None:
 
 
 def test_each_role_gets_the_secrets_it_gets_in_the_swarm_stack() -> None:
+    """With its metrics scraped, as the Swarm stack's are (docker-stack.monitoring.yml); not
+    scraped, the worker goes without the metrics token."""
     for component, service in (("app", "app"), ("worker", "worker")):
-        spec = pod_specs("default")[component]
+        spec = pod_specs("autoscaling-and-metrics")[component]
         (volume,) = [v for v in spec["volumes"] if "secret" in v]
         keys = {item["key"] for item in volume["secret"]["items"]}
         assert keys == set(STACK[service]["secrets"]), component
         assert volume["secret"]["secretName"] == "shipshape"
+    (volume,) = [v for v in pod_specs("default")["worker"]["volumes"] if "secret" in v]
+    keys = {item["key"] for item in volume["secret"]["items"]}
+    assert keys == set(STACK["worker"]["secrets"]) - {"metrics_token"}
 
 
 def test_a_chart_created_secret_exists_before_the_migrations_job() -> None:

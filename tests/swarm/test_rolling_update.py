@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,7 @@ from tools.compose_env import SECRET_FILES
 pytestmark = pytest.mark.alone
 
 STACK = f"shipshape-swarm-{secrets.token_hex(2)}"
+MONITORING = f"{STACK}-monitoring"  # what scripts/deploy-swarm-monitoring.sh deploys
 IMAGE = f"{TEST_IMAGE}-swarm"
 
 
@@ -208,7 +210,15 @@ def swarm(prod_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _tear_down(swarm: Swarm | None, leave: bool) -> None:
     """Remove everything the test made, step by step: one failing step does not stop the rest."""
     label = f"label=com.docker.stack.namespace={STACK}"
+    monitoring = f"label=com.docker.stack.namespace={MONITORING}"
     steps = [
+        # The monitoring stack first: it holds on to the service stack's networks.
+        lambda: docker("stack", "rm", MONITORING, check=False),
+        lambda: wait_until(
+            lambda: not docker("ps", "-aq", "--filter", monitoring).stdout.strip(),
+            120,
+            "the monitoring stack's containers to go",
+        ),
         lambda: docker("stack", "rm", STACK, check=False),
         lambda: wait_until(
             lambda: not docker("ps", "-aq", "--filter", label).stdout.strip(),
@@ -216,24 +226,33 @@ def _tear_down(swarm: Swarm | None, leave: bool) -> None:
             "the stack's containers to go",
         ),
         lambda: wait_until(
-            lambda: not docker("network", "ls", "-q", "--filter", label).stdout.strip(),
+            lambda: (
+                not docker("network", "ls", "-q", "--filter", label).stdout.strip()
+                and not docker("network", "ls", "-q", "--filter", monitoring).stdout.strip()
+            ),
             120,
-            "the stack's networks to go",
+            "the stacks' networks to go",
         ),
         *[
             (lambda n=name: docker("secret", "rm", n, check=False))
             for name in (swarm.created_secrets if swarm else [])
         ],
-        lambda: [
-            docker("volume", "rm", "-f", v, check=False)
-            for v in docker("volume", "ls", "-q", "--filter", label).stdout.split()
+        *[
+            step
+            for namespace in (label, monitoring)
+            for step in (
+                lambda namespace=namespace: [
+                    docker("volume", "rm", "-f", v, check=False)
+                    for v in docker("volume", "ls", "-q", "--filter", namespace).stdout.split()
+                ],
+                lambda namespace=namespace: docker(
+                    "config",
+                    "rm",
+                    *docker("config", "ls", "-q", "--filter", namespace).stdout.split(),
+                    check=False,
+                ),
+            )
         ],
-        lambda: docker(
-            "config",
-            "rm",
-            *docker("config", "ls", "-q", "--filter", label).stdout.split(),
-            check=False,
-        ),
     ]
     if leave:
         steps.append(lambda: docker("swarm", "leave", "--force", check=False))
@@ -370,3 +389,47 @@ def test_a_build_that_never_gets_ready_is_rolled_back(swarm: Swarm) -> None:
         interval=1,
     )  # fmt: skip
     wait_until(lambda: swarm.get("/ready") == 200, 120, "/ready 200 after the rollback")
+
+
+# One target per app replica (two), the worker, each exporter, Alertmanager and Prometheus.
+MONITORED_JOBS = ["alertmanager", "app", "app", "nginx", "postgres", "prometheus", "redis",
+                  "worker"]  # fmt: skip
+
+
+def test_the_monitoring_stack_beside_it_scrapes_every_replica(swarm: Swarm) -> None:
+    """`make deploy-monitoring`'s script: docker-stack.monitoring.yml as a stack of its own on
+    the service stack's networks and secrets. Prometheus, at the address the script prints
+    (this node's docker_gwbridge: nothing is published), finds both app replicas and the
+    worker through Docker's DNS and scrapes them with the metrics token, and the exporters
+    through the monitoring role and the password file the one-shot services made."""
+    webhook = f"{STACK}_alert_webhook_url"
+    # As `make secrets` makes it from an empty file: a line end, which sends no webhook.
+    subprocess.run(["docker", "secret", "create", webhook, "-"], input="\n", text=True,
+                   capture_output=True, check=True)  # fmt: skip
+    swarm.created_secrets.append(webhook)
+    result = subprocess.run(
+        ["sh", "scripts/deploy-swarm-monitoring.sh", STACK, "docker-stack.monitoring.yml"],
+        cwd=ROOT, env=swarm.env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"^Prometheus: http://([0-9.]+):9090/alerts", result.stdout, re.M)
+    assert found, result.stdout
+    assert re.search(r"^Alertmanager: http://[0-9.]+:9093/", result.stdout, re.M), result.stdout
+
+    def query(path: str) -> Any:
+        url = f"http://{found[1]}:9090{path}"
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return json.load(reply)["data"]
+
+    def targets() -> list[tuple[str, str]]:
+        return sorted(
+            (t["labels"]["job"], t["health"]) for t in query("/api/v1/targets")["activeTargets"]
+        )
+
+    wait_until(
+        lambda: targets() == [(job, "up") for job in MONITORED_JOBS], 240,
+        "every target up in the Swarm's Prometheus",
+    )  # fmt: skip
+    for metric in ("pg_up", "redis_up", "nginx_up"):
+        [sample] = query(f"/api/v1/query?query=max({metric})")["result"]
+        assert sample["value"][1] == "1", metric

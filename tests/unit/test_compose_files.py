@@ -14,7 +14,11 @@ from app.core.config import Settings, is_secret
 from tests.docker_utils import ROOT
 
 COMPOSE_FILES = sorted(
-    [*ROOT.glob("docker-compose*.yml"), ROOT / "docker-stack.yml", *ROOT.glob("tests/*/*.yml")]
+    [
+        *ROOT.glob("docker-compose*.yml"),
+        *ROOT.glob("docker-stack*.yml"),
+        *ROOT.glob("tests/*/*.yml"),
+    ]
 )
 OVERLAY_ENV_FILES = {"docker-compose.dev.yml": ".env.dev", "docker-compose.prod.yml": ".env.prod"}
 

@@ -80,7 +80,7 @@ def test_the_index_lists_the_items_of_the_documents() -> None:
 
 def test_no_image_is_used_by_its_latest_tag() -> None:
     files = [ROOT / "docker" / "Dockerfile.prod", ROOT / "docker" / "Dockerfile.dev",
-             *ROOT.glob("docker-compose*.yml"), ROOT / "docker-stack.yml"]  # fmt: skip
+             *ROOT.glob("docker-compose*.yml"), *ROOT.glob("docker-stack*.yml")]  # fmt: skip
     for path in files:
         text = path.read_text()
         images = re.findall(r"^\s*image:\s*(\S+)", text, re.M)

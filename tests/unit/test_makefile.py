@@ -403,6 +403,53 @@ def _make_env(folder: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)  # fmt: skip
 
 
+def test_secrets_on_a_swarm_manager_makes_each_swarm_secret_once(tmp_path: Path) -> None:
+    """Every secret file, the monitoring ones included, becomes a Swarm secret; the alert
+    webhook's empty file (no webhook) a line end, as Swarm refuses an empty secret."""
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "db_password").write_text("kept-value")
+    calls = tmp_path / "calls"
+    docker = fake_docker(
+        tmp_path,
+        f"""case "$*" in
+  "info "*) echo true;;
+  "secret inspect shipshape_db_password") exit 0;;
+  "secret inspect "*) exit 1;;
+  "secret create "*) printf '%s=' "$3" >> {calls}; cat | od -An -c | tr -d ' \n' >> {calls}; echo >> {calls};;
+esac""",
+    )
+    result = make("secrets", f"ENV_FILE={env_file}", f"SECRETS_DIR={secrets_dir}",
+                  f"DOCKER={docker}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    created = dict(line.split("=", 1) for line in calls.read_text().splitlines())
+    from tools.compose_env import OPTIONAL_SECRET_FILES, SECRET_FILES
+
+    expected = {f"shipshape_{n}" for n in (*SECRET_FILES, *OPTIONAL_SECRET_FILES)}
+    assert set(created) == expected - {"shipshape_db_password"}
+    assert "shipshape_db_password exists: kept" in result.stdout
+    assert created["shipshape_alert_webhook_url"] == "\\n"
+    token = (secrets_dir / "metrics_token").read_text()
+    assert len(token) == 64
+    assert created["shipshape_metrics_token"] == token
+
+
+def test_deploy_monitoring_deploys_its_own_stack_beside_the_services(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text((ROOT / ".env.prod.example").read_text())
+    docker = fake_docker(
+        tmp_path,
+        'echo "STACK_NAME=$STACK_NAME $*"; case "$*" in "network inspect shipshape_backend") exit 1;; esac',
+    )
+    result = make("deploy-monitoring", f"ENV_FILE={env_file}", f"DOCKER={docker}")
+    assert result.returncode != 0
+    assert "no Swarm stack shipshape on this node" in result.stderr
+    assert "deploy it first (make deploy)" in result.stderr
+    assert "stack deploy" not in result.stdout
+
+
 def test_make_env_writes_random_secrets_and_keeps_what_exists(tmp_path: Path) -> None:
     """The fault: `make env` copied files full of CHANGE_ME and left every secret to invent."""
     first, second = tmp_path / "a", tmp_path / "b"

@@ -72,11 +72,15 @@ def test_the_swarm_stack_runs_the_images_compose_runs() -> None:
     """Dependabot updates the compose files only: a Swarm stack left on the old images would
     drift from what the compose tiers test."""
     compose: dict[str, str] = {}
-    for name in ("docker-compose.yml", "docker-compose.prod.yml"):
+    for name in ("docker-compose.yml", "docker-compose.prod.yml", "docker-compose.monitoring.yml"):
         for service, spec in yaml.safe_load((ROOT / name).read_text())["services"].items():
             if "image" in spec:
                 compose[service] = spec["image"]
-    stack = yaml.safe_load((ROOT / "docker-stack.yml").read_text())["services"]
+    stack = {
+        service: spec
+        for name in ("docker-stack.yml", "docker-stack.monitoring.yml")
+        for service, spec in yaml.safe_load((ROOT / name).read_text())["services"].items()
+    }
     differing = {
         service: (spec["image"], compose[service])
         for service, spec in stack.items()
@@ -85,7 +89,8 @@ def test_the_swarm_stack_runs_the_images_compose_runs() -> None:
         and not spec["image"].startswith("${APP_IMAGE")
     }
     assert differing == {}
-    assert {"db", "redis", "nginx", "tls-bootstrap"} <= set(stack) & set(compose)
+    assert {"db", "redis", "nginx", "tls-bootstrap", "prometheus", "alertmanager",
+            "postgres-exporter"} <= set(stack) & set(compose)  # fmt: skip
 
 
 def test_dependabot_never_proposes_a_postgres_major() -> None:
