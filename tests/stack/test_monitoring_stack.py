@@ -47,6 +47,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         folder / "env", http_port, https_port, password,
         PROMETHEUS_PORT=str(prometheus), ALERTMANAGER_PORT=str(alertmanager),
         ALERT_WEBHOOK_URL="http://alert-receiver:8080/hook",
+        # Mail goes through the service's own SMTP settings: here the receiver's SMTP server.
+        ALERT_EMAIL_TO="ops@example.test", SMTP_HOST="alert-receiver", SMTP_PORT="2525",
+        SMTP_FROM="alerts@example.test",
     )  # fmt: skip
     stack = Stack(
         f"shipshape-monitored-{secrets.token_hex(3)}", folder / "env", http_port, https_port,
@@ -87,6 +90,22 @@ def _notifications(stack: Stack) -> list[dict[str, Any]]:
         for line in lines
         if line.startswith("NOTIFICATION ")
     ]
+
+
+def _emails(stack: Stack) -> list[dict[str, str]]:
+    """Every message the receiver's SMTP server got: its recipient and subject."""
+    lines = stack.compose("logs", "--no-log-prefix", "alert-receiver").stdout.splitlines()
+    return [json.loads(line.removeprefix("EMAIL ")) for line in lines if line.startswith("EMAIL ")]
+
+
+def _mailed(stack: Stack, alertname: str, status: str) -> bool:
+    """Alertmanager's default subject: `[FIRING:1] AppDown (page)`, `[RESOLVED] ...`."""
+    return any(
+        mail["to"] == "ops@example.test"
+        and mail["subject"].startswith(f"[{status.upper()}")
+        and alertname in mail["subject"]
+        for mail in _emails(stack)
+    )
 
 
 def _seen(stack: Stack, alertname: str, status: str) -> bool:
@@ -169,6 +188,7 @@ def test_an_alert_fires_reaches_the_receiver_and_resolves(monitored: Stack) -> N
     fails)."""
     wait_until(lambda: _all_up(monitored), 120, "every target up")
     assert not _notifications(monitored)  # a healthy stack sends nothing
+    assert not _emails(monitored)
     faults = ("app", "worker", "postgres-exporter")
     monitored.compose("stop", *faults)
     try:
@@ -180,6 +200,10 @@ def test_an_alert_fires_reaches_the_receiver_and_resolves(monitored: Stack) -> N
     for alert in ("AppDown", "WorkerDown", "TargetDown"):
         wait_until(functools.partial(_seen, monitored, alert, "resolved"), 300,
                    f"{alert} resolved")  # fmt: skip
+    # The same alerts by e-mail, through the SMTP settings the service uses.
+    for status in ("firing", "resolved"):
+        wait_until(functools.partial(_mailed, monitored, "AppDown", status), 120,
+                   f"AppDown {status} by e-mail")  # fmt: skip
     [target_down] = [
         alert for notification in _notifications(monitored) for alert in notification["alerts"]
         if alert["labels"]["alertname"] == "TargetDown" and alert["status"] == "firing"
