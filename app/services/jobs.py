@@ -294,6 +294,10 @@ async def _run_claimed(
         ):
             await _continue_later(session, job)
             return Outcome.CONTINUE
+    except _TakenOver:
+        # The run that claimed it after this one owns the job, its upload and its file.
+        logger.warning("job taken over by a later delivery", extra=log_fields(job_id=str(job_id)))
+        return Outcome.DONE
     except Exception:
         # The exception's text may hold SQL, parameters or paths: it goes to the log,
         # and the user reads a reference to it. An import keeps its upload for a retry.
@@ -314,6 +318,28 @@ async def _run_claimed(
         extra=log_fields(job_id=str(job.id), kind=job.kind, state=job.state, rows=job.total),
     )
     return Outcome.DONE
+
+
+class _TakenOver(Exception):
+    """Another delivery claimed the job while this run worked on it: this run's heartbeat
+    went stale (its process stalled, or died with its last statements still on their way
+    to the database, which then ran them)."""
+
+
+async def _hold_claim(session: AsyncSession, job: Job) -> None:
+    """Before a run commits its outcome: lock the job's row in the run's transaction, on
+    condition that the run's claim still stands (the delivery count it claimed with). Then
+    no other delivery can claim it before this commit, and a run that lost its claim
+    commits nothing: it rolls back, the rows it wrote with it, and raises _TakenOver."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.deliveries == job.deliveries, Job.state == JobState.RUNNING)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        await session.rollback()
+        raise _TakenOver
 
 
 async def _continue_later(session: AsyncSession, job: Job) -> None:
@@ -577,6 +603,7 @@ async def _run_import(
             rows=rejected.rows,
         )
         return
+    await _hold_claim(session, job)
     job.state, job.done, job.updated_at = JobState.SUCCEEDED, job.total, utcnow()
     job.result = {"imported": job.total, "rejected": 0, "rows": []}
     await session.commit()  # the rows and the job's success, together or not at all
@@ -939,6 +966,7 @@ async def _run_export(session: AsyncSession, settings: Settings, job: Job, deadl
             # export rather than its slice.
             if rows == EXPORT_CHUNK_ROWS and time.monotonic() > deadline:
                 return False
+    await _hold_claim(session, job)
     os.replace(partial, target)
     # Rows deleted meanwhile were counted but not written: the total is what was written.
     job.state, job.done, job.total, job.updated_at = JobState.SUCCEEDED, done, done, utcnow()

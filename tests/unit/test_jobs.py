@@ -199,6 +199,67 @@ def redeliver(settings: Settings, job_id: str) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("kind", ["import", "export"])
+def test_a_run_that_lost_its_claim_commits_nothing(
+    client: TestClient, make_user, settings: Settings, kind: str
+) -> None:
+    """The fault: a worker killed mid-import still had its last statements on their way to
+    Postgres, which committed them after the reaper had handed the job to another worker:
+    that run then failed on the rows already there (duplicate key) and the job ended
+    `failed` with every row imported. A run commits its outcome only while its claim stands."""
+    import asyncio
+
+    from app.db.models import Job
+    from app.db.session import Database
+    from app.services import jobs
+    from app.services.cache import ReadCache
+
+    alice = make_user("alice")
+    content = csv_bytes([[f"row {n}", ""] for n in range(30)])
+    if kind == "import":
+        accepted = upload(client, alice, content)
+    else:
+        client.post("/api/v1/items", json={"title": "one"}, headers=alice)
+        accepted = client.post("/api/v1/items/export", headers=alice).json()
+    job_id = uuid.UUID(accepted["id"])
+    items_before = len(every_row(client, "/api/v1/items", alice))
+    _set_job(settings, accepted["id"], state="queued", deliveries=0, done=0, checkpoint=None)
+    if kind == "import":  # as it was before it ran: its rows not written, its file there
+        from app.services.retention import upload_path
+
+        _delete_items(settings)
+        items_before = 0
+        upload_path(settings, job_id).write_bytes(content)
+
+    async def runs() -> tuple[jobs.Outcome, jobs.Outcome]:
+        db = Database(settings)
+        cache = ReadCache(None, 0)
+        try:
+            async with db.session() as first, db.session() as second:
+                stale = await first.get(Job, job_id)
+                assert stale is not None
+                assert await jobs._claim(first, stale)  # the run whose worker stalls
+                # Its heartbeat goes stale; the reaper hands the job on, a second run claims it.
+                _set_job(settings, accepted["id"], state="queued", heartbeat_at=None)
+                current = await second.get(Job, job_id)
+                assert current is not None
+                assert await jobs._claim(second, current)
+                late = await jobs._run_claimed(db, first, settings, cache, stale)
+                owner = await jobs._run_claimed(db, second, settings, cache, current)
+                return late, owner
+        finally:
+            await db.dispose()
+
+    before = ended(kind, "succeeded")
+    late, owner = asyncio.run(runs())
+    assert (late, owner) == (jobs.Outcome.DONE, jobs.Outcome.DONE)
+    assert ended(kind, "succeeded") == before + 1  # the owner's, not the late run's too
+    done = job(client, alice, accepted["id"])
+    assert done["state"] == "succeeded", done
+    rows = len(every_row(client, "/api/v1/items", alice))
+    assert rows == (30 if kind == "import" else items_before)
+
+
 def test_a_finished_job_delivered_again_changes_nothing(
     client: TestClient, make_user, settings: Settings
 ) -> None:
