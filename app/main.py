@@ -40,6 +40,7 @@ from app.db.session import Database
 from app.services import retention
 from app.services.cache import ReadCache
 from app.services.health import HealthState
+from app.services.local_cache import listener_for
 from app.services.login_guard import LoginGuard
 from app.web import docs as web_docs
 from app.web import errors as web_errors
@@ -108,7 +109,18 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             if redis_url
             else None
         )
-        app.state.cache = ReadCache(app.state.redis, settings.cache_ttl_seconds)
+        # The memory cache of this process, kept coherent by Redis (app/services/local_cache.py).
+        local = (
+            listener_for(
+                app.state.redis, settings.local_cache_seconds, settings.local_cache_entries,
+                settings.local_cache_max_bytes,
+            )
+            if app.state.redis is not None and redis is None and settings.cache_ttl_seconds
+            else None
+        )  # fmt: skip
+        if local is not None:
+            local.start()
+        app.state.cache = ReadCache(app.state.redis, settings.cache_ttl_seconds, local)
         app.state.login_guard = LoginGuard(settings)
         _mark_shutdown_on_sigterm(app.state.health)
         logger.info("starting", extra=log_fields(config=settings.redacted()))
@@ -130,6 +142,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 chore.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await chore
+            if local is not None:
+                await local.stop()
             if app.state.redis is not None and redis is None:  # close only what we opened
                 await app.state.redis.aclose()
             await app.state.db.dispose()

@@ -335,7 +335,25 @@ class Settings(BaseSettings):
         ge=0,
         le=86400,
         description="Lifetime of the reads cached in Redis: items, pages, who a user is "
-        "(0 = none; each process still keeps who a user is for one second).",
+        "(0 = none).",
+    )
+    local_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Each process also keeps the first pages and who a user is in its memory, "
+        "for at most this long, dropped by Redis's invalidations the moment anyone changes "
+        "them (server-assisted client-side caching; off while that connection is down). "
+        "0: every read asks Redis.",
+    )
+    local_cache_entries: int = Field(
+        1024, ge=1, le=1_000_000, description="Entries the memory cache of a process holds."
+    )
+    local_cache_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of values the memory cache of a process holds.",
     )
 
     # --- Security ------------------------------------------------------------------------

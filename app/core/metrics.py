@@ -143,6 +143,16 @@ CERTIFICATE_EXPIRY = Gauge(
     multiprocess_mode="mostrecent",
 )  # fmt: skip
 
+CACHE_LOCAL = Counter(
+    "cache_local_reads_total",
+    "Reads of a process's memory cache (first pages, principals) by kind and result: hit, "
+    "miss (asked Redis), joined (shared a read of the same key already asking Redis), or off "
+    "(the invalidation connection was down: asked Redis).",
+    ["kind", "result"],
+)  # fmt: skip
+CACHE_LOCAL_INVALIDATIONS = Counter(
+    "cache_local_invalidations_total", "Keys Redis told a process to drop from its memory cache."
+)
 WORKER_TASKS = Counter(
     "worker_tasks_total",
     "Worker task runs by task and outcome (succeeded, failed, retried: held or to be retried).",

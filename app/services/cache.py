@@ -6,9 +6,12 @@ all. A change to a user made through the service (new password, deactivation) re
 the cached principal once it is committed, so every process of every replica refuses a
 revoked token from the next request on; a read that missed the cache only fills the key
 when it is absent (`SET NX`), so a read that started before the change cannot put the old
-principal back. No process keeps a principal of its own: a copy that Redis cannot take
-back would keep a revoked token working. A change made in the database directly is seen
-after at most CACHE_TTL_SECONDS.
+principal back. A change made in the database directly is seen after at most
+CACHE_TTL_SECONDS.
+
+In front of Redis, each process keeps the first pages and the principals it read in its
+memory (app/services/local_cache.py), which Redis itself takes back: any write of one of
+those keys, by any process, drops every copy of it before the write's answer reaches anyone.
 
 Keys: `item:{id}` for one item; `items:pages:{scope}` for the first pages of a listing, a
 hash with one field per page size (`{limit}:cursor`), where `scope` is an owner id or `all`
@@ -29,8 +32,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from app.core import metrics
 from app.core.logging import log_fields
 from app.services.access import Principal
+from app.services.local_cache import InvalidationListener, LocalCopies
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +64,76 @@ def _store_page(key: str, field: str, value: bytes, ttl: int) -> Callable[[Pipel
     return store
 
 
+def _delete_each(keys: list[str]) -> Callable[[Pipeline], Any]:
+    def delete(pipe: Pipeline) -> Any:
+        for key in keys:
+            pipe.delete(key)
+
+    return delete
+
+
 class ReadCache:
-    def __init__(self, redis: Redis | None, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis | None, ttl_seconds: int, local: InvalidationListener | None = None
+    ) -> None:
         self.redis = redis if ttl_seconds > 0 else None
         self.ttl = ttl_seconds
+        self.local = local if self.redis is not None else None
         self._skip_until = 0.0
+        self._reading: dict[tuple[str, str], asyncio.Future[Any]] = {}  # reads in flight
+
+    def _copies(self, kind: str) -> LocalCopies | None:
+        """This process's memory copies, when they may be served now."""
+        if self.local is None:
+            return None
+        if self.local.fresh():
+            return self.local.copies
+        metrics.CACHE_LOCAL.labels(kind, "off").inc()
+        return None
+
+    async def _read_through(
+        self, kind: str, key: str, field: str, read: Callable[[], Any], decode: Callable[[Any], Any]
+    ) -> Any:
+        """The value of `key`/`field`: from memory, else from Redis (`read`, then `decode`),
+        kept in memory unless an invalidation of `key` overtook the read."""
+        copies = self._copies(kind)
+        if copies is None:
+            raw = await read()
+            return decode(raw) if raw else None
+        found = copies.get(key, field)
+        if found is not None:
+            metrics.CACHE_LOCAL.labels(kind, "hit").inc()
+            return found
+        # One read per key in flight: requests that miss the same key meanwhile share it
+        # (a burst of requests for one user made one Redis read each).
+        pending = self._reading.get((key, field))
+        if pending is not None:
+            metrics.CACHE_LOCAL.labels(kind, "joined").inc()
+            return await asyncio.shield(pending)
+        metrics.CACHE_LOCAL.labels(kind, "miss").inc()
+        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reading[(key, field)] = shared
+        ticket = copies.ticket(key)
+        value = None
+        try:
+            raw = await read()
+            value = decode(raw) if raw else None
+            if value is not None:
+                copies.put(ticket, key, field, value, len(raw))
+            return value
+        finally:
+            copies.release(ticket, key)
+            del self._reading[(key, field)]
+            shared.set_result(value)  # None (a miss) if this read failed or was cancelled
+
+    async def _forget(self, *keys: str) -> None:
+        """After a write of these keys by this process: its own copies go at once, and the
+        write's answer waits until Redis's invalidation of them is back, which drops every
+        other process's copies in the same pass."""
+        if self.local is not None:
+            for key in keys:
+                self.local.copies.invalidate(key)
+            await self.local.written(list(keys))
 
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.redis is None:
@@ -91,16 +161,21 @@ class ReadCache:
         await self._call("set", f"item:{item_id}", json.dumps(data, default=str), ex=self.ttl)
 
     async def get_principal(self, user_id: uuid.UUID) -> Principal | None:
-        raw = await self._call("get", f"principal:{user_id}")
-        if not raw:
-            return None
-        try:
-            active, superuser, version = json.loads(raw)
-        except ValueError:  # written by an older release: a miss, refilled from the database
-            return None
-        return Principal(
-            id=user_id, is_active=active, is_superuser=superuser, credential_version=version
+        key = f"principal:{user_id}"
+
+        def decode(raw: bytes) -> Principal | None:
+            try:
+                active, superuser, version = json.loads(raw)
+            except ValueError:  # written by an older release: a miss, refilled from the database
+                return None
+            return Principal(
+                id=user_id, is_active=active, is_superuser=superuser, credential_version=version
+            )
+
+        found: Principal | None = await self._read_through(
+            "principal", key, "", lambda: self._call("get", key), decode
         )
+        return found
 
     async def set_principal(self, principal: Principal, *, changed: bool = False) -> None:
         """Store the principal read from the database (only where none is cached: a change
@@ -117,6 +192,8 @@ class ReadCache:
             nx=not changed,
             always_try=changed,  # like an invalidation: skipped, it would leave a stale one
         )
+        if changed and stored is not None:
+            await self._forget(f"principal:{principal.id}")
         if changed and stored is None and self.redis is not None:
             logger.error(
                 "a changed user was not stored in the cache; its cached principal may be "
@@ -127,11 +204,16 @@ class ReadCache:
     async def get_first_page(self, scope: str, limit: int) -> tuple[bytes, str | None] | None:
         """The page's JSON exactly as it was stored (it goes out as the response body), and
         its `next` cursor (for the Link header)."""
-        raw = await self._call("hget", f"items:pages:{scope}", _page_field(limit))
-        if not raw:
-            return None
-        following, _, body = bytes(raw).partition(b"\n")
-        return body, following.decode() or None
+        key, field = f"items:pages:{scope}", _page_field(limit)
+
+        def decode(raw: bytes) -> tuple[bytes, str | None]:
+            following, _, body = bytes(raw).partition(b"\n")
+            return body, following.decode() or None
+
+        found: tuple[bytes, str | None] | None = await self._read_through(
+            "page", key, field, lambda: self._call("hget", key, field), decode
+        )
+        return found
 
     async def set_first_page(
         self, scope: str, limit: int, body: bytes, following: str | None
@@ -151,4 +233,11 @@ class ReadCache:
         keys = [f"items:pages:{owner_id}", "items:pages:all"]
         if item_id is not None:
             keys.append(f"item:{item_id}")
-        await self._call("delete", *keys)
+        # One DEL per key, to know which existed: only a key that existed sends an
+        # invalidation for the write to wait for.
+        deleted = await self._call("transaction", _delete_each(keys), always_try=True)
+        if deleted is not None:
+            await self._forget(*(key for key, gone in zip(keys, deleted, strict=True) if gone))
+        elif self.local is not None:
+            for key in keys:
+                self.local.copies.invalidate(key)
