@@ -11,6 +11,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -31,12 +32,28 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+# Each request takes the next path of the list (each wrk thread runs its own copy): load
+# spread over pages that no cache holds.
+_PATHS_SCRIPT = """
+paths = {%s}
+n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, paths[(n %% #paths) + 1])
+end
+"""
+
+
+def _lua(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def run_wrk(
-    port: int, path: str, seconds: float, connections: int, headers: dict[str, str]
+    port: int, paths: list[str], seconds: float, connections: int, headers: dict[str, str]
 ) -> LoadResult:
     command = [
         "wrk",
-        "-t1",
+        "-t2",  # two generator threads: one could not keep a fast server busy
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
@@ -45,10 +62,15 @@ def run_wrk(
     ]
     for key, value in headers.items():
         command += ["-H", f"{key}: {value}"]
-    command.append(f"http://127.0.0.1:{port}{path}")
-    out = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=True
-    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if len(paths) > 1:
+            script.write(_PATHS_SCRIPT % ", ".join(_lua(p) for p in paths))
+            script.flush()
+            command += ["-s", script.name]
+        command.append(f"http://127.0.0.1:{port}{paths[0]}")
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, check=True
+        ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     p50 = _ms(re.search(r"\n\s+50%\s+(\S+)", out)[1])  # type: ignore[index]
     p99 = _ms(re.search(r"\n\s+99%\s+(\S+)", out)[1])  # type: ignore[index]
@@ -64,7 +86,7 @@ def run_wrk(
 
 
 def run_python(
-    port: int, path: str, seconds: float, connections: int, headers: dict[str, str]
+    port: int, paths: list[str], seconds: float, connections: int, headers: dict[str, str]
 ) -> LoadResult:
     latencies: list[float] = []
     errors = [0]
@@ -78,7 +100,7 @@ def run_python(
         while time.monotonic() < deadline and len(mine) < limit // connections:
             started = time.perf_counter()
             try:
-                conn.request("GET", path, headers=headers)
+                conn.request("GET", paths[len(mine) % len(paths)], headers=headers)
                 response = conn.getresponse()
                 response.read()
                 ok = response.status < 400
@@ -113,11 +135,13 @@ def run_python(
 
 def run_load(
     port: int,
-    path: str,
+    path: str | list[str],
     seconds: float,
     connections: int = 32,
     headers: dict[str, str] | None = None,
 ) -> LoadResult:
+    """Load on 127.0.0.1:`port` for `seconds`: one path, or each request the next of a list."""
+    paths = [path] if isinstance(path, str) else path
     if shutil.which("wrk"):
-        return run_wrk(port, path, seconds, connections, headers or {})
-    return run_python(port, path, seconds, min(connections, 8), headers or {})
+        return run_wrk(port, paths, seconds, connections, headers or {})
+    return run_python(port, paths, seconds, min(connections, 8), headers or {})

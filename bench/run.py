@@ -1,8 +1,8 @@
 """Shipshape benchmarks: speed, size and start time, as ratios against baselines measured
 in the same run on the same machine (absolute figures on a shared machine are noise).
 
-    python -m bench.run            # `make bench`: everything, under 5 minutes
-    python -m bench.run --quick    # 1 s load runs, no cold image build (CI smoke test)
+    python -m bench.run            # `make bench`: everything, about 7 minutes
+    python -m bench.run --quick    # 1 s load runs, 2 rounds, no cold build (CI smoke test)
 
 Prints a table and writes bench/results/latest.md and bench/results/latency.png. All load
 goes to 127.0.0.1 only, every run bounded in time and in requests.
@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.measure import (
+    ROUNDS,
     measure_http,
     measure_image,
-    measure_items,
     measure_memory,
+    measure_speed,
     measure_stack,
     measure_start,
 )
@@ -36,28 +37,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 s load runs, no cold build")
     parser.add_argument("--seconds", type=float, default=None, help="duration of each load run")
     parser.add_argument(
+        "--rounds", type=int, default=None, help=f"turns of every server (default {ROUNDS})"
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where latest.md and latency.png go"
     )
     args = parser.parse_args(argv)
     results: Path = args.output
     seconds = args.seconds or (1.0 if args.quick else 8.0)
+    rounds = max(1, args.rounds or (2 if args.quick else ROUNDS))
     report = Report(quick=args.quick)
     results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        steps: list[Callable[[], None]] = [lambda: measure_http(report, seconds, tmp)]
+        steps: list[Callable[[], None]] = []
         if docker_available():
             steps += [
-                lambda: measure_items(report, seconds, tmp),
-                lambda: measure_image(report, args.quick, tmp),
+                lambda: measure_image(report, args.quick, tmp),  # builds what the rest runs
+                lambda: measure_speed(report, seconds, rounds),
                 lambda: measure_memory(report, seconds),
                 lambda: measure_start(report),
             ]
             if not args.quick:
                 steps.append(lambda: measure_stack(report, tmp))
         else:
+            steps.append(lambda: measure_http(report, seconds, rounds, tmp))
             report.notes.append(
-                "Docker unavailable: items page, image and start figures not measured"
+                "Docker unavailable: /live measured from this venv (development settings, "
+                "SQLite); the items pages, the production image and start times not measured"
             )
         for step in steps:
             try:
