@@ -27,6 +27,7 @@ from app.api.errors import install_error_handlers
 from app.api.router import all_routes
 from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
 from app.api.routes.root import OPENAPI_PATH
+from app.api.routing import document_security
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import (
@@ -72,7 +73,8 @@ def _mark_shutdown_on_sigterm(state: HealthState) -> None:
 
 
 def _document_settings_in_openapi(app: FastAPI, settings: Settings) -> None:
-    """Limits that come from the settings, in the API document as enforced."""
+    """Limits that come from the settings, in the API document as enforced, and the
+    security of the routes whose dependencies read the token themselves."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -81,6 +83,7 @@ def _document_settings_in_openapi(app: FastAPI, settings: Settings) -> None:
             for parameter in schema["paths"][f"{API_PREFIX}/items"]["get"]["parameters"]:
                 if parameter["name"] == "limit":
                     parameter["schema"]["maximum"] = settings.items_max_page_size
+            document_security(schema, app.routes)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
