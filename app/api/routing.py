@@ -28,7 +28,9 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 Gate = Callable[[Request], Awaitable[None]]
+Shortcut = Callable[[Request], Awaitable[Response | None]]
 _gates: dict[Callable[..., Any], Gate] = {}
+_shortcuts: dict[Callable[..., Any], Shortcut] = {}
 _schemes: dict[Callable[..., Any], SecurityBase] = {}
 D = TypeVar("D", bound=Callable[..., Any])
 R = TypeVar("R")
@@ -47,6 +49,23 @@ def authenticates_first(gate: Gate) -> Callable[[D], D]:
 
 def _gate_of(dependant: Dependant) -> Gate | None:
     return _registered(_gates, dependant)
+
+
+def shortcut(fast: Shortcut) -> Callable[[D], D]:
+    """Register `fast` as what the decorated endpoint's route tries first, in FastAPI's
+    place: it reads the parameters of the requests it knows how to answer itself, and
+    returns None for every other request, which the route then answers as usual (errors
+    included). Raised exceptions go to the app's handlers as any route's do.
+
+    For the hottest reads only: FastAPI validates parameters and solves dependencies anew
+    on every request (24 calls per dependency to find what to read, none of it cached), and
+    that was 60 % of the cost of an items page served from the cache."""
+
+    def register(endpoint: D) -> D:
+        _shortcuts[endpoint] = fast
+        return endpoint
+
+    return register
 
 
 def reads_credentials(scheme: SecurityBase) -> Callable[[D], D]:
@@ -119,8 +138,20 @@ class Route(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         self.fixed_start = self.path.split("{", 1)[0]
 
+    shortcut: Shortcut | None = None  # see `shortcut`
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        self.shortcut = _shortcuts.get(self.endpoint)
+        if self.shortcut is not None:
+            solved = handler
+
+            async def shortcut_first(request: Request) -> Response:
+                fast = self.shortcut
+                response = await fast(request) if fast is not None else None
+                return response if response is not None else await solved(request)
+
+            handler = shortcut_first
         gate = _gate_of(self.dependant) if self.body_field is not None else None
         if gate is None:
             return handler

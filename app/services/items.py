@@ -7,7 +7,7 @@ and when it goes stale (cache), and the queries all live here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -186,7 +186,7 @@ async def list_items(
 
 
 async def page_json(
-    session: AsyncSession,
+    sessions: Callable[[], AsyncSession],
     cache: ReadCache,
     settings: Settings,
     principal: Principal,
@@ -197,13 +197,16 @@ async def page_json(
 ) -> tuple[bytes, str | None, str | None]:
     """One page of the listing as the response body, and its (next, prev) cursors for the
     Link header. The first page of an unfiltered listing is served from the cache when it is
-    there, as the bytes stored on the miss."""
+    there, as the bytes stored on the miss; only a miss opens a session, from `sessions`."""
     first_page = cursor is None and not search
     scope = _scope(principal)
     if first_page and (cached := await cache.get_first_page(scope, limit)) is not None:
         body, following = cached
         return body, following, None
-    page = await list_items(session, settings, principal, limit=limit, cursor=cursor, search=search)
+    async with sessions() as session:
+        page = await list_items(
+            session, settings, principal, limit=limit, cursor=cursor, search=search
+        )
     # Rows from the database are trusted (they were validated on the way in): serialized
     # once by pydantic's core, without a validation pass over them. The JSON is the same as
     # ItemPage's (a test compares them).

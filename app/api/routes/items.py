@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -14,15 +15,19 @@ from app.api.deps import (
     CursorQuery,
     ReadSessionDep,
     SessionDep,
-    SettingsDep,
+    app_cache,
+    app_settings,
+    get_current_principal,
+    read_sessions,
 )
 from app.api.errors import error_responses, validation_error
 from app.api.pages import LISTING_RESPONSES, link_header
-from app.api.routing import Route
+from app.api.routing import Route, shortcut
 from app.db.models import Item
 from app.schemas.common import SearchText
 from app.schemas.items import ItemCreate, ItemPage, ItemPublic, ItemUpdate
 from app.services import items as service
+from app.services.access import Principal
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
 router = APIRouter(
@@ -33,21 +38,10 @@ router = APIRouter(
 )
 
 
-@router.get("", response_model=ItemPage, responses=LISTING_RESPONSES)
-async def list_items(
-    request: Request,
-    session: ReadSessionDep,
-    settings: SettingsDep,
-    cache: CacheDep,
-    principal: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")] = 20,
-    cursor: CursorQuery = None,
-    q: Annotated[
-        SearchText | None,
-        Query(description="Case-insensitive title search: at least 3 characters, or none."),
-    ] = None,
+async def _page(
+    request: Request, principal: Principal, limit: int, cursor: str | None, search: str | None
 ) -> Response:
-    """The caller's items (everybody's for a superuser), newest first, a page at a time."""
+    settings = app_settings(request)  # not dependencies: see app_settings
     if limit > settings.items_max_page_size:
         raise validation_error(
             ["query", "limit"],
@@ -55,7 +49,13 @@ async def list_items(
             limit,
         )
     body, following, preceding = await service.page_json(
-        session, cache, settings, principal, limit=limit, cursor=cursor, search=q or None
+        read_sessions(request),
+        app_cache(request),
+        settings,
+        principal,
+        limit=limit,
+        cursor=cursor,
+        search=search,
     )
     # The body is the page's JSON already (the response_model still documents the schema).
     return Response(
@@ -63,6 +63,49 @@ async def list_items(
         media_type="application/json",
         headers=link_header(request, following, preceding),
     )
+
+
+DEFAULT_LIMIT = 20
+# What FastAPI reads as the same int and cursor: digits without a sign, spaces or a leading
+# zero, and CursorQuery's alphabet and length.
+_PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,5}")
+_PLAIN_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+async def _plain_listing(request: Request) -> Response | None:
+    """list_items for a request with nothing but a plain `limit` and `cursor`: the first
+    page and the pages after it, the listing's most frequent requests, read without FastAPI
+    (app/api/routing.py, `shortcut`). Anything else, a search, a repeated or unknown
+    parameter, a value FastAPI would refuse, is None: the route answers it."""
+    query = request.query_params
+    if not query.keys() <= {"limit", "cursor"} or len(query) != len(query.multi_items()):
+        return None
+    limit = query.get("limit")
+    cursor = query.get("cursor")
+    if limit is not None and not _PLAIN_LIMIT.fullmatch(limit):
+        return None
+    if cursor is not None and not _PLAIN_CURSOR.fullmatch(cursor):
+        return None
+    principal = await get_current_principal(request)
+    return await _page(request, principal, int(limit or DEFAULT_LIMIT), cursor, None)
+
+
+@router.get("", response_model=ItemPage, responses=LISTING_RESPONSES)
+@shortcut(_plain_listing)
+async def list_items(
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Annotated[
+        int, Query(ge=1, description="Page size (at most ITEMS_MAX_PAGE_SIZE).")
+    ] = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+    q: Annotated[
+        SearchText | None,
+        Query(description="Case-insensitive title search: at least 3 characters, or none."),
+    ] = None,
+) -> Response:
+    """The caller's items (everybody's for a superuser), newest first, a page at a time."""
+    return await _page(request, principal, limit, cursor, q or None)
 
 
 @router.post(
