@@ -123,6 +123,9 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
         "http": DrainingHttpProtocol,
+        # The app's middleware writes the access log. uvicorn's own, though its logger is
+        # disabled, would still build each line's client address and path per request.
+        "access_log": False,
     }
 
     _server: DrainingServer | None = None
