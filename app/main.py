@@ -28,6 +28,7 @@ from app.api.router import all_routes
 from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
 from app.api.routes.root import OPENAPI_PATH
 from app.api.routing import document_security
+from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import (
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             if app.state.redis is not None and redis is None:  # close only what we opened
                 await app.state.redis.aclose()
             await app.state.db.dispose()
+            metrics.DEFERRED.flush()  # the last requests' samples, before the process ends
             logger.info("stopped")
 
     app = FastAPI(

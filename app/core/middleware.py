@@ -59,7 +59,7 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope)
         token = request_id_var.set(request_id)
-        metrics.IN_PROGRESS.inc()
+        metrics.request_started()
         started = time.perf_counter()
         status = 0
         encoded_id = request_id.encode("latin-1")
@@ -99,8 +99,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = metrics.route_template(scope)
-            metrics.IN_PROGRESS.dec()
-            metrics.observe_request(scope["method"], route, status, elapsed)
+            metrics.request_finished(scope["method"], route, status, elapsed)
             if status >= 400 or scope["path"] not in self.quiet_paths:
                 access_logger.info(
                     "request",

@@ -48,6 +48,18 @@ CACHE_CALL_TIMEOUT_SECONDS = 0.5
 _ALWAYS_TRIED = frozenset({"delete"})
 
 
+# labels() validates and locks on every call: the children, one per (kind, result).
+_counted: dict[tuple[str, str], Any] = {}
+
+
+def _count(kind: str, result: str) -> None:
+    """A memory-cache read, counted with the request's other samples (metrics.Deferred)."""
+    child = _counted.get((kind, result))
+    if child is None:
+        child = _counted[kind, result] = metrics.CACHE_LOCAL.labels(kind, result)
+    metrics.DEFERRED.inc(child)
+
+
 def _page_field(limit: int) -> str:
     """A page's field in its listing's hash. The value holds the page's cursor before its
     body; the field name says so, and differs from the bare page size that releases before
@@ -88,7 +100,7 @@ class ReadCache:
             return None
         if self.local.fresh():
             return self.local.copies
-        metrics.CACHE_LOCAL.labels(kind, "off").inc()
+        _count(kind, "off")
         return None
 
     async def _read_through(
@@ -102,15 +114,15 @@ class ReadCache:
             return decode(raw) if raw else None
         found = copies.get(key, field)
         if found is not None:
-            metrics.CACHE_LOCAL.labels(kind, "hit").inc()
+            _count(kind, "hit")
             return found
         # One read per key in flight: requests that miss the same key meanwhile share it
         # (a burst of requests for one user made one Redis read each).
         pending = self._reading.get((key, field))
         if pending is not None:
-            metrics.CACHE_LOCAL.labels(kind, "joined").inc()
+            _count(kind, "joined")
             return await asyncio.shield(pending)
-        metrics.CACHE_LOCAL.labels(kind, "miss").inc()
+        _count(kind, "miss")
         shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._reading[(key, field)] = shared
         ticket = copies.ticket(key)

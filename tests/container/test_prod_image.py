@@ -420,8 +420,17 @@ def test_metrics_add_up_across_gunicorn_workers(prod_image: str) -> None:
         before = scrape(container.url("/metrics"))
         for _ in range(30):
             assert http_get(container.url("/live"))[0] == 200
+        # Each worker writes its requests' samples within a second (app/core/metrics.py,
+        # Deferred); then, whichever worker answers the scrape, it reports all of them.
+        wait_until(
+            lambda: (
+                _counter(scrape(container.url("/metrics")), "/live") - _counter(before, "/live")
+                >= 30
+            ),
+            60,
+            "every worker's /live requests in a scrape",
+        )
         scrapes = [scrape(container.url("/metrics")) for _ in range(6)]
-    # Whichever worker answers the scrape, it reports all workers' requests.
     assert {_counter(text, "/live") - _counter(before, "/live") for text in scrapes} == {30.0}
     assert (
         'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/live"}' in scrapes[-1]
