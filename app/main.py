@@ -33,9 +33,7 @@ from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging, log_fields
 from app.core.middleware import (
     PROBE_PATHS,
-    BodySizeLimits,
     RequestContextMiddleware,
-    RetryReadsOnLostConnection,
 )
 from app.core.security import configure_password_hashing
 from app.db.session import Database
@@ -174,7 +172,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     _document_settings_in_openapi(app, settings)
     install_error_handlers(app)
     web_errors.install(app, settings)  # HTML error pages on the web UI's paths
-    app.add_middleware(RetryReadsOnLostConnection)  # innermost: right around the routes
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -185,17 +182,14 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(
-        BodySizeLimits,
+        RequestContextMiddleware,
+        debug=settings.debug,
+        quiet_paths=() if settings.access_log_probes else PROBE_PATHS,
         default_limit=settings.max_request_bytes,
         # The file itself, plus room for the multipart framing and the other form fields.
         limits=dict.fromkeys(
             (IMPORT_PATH, settings.ui_path + web_pages.IMPORT_PATH),
             settings.import_max_bytes + MULTIPART_OVERHEAD_BYTES,
         ),
-    )
-    app.add_middleware(
-        RequestContextMiddleware,
-        debug=settings.debug,
-        quiet_paths=() if settings.access_log_probes else PROBE_PATHS,
     )  # outermost: sees every response
     return app

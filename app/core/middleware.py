@@ -1,7 +1,10 @@
-"""Request id and access log, as one pure ASGI middleware.
+"""What every request passes through before its route, as one pure ASGI middleware: its id,
+its metrics and access line, the body size limits, and a read's second run after a lost
+database connection.
 
 Pure ASGI (not BaseHTTPMiddleware) because it is on every request's path: it adds no
-extra task or body buffering, which matters for the /live and list-page throughput.
+extra task or body buffering. One layer, not three: each layer is a coroutine and a send
+wrapper more on every request (the three cost 9 µs of `/live`'s 42 in one process).
 """
 
 from __future__ import annotations
@@ -47,11 +50,18 @@ def _incoming_request_id(scope: Scope) -> str:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, debug: bool = False, quiet_paths: Iterable[str] = ()
+        self,
+        app: ASGIApp,
+        *,
+        debug: bool = False,
+        quiet_paths: Iterable[str] = (),
+        default_limit: int,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.debug = debug  # name the exception type in 500 bodies
         self.quiet_paths = frozenset(quiet_paths)  # access-logged only when they fail
+        self.bodies = BodySizeLimits(app, default_limit=default_limit, limits=limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,7 +85,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            method = scope["method"]
+            if method in _READS:
+                await retry_on_lost_connection(self.app, scope, receive, send_with_id)
+            elif method in _BODYLESS:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self.bodies(scope, receive, send_with_id)
         except Exception as exc:
             error_logger.exception(
                 "unhandled error",
@@ -116,7 +132,8 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimits:
-    """Starlette's request body limit, with a limit of their own for some paths.
+    """Starlette's request body limit, with a limit of their own for some paths (for the
+    requests that may have a body: RequestContextMiddleware sends no other here).
 
     Starlette refuses a body above the limit from its `Content-Length` before reading any
     of it, and counts the bytes of a body sent without a length as they arrive: nothing
@@ -134,10 +151,6 @@ class BodySizeLimits:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in _BODYLESS:
-            # No route reads a GET's or HEAD's body: the probes and reads skip the counting.
-            await self.app(scope, receive, send)
-            return
         limited = self.by_path.get(scope["path"], self.default)
         for name, value in scope["headers"]:
             # Answered here, as JSON, before any route runs: Starlette would let the route
@@ -150,6 +163,8 @@ class BodySizeLimits:
         await limited(scope, receive, send)
 
 
+# No route reads a GET's, HEAD's or OPTIONS' body: the probes and reads skip the counting.
+_READS = frozenset({"GET", "HEAD"})
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Set in the request's state by the API's error handler when the database closed the
@@ -157,7 +172,9 @@ _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONNECTION_LOST = "db_connection_lost"
 
 
-class RetryReadsOnLostConnection:
+async def retry_on_lost_connection(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
     """Runs a GET or HEAD once more when the database connection it used was dead.
 
     After a database restart every pooled connection is closed, and the pool learns it only
@@ -165,41 +182,33 @@ class RetryReadsOnLostConnection:
     has changed nothing yet, so it is run again, on a fresh connection, and its caller never
     sees the restart. A write is never repeated: it gets the 503 and its Retry-After.
     """
+    discarded = False
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        discarded = False
-
-        async def first(message: Message) -> None:
-            nonlocal discarded
-            if message["type"] == "http.response.start":
-                discarded = message["status"] == 503 and bool(
-                    scope.get("state", {}).pop(CONNECTION_LOST, False)
-                )
-            if not discarded:
-                await send(message)
-
-        await self.app(scope, receive, first)
+    async def first(message: Message) -> None:
+        nonlocal discarded
+        if message["type"] == "http.response.start":
+            discarded = message["status"] == 503 and bool(
+                scope.get("state", {}).pop(CONNECTION_LOST, False)
+            )
         if not discarded:
-            return
-        error_logger.info(
-            "retried on a fresh database connection", extra=log_fields(path=scope["path"])
-        )
-        body_sent = False
+            await send(message)
 
-        async def bodyless() -> Message:  # a GET's (empty) body, then the client's own events
-            nonlocal body_sent
-            if body_sent:
-                return await receive()
-            body_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+    await app(scope, receive, first)
+    if not discarded:
+        return
+    error_logger.info(
+        "retried on a fresh database connection", extra=log_fields(path=scope["path"])
+    )
+    body_sent = False
 
-        await self.app(scope, bodyless, send)
+    async def bodyless() -> Message:  # a GET's (empty) body, then the client's own events
+        nonlocal body_sent
+        if body_sent:
+            return await receive()
+        body_sent = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app(scope, bodyless, send)
 
 
 _TOO_LARGE = b'{"detail":"Content Too Large"}'

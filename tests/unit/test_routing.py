@@ -117,3 +117,19 @@ def _needs_a_user(dependant: Any) -> bool:
         sub.call in (get_current_principal, get_current_user, oauth2_scheme) or _needs_a_user(sub)
         for sub in dependant.dependencies
     )
+
+
+@pytest.mark.parametrize("cors", ["", "https://app.example"])
+def test_every_request_passes_one_middleware_of_ours(tmp_path: Any, cors: str) -> None:
+    """Request id, metrics, access line, body limits and the read's retry are one layer:
+    each layer more is a coroutine and a send wrapper on every request. CORS, when it is
+    on, sits inside it, so that its answers get their request id and access line too."""
+    from app.core.middleware import RequestContextMiddleware
+    from app.main import create_app
+    from tests.helpers import make_settings
+
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    app = create_app(settings.model_copy(update={"cors_origins": cors}))
+    layers = [middleware.cls.__name__ for middleware in app.user_middleware]  # outermost first
+    inner = ["CORSMiddleware"] if cors else []
+    assert layers == [RequestContextMiddleware.__name__, *inner]
