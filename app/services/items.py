@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
 from typing import Any
 
@@ -186,7 +187,7 @@ async def list_items(
 
 
 async def page_json(
-    sessions: Callable[[], AsyncSession],
+    sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
     cache: ReadCache,
     settings: Settings,
     principal: Principal,
