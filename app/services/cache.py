@@ -206,6 +206,9 @@ class ReadCache:
         )
         if changed and stored is not None:
             await self._forget(f"principal:{principal.id}")
+        if changed and stored is None and self.local is not None:
+            # Redis keeps the old one until it expires; this process at least stops using it.
+            self.local.copies.invalidate(f"principal:{principal.id}")
         if changed and stored is None and self.redis is not None:
             logger.error(
                 "a changed user was not stored in the cache; its cached principal may be "

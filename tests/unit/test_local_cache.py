@@ -311,3 +311,37 @@ def test_requests_that_miss_the_same_principal_share_one_redis_read() -> None:
         assert redis.reads == 2
 
     asyncio.run(main())
+
+
+class _RedisThatFailsWrites(_SlowRedis):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release.set()
+
+    async def set(self, *args: object, **kwargs: object) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        raise RedisConnectionError("gone")
+
+
+def test_a_change_redis_did_not_take_is_not_served_from_this_processs_memory() -> None:
+    """A deactivation whose SET failed left the old principal in this process's memory,
+    served as active until its copy aged out (LOCAL_CACHE_SECONDS)."""
+    import uuid
+
+    from app.services.access import Principal
+    from app.services.cache import ReadCache
+
+    async def main() -> None:
+        redis, listener = _RedisThatFailsWrites(), _AlwaysFresh()
+        cache = ReadCache(redis, 60, listener)  # type: ignore[arg-type]
+        user = uuid.uuid4()
+        assert (await cache.get_principal(user)) is not None  # now in memory
+        assert redis.reads == 1
+        deactivated = Principal(id=user, is_active=False, is_superuser=False, credential_version=5)
+        await cache.set_principal(deactivated, changed=True)
+        # Not the active principal from memory: Redis is skipped for a moment after the
+        # failure, so the caller reads the database (None here), as on any miss.
+        assert await cache.get_principal(user) is None
+
+    asyncio.run(main())
