@@ -23,27 +23,18 @@ file=${2:-docker-stack.monitoring.yml}
 timeout=${DEPLOY_TIMEOUT:-300}
 docker=${DOCKER:-docker}
 monitoring="${stack}-monitoring"
+# shellcheck source=scripts/swarm-lib.sh
+. "$(dirname "$0")/swarm-lib.sh"
 
 if ! "$docker" network inspect "${stack}_backend" >/dev/null 2>&1; then
     echo "no Swarm stack $stack on this node (network ${stack}_backend): deploy it first (make deploy)" >&2
     exit 1
 fi
 
-# Swarm configs are immutable: name them after their files' content (as docker-stack.yml's).
-CONFIGS_VERSION=$(cd "$(dirname "$file")" \
-    && sed -n 's/^  [a-z_]*: {file: \([^,}]*\).*/\1/p' "$(basename "$file")" | xargs cat | cksum | cut -d ' ' -f 1)
+CONFIGS_VERSION=$(configs_version "$file")  # as docker-stack.yml's
 export CONFIGS_VERSION STACK_NAME="$stack"
 
 "$docker" stack deploy --prune -c "$file" "$monitoring"
-
-# running SERVICE: every replica it wants runs (healthy).
-running() {
-    replicas=$("$docker" service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' \
-        | sed -n "s|^$1 ||p")
-    wanted=${replicas#*/}
-    wanted=${wanted%% *}
-    [ -n "${replicas%%/*}" ] && [ "${replicas%%/*}" = "$wanted" ] && [ "$wanted" != 0 ]
-}
 
 # address SERVICE: the address of its task on this node's docker_gwbridge.
 address() {
@@ -56,7 +47,7 @@ address() {
 }
 
 deadline=$(( $(date +%s) + timeout ))
-until running "${monitoring}_prometheus" && running "${monitoring}_alertmanager" \
+until converged "${monitoring}_prometheus" && converged "${monitoring}_alertmanager" \
         && [ -n "$(address "${monitoring}_prometheus")" ] && [ -n "$(address "${monitoring}_alertmanager")" ]; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
         echo "Prometheus and Alertmanager do not run after ${timeout}s; see docker stack ps $monitoring" >&2

@@ -26,6 +26,8 @@ timeout=${DEPLOY_TIMEOUT:-900}
 docker=${DOCKER:-docker}
 app="${stack}_app"
 worker="${stack}_worker"
+# shellcheck source=scripts/swarm-lib.sh
+. "$(dirname "$0")/swarm-lib.sh"
 
 inspect() {  # SERVICE TEMPLATE
     "$docker" service inspect --format "$2" "$1" 2>/dev/null || true
@@ -49,16 +51,6 @@ update_state() {
         rollback_completed|rollback_paused|paused) echo rolled_back ;;
         *) echo updating ;;
     esac
-}
-
-# converged SERVICE: every replica the service wants is running (healthy, with a healthcheck).
-converged() {
-    replicas=$("$docker" service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' \
-        | sed -n "s|^$1 ||p")
-    running=${replicas%%/*}
-    wanted=${replicas#*/}
-    wanted=${wanted%% *}
-    [ -n "$running" ] && [ "$running" = "$wanted" ] && [ "$wanted" != 0 ]
 }
 
 app_version=$(version "$app")
@@ -86,9 +78,7 @@ else
 fi
 export APP_PREVIOUS_IMAGE
 
-# Swarm configs are immutable: name them after their files' content (see docker-stack.yml).
-CONFIGS_VERSION=$(cd "$(dirname "$file")" \
-    && sed -n 's/^  [a-z_]*: {file: \([^,}]*\).*/\1/p' "$(basename "$file")" | xargs cat | cksum | cut -d ' ' -f 1)
+CONFIGS_VERSION=$(configs_version "$file")  # see docker-stack.yml
 export CONFIGS_VERSION
 
 "$docker" stack deploy --prune --with-registry-auth -c "$file" "$stack"

@@ -417,6 +417,16 @@ def test_fluentd_overlay_sends_every_service_to_the_collector() -> None:
     assert used <= documented
 
 
+def _stack_config(stack_file: str, env: dict[str, str]) -> Any:
+    """A Swarm stack file as compose reads it (`docker stack deploy` takes the same file)."""
+    result = subprocess.run(
+        ["docker", "compose", "-f", stack_file, "config", "--format", "json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_swarm_stack_file_updates_safely() -> None:
     env = {
         **os.environ,
@@ -424,12 +434,7 @@ def test_swarm_stack_file_updates_safely() -> None:
         "DOMAIN": "example.test",
         "BASE_URL": "https://example.test",
     }
-    result = subprocess.run(
-        ["docker", "compose", "-f", "docker-stack.yml", "config", "--format", "json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    config = json.loads(result.stdout)
+    config = _stack_config("docker-stack.yml", env)
     services = config["services"]
     app = services["app"]["deploy"]
     assert app["replicas"] == 2
@@ -597,12 +602,7 @@ def test_swarm_monitoring_stack_is_the_compose_overlay_on_swarm() -> None:
     images, users, limits (Swarm has no pids limit), secrets and files, on the service stack's
     networks, and publishes nothing: Swarm cannot bind a port to 127.0.0.1."""
     env = {**os.environ, "STACK_NAME": "shop"}
-    result = subprocess.run(
-        ["docker", "compose", "-f", "docker-stack.monitoring.yml", "config", "--format", "json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    stack = json.loads(result.stdout)
+    stack = _stack_config("docker-stack.monitoring.yml", env)
     overlay = json.loads(compose(
         "prod", ROOT / EXAMPLE["prod"], "-f", "docker-compose.monitoring.yml", "config",
         "--format", "json",
