@@ -249,7 +249,7 @@ def test_gunicorn_applies_the_settings_from_the_environment(prod_image: str) -> 
             booted = [r for r in container.json_logs() if r["message"].startswith("Booting worker")]
             return booted if len(booted) == 3 else None
 
-        wait_until(three_workers, 30, "three workers to boot")
+        wait_until(three_workers, 60, "three workers to boot")
     assert logged["worker_max_memory_mb"] == 200  # the default: recycling by memory
 
 

@@ -446,7 +446,7 @@ def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -
     )  # fmt: skip
     timings = []
     with load:
-        wait_until(lambda: load.total > 50, 30, "the load to get going")
+        wait_until(lambda: load.total > 50, 60, "the load to get going")
         for app in apps:
             began = time.monotonic()
             docker("restart", app)
@@ -454,7 +454,7 @@ def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -
             wait_until(lambda a=app: _healthy(a), 120, f"{app[:12]} healthy after its restart")
             timings.append((stopped - began, _serving_after_start(app), time.monotonic() - stopped))
         before = load.total
-        wait_until(lambda: load.total > before + 50, 30, "requests after the last restart")
+        wait_until(lambda: load.total > before + 50, 60, "requests after the last restart")
     print(
         f"\n{load.total} requests by {load.clients} clients during {len(apps)} restarts "
         f"(stop s, start to serving s, start to healthy s: "
@@ -476,7 +476,7 @@ def test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request(
         stack.login(),
     )  # fmt: skip
     with load:
-        wait_until(lambda: load.total > 50, 30, "the load to get going")
+        wait_until(lambda: load.total > 50, 60, "the load to get going")
         began = time.monotonic()
         result = subprocess.run(
             ["sh", "scripts/rollout.sh", "app", *stack.compose_command()], cwd=ROOT,
@@ -484,7 +484,7 @@ def test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request(
         )  # fmt: skip
         took = time.monotonic() - began
         before = load.total
-        wait_until(lambda: load.total > before + 50, 30, "requests after the rollout")
+        wait_until(lambda: load.total > before + 50, 60, "requests after the rollout")
     assert result.returncode == 0, result.stdout + result.stderr
     new = set(stack.containers("app"))
     print(

@@ -241,7 +241,9 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         text=True,
     )
     try:
-        deadline = started + 10  # ready within 10 s of its start
+        # Eventually: how fast it starts is the benchmark's to judge (`make bench`), not this
+        # test's, which a busy machine must pass.
+        deadline = started + 60
         status = None
         while time.monotonic() < deadline:
             try:
@@ -249,11 +251,11 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
                 break
             except OSError:
                 time.sleep(0.1)  # polling interval; the deadline is what bounds the wait
-        assert status == 200, f"/ready not 200 within 10 s of start: {status}"
+        assert status == 200, f"/ready not 200 within 60 s of start: {status}"
         assert body["checks"]["database"]["status"] == "ok"
     finally:
         server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=15)
+        output, _ = server.communicate(timeout=60)
     # uvicorn re-raises the signal once shut down, so the exit status says "ended by SIGTERM"
     assert server.returncode in (0, -signal.SIGTERM), output
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
