@@ -15,7 +15,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,9 +81,31 @@ class Watch:
             self.problems.append(f"request to another site: {request.url}")
 
     def _failed(self, request: Any) -> None:
+        if request.failure == NETWORK_CHANGED:
+            return  # the machine's doing, not the page's: the load is tried again (visit)
         # A download's navigation is "aborted" by design; anything else is a problem.
         if request.failure != "net::ERR_ABORTED" or "/download" not in request.url:
             self.problems.append(f"request failed: {request.url} ({request.failure})")
+
+
+# Chromium drops a load in flight when the machine's network interfaces change: Docker
+# creating or removing a network for other tests running meanwhile.
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+
+
+def retried_on_network_change(goto: Callable[..., Any]) -> Callable[..., Any]:
+    """`page.goto` that loads the page once more when the load was dropped for a change of
+    the machine's networks; any other failure is raised as it was."""
+
+    def visit(url: str, **options: Any) -> Any:
+        try:
+            return goto(url, **options)
+        except Exception as error:  # playwright's Error: its module is imported lazily
+            if NETWORK_CHANGED not in str(error):
+                raise
+            return goto(url, **options)
+
+    return visit
 
 
 @contextmanager
@@ -101,6 +123,7 @@ def browser_page(base_url: str, host_rules: str | None = None) -> Iterator[tuple
             context.add_init_script(CSP_REPORTER)
             context.set_default_timeout(15_000)
             page = context.new_page()
+            page.goto = retried_on_network_change(page.goto)
             split = urlsplit(base_url)
             watch = Watch(f"{split.scheme}://{split.netloc}")
             watch.attach(page)
