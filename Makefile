@@ -229,6 +229,8 @@ env-file:
 
 # Build, check the configuration in a one-off container, then start and wait for health;
 # on failure it shows the failing containers' logs (scripts/stack-up.sh).
+# What starts this environment's stack, as the messages suggest it (`local` has its own target).
+START_STACK = $(if $(filter local,$(ENV)),make prod-local,make prod ENV=$(ENV))
 STACK_UP = ENV_FILE=$(ENV_FILE) SECRETS_DIR=$(SECRETS_DIR) STACK_ENV=$(ENV) DOCKER=$(DOCKER) \
            STACK_PROJECT=$(PROJECT_NAME) sh scripts/stack-up.sh app $(COMPOSE_CMD)
 # The production image is stamped with this checkout's version and commit.
@@ -320,7 +322,7 @@ staging: ## The production stack with .env.staging
 certbot: ENV = prod
 certbot: env-file ## Obtain and renew the TLS certificate (HTTP-01) for DOMAIN
 	@test -n "$$($(COMPOSE) ps --quiet --status running nginx)" || { \
-	    echo "nginx of project $(PROJECT_NAME) is not running: start the stack first (make prod ENV=$(ENV))" >&2; exit 1; }
+	    echo "nginx of project $(PROJECT_NAME) is not running: start the stack first ($(START_STACK))" >&2; exit 1; }
 	$(COMPOSE) --profile certbot up --detach --no-deps certbot
 
 .PHONY: shell
@@ -376,7 +378,7 @@ create-superuser: env-file ## Create the first admin in the running stack: ADMIN
 db-password: env-file ## Set the database role's password to the db_password secret (after rotating it, or for a volume made with another)
 	@$(COMPOSE) exec -T db sh -c 'psql -v ON_ERROR_STOP=1 --quiet --username "$$POSTGRES_USER" \
 	    --dbname postgres --set role="$$POSTGRES_USER"' < scripts/db-password.sql
-	@echo "the database role's password is now the one in $(SECRETS_DIR)/db_password: make prod ENV=$(ENV) (or make rollout) to use it"
+	@echo "the database role's password is now the one in $(SECRETS_DIR)/db_password: $(START_STACK) (or make rollout) to use it"
 
 .PHONY: config
 config: ## Render and validate every overlay and profile with the example env files

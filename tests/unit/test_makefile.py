@@ -518,3 +518,16 @@ def test_only_the_tests_that_cannot_share_the_engine_run_alone() -> None:
         "tests/stack/test_prod_stack.py::test_restarting_each_app_replica_under_load_fails_no_request",
         "tests/stack/test_prod_stack.py::test_a_rollout_under_load_replaces_every_app_replica_and_fails_no_request",
     ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "start"), [("local", "make prod-local"), ("prod", "make prod ENV=prod")]
+)
+def test_messages_suggest_the_command_that_starts_that_environment(env: str, start: str) -> None:
+    """`make db-password ENV=local` told the reader to run `make prod ENV=local`, which
+    starts another stack than `make prod-local` did."""
+    shown = make("--eval", 'show-start: ; @echo "$(START_STACK)"', "show-start", f"ENV={env}")
+    assert shown.stdout.strip() == start, shown.stderr
+    text = (ROOT / "Makefile").read_text()
+    # Every such hint goes through START_STACK: its definition is the one literal left.
+    assert text.count("make prod ENV=$(ENV)") == 1
