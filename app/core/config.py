@@ -30,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.core import resources
 from app.core.text import Email
 
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./data/app.db"
@@ -767,9 +768,7 @@ class Settings(BaseSettings):
         """PASSWORD_HASH_CONCURRENCY, or what the memory limit allows when it is 0."""
         if self.password_hash_concurrency:
             return self.password_hash_concurrency
-        from app.core.security import memory_limit_bytes
-
-        limit = memory_limit_bytes()
+        limit = resources.memory_limit_bytes()
         if limit is None:
             return 4
         processes = self.web_concurrency or self.max_workers

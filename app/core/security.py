@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import jwt
 from pwdlib import PasswordHash
@@ -109,19 +108,6 @@ def configure_password_hashing(settings: Settings) -> None:
     if _hashing.params != params:
         _hashing = _hashing_for(*params)
         _gates.clear()
-
-
-def memory_limit_bytes() -> int | None:
-    """This container's memory limit (cgroup v2 or v1), or None when there is none."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:  # v1 reports "no limit" as a huge number
-            return int(text)
-        return None
-    return None
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ import jwt
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from app.core import egress, egress_backend, security, text
+from app.core import egress, egress_backend, resources, security, text
 from app.core.config import Settings, load_settings
 from app.services import access, csvfiles, login_guard
 from app.services.errors import Forbidden, NotFound
@@ -436,17 +436,17 @@ def test_memory_limit_reads_cgroup_v2_then_v1(monkeypatch: pytest.MonkeyPatch) -
         raise FileNotFoundError(str(self))
 
     monkeypatch.setattr(Path, "read_text", read_text)
-    assert security.memory_limit_bytes() is None
+    assert resources.memory_limit_bytes() is None
     files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "9223372036854771712\n"
-    assert security.memory_limit_bytes() is None  # v1's "no limit"
+    assert resources.memory_limit_bytes() is None  # v1's "no limit"
     files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "536870912\n"
-    assert security.memory_limit_bytes() == 536870912
+    assert resources.memory_limit_bytes() == 536870912
     files["/sys/fs/cgroup/memory.max"] = "max\n"
-    assert security.memory_limit_bytes() is None  # v2 first: no limit
+    assert resources.memory_limit_bytes() is None  # v2 first: no limit
     files["/sys/fs/cgroup/memory.max"] = "268435456\n"
-    assert security.memory_limit_bytes() == 268435456
+    assert resources.memory_limit_bytes() == 268435456
     files["/sys/fs/cgroup/memory.max"] = str(2**60)
-    assert security.memory_limit_bytes() is None
+    assert resources.memory_limit_bytes() is None
 
 
 # --- login guard --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core import security
+from app.core import resources, security
 from app.core.config import Settings
 from app.services.users import ensure_superuser_standalone
 
@@ -150,7 +150,7 @@ def test_the_automatic_slots_keep_hashing_within_a_quarter_of_the_memory_limit(
 ) -> None:
     from app.core.config import load_settings
 
-    monkeypatch.setattr(security, "memory_limit_bytes", lambda: limit_mib * 2**20)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: limit_mib * 2**20)
     defaults = load_settings(environment="test")
     assert (defaults.password_hash_memory_kib, defaults.password_hash_time_cost) == (19456, 2)
     processes = defaults.web_concurrency or defaults.max_workers
