@@ -124,7 +124,21 @@ def downgrade(
 
     settings = _settings()
     migrations.downgrade(settings, revision)
-    typer.echo(f"database downgraded to {revision}")
+    reached = asyncio.run(_revision_now(settings))
+    typer.echo(f"database downgraded to {reached or 'base (no revision)'}")
+
+
+async def _revision_now(settings: Settings) -> str | None:
+    """The revision the database is at now (a relative target such as -1 names none)."""
+    from app.db.migrate import current_revision
+    from app.db.session import Database, Workload
+
+    db = Database(settings, Workload.JOBS)
+    try:
+        async with db.engine.connect() as connection:
+            return await current_revision(connection)
+    finally:
+        await db.dispose()
 
 
 @cli.command()

@@ -205,8 +205,16 @@ def test_an_error_in_the_shell_carries_no_unrelated_traceback(tmp_path: Path) ->
 def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
     env = sqlite_env(tmp_path / "app.db")
     assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    from app.db.migrate import head_revision
+
+    head = int(head_revision() or 0)
+    # A relative target reports the revision it reached, not "-1".
+    one = runner.invoke(cli, ["downgrade", "--", "-1"], env=env)  # as `make downgrade` runs it
+    assert one.exit_code == 0, one.output
+    assert one.output.strip().splitlines()[-1] == f"database downgraded to {head - 1:04d}"
     down = runner.invoke(cli, ["downgrade", "base"], env=env)
     assert down.exit_code == 0, down.output
+    assert down.output.strip().splitlines()[-1] == "database downgraded to base (no revision)"
     assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
 
 
