@@ -136,6 +136,8 @@ def test_the_root_page_says_where_the_api_and_its_documentation_are(client: Test
     assert client.get(body["openapi"]).json()["info"]["title"] == body["name"]
     assert client.get(body["docs"]).status_code == 200
     assert client.get(body["ready"]).status_code == 200
+    head = client.head("/")  # uptime checks and `curl -I` ask with HEAD: 200, not 405
+    assert (head.status_code, head.content) == (200, b"")
     assert client.get(body["ui"], follow_redirects=False).status_code == 303  # to its items
 
 

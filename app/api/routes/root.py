@@ -14,6 +14,7 @@ OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 
 
 @router.get("/")
+@router.head("/", include_in_schema=False)  # what uptime checks and `curl -I` send
 async def index(request: Request) -> dict[str, str]:
     """The service's name and version, and the paths a newcomer looks for first (`ui`: the
     web UI, for a person with a browser)."""
