@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import secrets
+import tomllib
 from enum import StrEnum
 from functools import lru_cache
 from importlib import metadata
@@ -78,8 +79,17 @@ def _secret(description: str, default: str | None = None) -> Any:
 def _package_version() -> str:
     try:
         return metadata.version("shipshape")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.0.0+unknown"
+    except metadata.PackageNotFoundError:  # a source tree that is not installed: the dev stack's
+        return _source_version() or "0.0.0+unknown"
+
+
+def _source_version(root: Path = Path(__file__).resolve().parents[2]) -> str | None:
+    """The version in the source tree's pyproject.toml, when the app runs from one."""
+    try:
+        version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return None
+    return version if isinstance(version, str) else None
 
 
 class FileSecretsSource(PydanticBaseSettingsSource):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,26 @@ def test_redacted_config_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> 
 def test_cors_origins_are_split() -> None:
     settings = Settings(cors_origins=" https://a.example , https://b.example,")
     assert settings.cors_origin_list == ["https://a.example", "https://b.example"]
+
+
+def test_an_uninstalled_source_tree_reports_its_pyprojects_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The dev stack runs the mounted source tree, which is not installed: it reported
+    0.0.0+unknown in /health and the API document."""
+    from importlib import metadata
+
+    from app.core import config as module
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(module.metadata, "version", not_installed)
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert module._package_version() == project
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2.3.4"\n')
+    assert module._source_version(tmp_path) == "2.3.4"
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert module._source_version(tmp_path) is None
+    assert module._source_version(tmp_path / "nowhere") is None
