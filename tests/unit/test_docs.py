@@ -1,10 +1,12 @@
 """The documentation stays true: the configuration table is the one the Settings class
-generates, every relative link and anchor leads somewhere, every `make` target it names
-exists, and the README stays a short front page."""
+generates, every relative link and anchor leads somewhere, every `make` target, repository
+path and setting name it quotes exists, and the README stays a short front page."""
 
 from __future__ import annotations
 
+import functools
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MAKE_TARGET = re.compile(r"`make ([a-z][a-z0-9-]*)")
+QUOTED_PATH = re.compile(
+    r"`((?:app|scripts|tests|docker|deploy|bench|tools|docs|\.github|\.ci)/[^`\s]*)`"
+)
+QUOTED_NAME = re.compile(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)(?:=[^`]*)?`")
+FOREIGN_NAMES = {"PG_TRGM"}  # other systems' names the docs quote (Azure's extension list)
 # Targets the Makefile defines: `name:` at the start of a line (not variables, not files).
 TARGETS = set(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
 
@@ -68,3 +75,32 @@ def test_every_relative_link_and_anchor_exists(doc: Path) -> None:
 def test_every_make_target_named_exists(doc: Path) -> None:
     named = set(MAKE_TARGET.findall(doc.read_text(encoding="utf-8")))
     assert named - TARGETS == set(), f"{doc.name} names targets the Makefile does not have"
+
+
+@functools.cache
+def _code() -> str:
+    """Every tracked file but the docs, as text: where a quoted name has to appear."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return "\n".join(
+        (ROOT / name).read_text(encoding="utf-8", errors="ignore")
+        for name in tracked
+        if not name.endswith((".md", ".png", ".svg")) and (ROOT / name).is_file()
+    )
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_path_and_setting_name_it_quotes_exists(doc: Path) -> None:
+    """The docs once named a migration number that was already the head, and a layout that
+    put a file where it was not: every repository path they quote exists (patterns and
+    placeholders aside), and every setting or variable name they quote is in the code."""
+    text = doc.read_text(encoding="utf-8")
+    paths = {
+        found.split("::")[0].split(":")[0].rstrip(".,;)")
+        for found in QUOTED_PATH.findall(text)
+        if not any(mark in found for mark in "*<{…$")
+    }
+    assert {path for path in paths if not (ROOT / path).exists()} == set(), doc.name
+    names = set(QUOTED_NAME.findall(text)) - FOREIGN_NAMES
+    assert {name for name in names if name not in _code()} == set(), doc.name
