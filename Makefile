@@ -85,9 +85,7 @@ SERVE = $(UV) run --frozen --no-dev $(if $(RELOAD),--group reload,)
 
 .PHONY: run
 run: | $(UV) ## Run the service on 127.0.0.1:8000 with SQLite (no Docker); RELOAD=1 for live reload
-	$(SERVE) python -m app migrate
-	$(SERVE) python -m app create-superuser
-	$(SERVE) python -m app serve --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
+	$(SERVE) python -m app serve --prepare --host $(HOST) --port $(PORT) $(if $(RELOAD),--reload,)
 
 # Every tier: first the tiers without Docker, one process per CPU; then the Docker tiers,
 # their files spread over DOCKER_JOBS processes (they mostly wait for containers), except the

@@ -76,11 +76,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: PORT]")] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(help="Migrate to head and create the superuser first (`make run`)"),
+    ] = False,
 ) -> None:
     """Run the HTTP server (uvicorn). Production images use gunicorn instead."""
     import uvicorn
 
     settings = _settings()
+    if prepare:  # in this process: one interpreter importing the app, not three in a row
+        from app.core.logging import configure_logging
+
+        configure_logging(settings.log_level)  # as the server's: JSON lines on stdout
+        say = _log_say("app.prepare")
+        _migrate(settings, say=say)
+        _create_superuser(settings, say)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -233,15 +233,13 @@ def _get(url: str) -> tuple[int, dict]:
 
 
 def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    """What `make run` does: migrate, serve on 127.0.0.1, /ready 200, SIGTERM ends it."""
+    """What `make run` does, in one process: migrate, create the superuser, serve on
+    127.0.0.1, /ready 200, SIGTERM ends it."""
     port = _free_port()
     env = {**os.environ, **sqlite_env(tmp_path / "app.db"), "ENVIRONMENT": "development"}
-    subprocess.run(
-        [sys.executable, "-m", "app", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True
-    )
     started = time.monotonic()
     server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app", "serve", "--prepare", "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -272,6 +270,8 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         r["message"] == "starting" and r["config"]["SECRET_KEY"] == "********" for r in records
     )
     assert any(r["message"] == "stopped" for r in records)
+    prepared = [r["message"] for r in records if r["logger"] == "app.prepare"]
+    assert prepared == ["database at " + (head_revision() or ""), "superuser admin: created"]
 
 
 def test_worker_without_a_broker_says_so() -> None:
