@@ -531,3 +531,29 @@ def test_messages_suggest_the_command_that_starts_that_environment(env: str, sta
     text = (ROOT / "Makefile").read_text()
     # Every such hint goes through START_STACK: its definition is the one literal left.
     assert text.count("make prod ENV=$(ENV)") == 1
+
+
+def test_pre_commit_runs_what_make_lint_runs_and_refuses_large_files() -> None:
+    """.pre-commit-config.yaml mirrors `make lint`: each of its commands, with the same
+    subcommand and flags, and pre-commit-hooks' large-file check besides."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = [hook for repo in config["repos"] for hook in repo["hooks"]]
+    recipe = (ROOT / "Makefile").read_text().split("\nlint: venv", 1)[1].split("\n\n", 1)[0]
+
+    def command(words: list[str]) -> tuple[str, ...]:
+        """The tool, its subcommand and flags: no file arguments, no make variables."""
+        words = ["make" if word in ("$(MAKE)", "@$(MAKE)") else word for word in words]
+        return tuple(
+            word.removeprefix(".venv/bin/")
+            for word in words
+            if not re.search(r"[*/]|^\.$|^@?\$\(", word) or word.startswith(".venv/bin/")
+        )
+
+    linted = {command(line.split()) for line in recipe.splitlines()[1:] if line.startswith("\t")}
+    hooked = {command(hook["entry"].split()) for hook in hooks}
+    assert ("ruff", "format", "--check") in linted  # the recipe was read
+    assert linted == hooked - {("check-added-large-files",)}, (linted, hooked)
+    [large] = [hook for hook in hooks if hook["id"] == "check-added-large-files"]
+    assert large["args"] == ["--maxkb=500"]
