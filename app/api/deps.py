@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol, cast
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
@@ -18,29 +18,46 @@ from app.db.models import User
 from app.db.session import Database
 from app.services.access import Principal
 from app.services.cache import ReadCache
+from app.services.health import HealthState
 from app.services.login_guard import LoginGuard
 from app.services.users import get_principal, get_user
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/token")
+
+
+class AppState(Protocol):
+    """What create_app and its lifespan keep in `app.state` (app/main.py), as the routes of
+    both faces read it: through `app_state`, typed, never as untyped attributes."""
+
+    settings: Settings
+    db: Database
+    redis: Redis | None
+    cache: ReadCache
+    login_guard: LoginGuard
+    health: HealthState
+
+
+def app_state(request: Request) -> AppState:
+    return cast("AppState", request.app.state)
 
 
 # What the app holds, for the routes on the hottest paths to take without a dependency:
 # FastAPI solves each dependency on every request, some 25 µs each (items page: 6 of them
 # were 60 % of a cached page's cost), and a page served from the cache needs no session.
 def app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request).settings
 
 
 def app_cache(request: Request) -> ReadCache:
-    cache: ReadCache = request.app.state.cache
-    return cache
+    return app_state(request).cache
 
 
 def read_sessions(request: Request) -> Callable[[], AbstractAsyncContextManager[AsyncSession]]:
     """Opens a read session (see get_read_session) when a handler needs one."""
-    db: Database = request.app.state.db
-    return db.read_session
+    return app_state(request).db.read_session
 
 
 # Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` one in
@@ -51,8 +68,7 @@ async def get_settings_dep(request: Request) -> Settings:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A read-write session: its statements run in one transaction the service commits."""
-    db: Database = request.app.state.db
-    async with db.sessionmaker() as session:
+    async with app_state(request).db.sessionmaker() as session:
         yield session
 
 
@@ -60,8 +76,7 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for handlers that only read. On Postgres it runs in AUTOCOMMIT: no BEGIN and
     ROLLBACK around the reads (two round trips fewer), but a write through it would commit
     statement by statement, so a handler that writes takes SessionDep instead."""
-    db: Database = request.app.state.db
-    async with db.read_session() as session:
+    async with app_state(request).db.read_session() as session:
         yield session
 
 
@@ -70,13 +85,12 @@ async def get_cache(request: Request) -> ReadCache:
 
 
 async def get_login_guard(request: Request) -> LoginGuard:
-    guard: LoginGuard = request.app.state.login_guard
-    return guard
+    return app_state(request).login_guard
 
 
 async def is_operator(request: Request) -> bool:
     """Is the caller allowed the operators' views (/metrics, the /health report)?"""
-    settings: Settings = request.app.state.settings
+    settings = app_state(request).settings
     client = request.client.host if request.client else None
     return operator_allowed(settings, request.headers.get("authorization", ""), client)
 
@@ -140,13 +154,12 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def _principal(request: Request, token: str) -> Principal:
-    state = request.app.state
+    state = app_state(request)
     claims = _token_claims(state.settings, token)
-    cache: ReadCache = state.cache
+    cache = state.cache
     principal = await cache.get_principal(claims.user_id)
     if principal is None:
-        db: Database = state.db
-        async with db.read_sessionmaker() as session:
+        async with state.db.read_sessionmaker() as session:
             principal = await get_principal(session, claims.user_id)
         if principal is None:
             raise _UNAUTHORIZED

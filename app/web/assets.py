@@ -14,6 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import cast
+
+from starlette.requests import Request
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Swagger UI's own files, from the fastapi-swagger package (it follows swagger-ui-dist's
@@ -83,3 +86,9 @@ class Assets:
                 raise
             written += 1
         return written
+
+
+def app_assets(request: Request) -> Assets:
+    """The files create_app fingerprinted (`app.state.assets`), typed as the API's state is
+    (app/api/deps.py, `app_state`)."""
+    return cast("Assets", request.app.state.assets)

@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 from fastapi import Depends, Form, Request, Response
 
+from app.api.deps import app_state
 from app.api.routing import authenticates_first
 from app.core.config import Settings
 from app.core.security import MAX_TOKEN_LENGTH
-from app.db.session import Database
 from app.services import sessions
 from app.services.sessions import SignedIn
 
@@ -108,8 +108,7 @@ def check_login_token(request: Request, given: str) -> None:
 
 async def _signed_in_first(request: Request) -> None:
     """The gate of forms (app/api/routing.py): the session, before the form is read."""
-    db: Database = request.app.state.db
-    async with db.read_sessionmaker() as session:
+    async with app_state(request).db.read_sessionmaker() as session:
         found = await sessions.resolve(session, session_token(request))
     if found is None:
         raise SignInRequired(request.url.path)

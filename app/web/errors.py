@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.deps import app_state
 from app.core.config import Settings
 from app.services.errors import ServiceError
 from app.web.auth import CsrfRejected, SignInRequired, login_url
@@ -75,7 +76,7 @@ def _wrap(settings: Settings, api_handler: Handler) -> Handler:
 
 async def _sign_in(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)  # noqa: S101 - registered for it only
-    settings: Settings = request.app.state.settings
+    settings = app_state(request).settings
     return RedirectResponse(
         login_url(settings, exc.next_path), status_code=303, headers={"Cache-Control": "no-store"}
     )

@@ -27,6 +27,7 @@ from app.api.deps import (
     ReadSessionDep,
     SessionDep,
     SettingsDep,
+    app_state,
 )
 from app.api.routes.jobs import export_download, queue
 from app.api.routing import Route
@@ -47,7 +48,7 @@ from app.services.jobs import JobAction
 from app.services.pagination import Listed
 from app.services.sessions import SignedIn
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
-from app.web.assets import Assets
+from app.web.assets import app_assets
 from app.web.auth import (
     PAGE_HEADERS,
     FormUserDep,
@@ -96,8 +97,8 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     """A page, with the UI's security headers."""
-    settings: Settings = request.app.state.settings
-    assets: Assets = request.app.state.assets
+    settings = app_state(request).settings
+    assets = app_assets(request)
     static = f"{settings.ui_path}/static"
     response = TEMPLATES.TemplateResponse(
         request,
@@ -298,7 +299,7 @@ async def forgot_password(
     try:
         data = PasswordResetRequest(email=email)
         if await passwords.may_request_reset(guard, settings, data.email, client_address(request)):
-            await submit_password_reset(background, request.app.state.db, settings, data.email)
+            await submit_password_reset(background, app_state(request).db, settings, data.email)
     except ValidationError as exc:
         return render(request, "forgot.html", 400, login_token=csrf_token, errors=_errors(exc))
     except ServiceError as exc:
@@ -555,7 +556,7 @@ async def job_page(
         user=user,
         job=job,
         actions=jobs_service.allowed_actions(job.state) if user.principal.is_superuser else [],
-        retention_days=request.app.state.settings.job_retention_days,
+        retention_days=app_state(request).settings.job_retention_days,
         notice=NOTICES.get(notice or ""),
     )
 
@@ -596,7 +597,7 @@ async def operate_job(
     user: FormUserDep,
 ) -> RedirectResponse:
     _superuser(user)
-    state = request.app.state
+    state = app_state(request)
     await operate(background, state.db, settings, state.cache, job_id, action)
     return redirect(settings, f"/jobs/{job_id}", "job-operated")
 
@@ -623,7 +624,7 @@ async def _users(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    settings: Settings = request.app.state.settings
+    settings = app_state(request).settings
     found = await users_service.list_users(session, settings, limit=PAGE_SIZE, cursor=cursor)
     context.setdefault("values", {})
     context.setdefault("errors", {})
@@ -676,7 +677,7 @@ async def set_user_active(
 async def status_page(request: Request, user: SignedInDep) -> HTMLResponse:
     """The /health report as a table, and the jobs per state."""
     _superuser(user)
-    state = request.app.state
+    state = app_state(request)
     healthy, checks = await run_checks(state.db, state.redis, state.settings.ready_timeout_seconds)
     report = await jobs_service.queue_report(state.db)
     return render(
@@ -696,8 +697,7 @@ async def status_page(request: Request, user: SignedInDep) -> HTMLResponse:
 
 async def static_file(request: Request, name: str) -> Response:
     """A fingerprinted file: cached for a year (its name changes with its content)."""
-    assets: Assets = request.app.state.assets
-    asset = assets.by_name.get(name)
+    asset = app_assets(request).by_name.get(name)
     if asset is None:
         return Response("not found\n", status_code=404, media_type="text/plain")
     return FileResponse(

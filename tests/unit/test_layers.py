@@ -136,3 +136,19 @@ def test_services_take_the_principal_never_the_orm_user() -> None:
                     if "User" in names:
                         wrong.append(f"{path.name}:{node.lineno} {node.name}({arg.arg})")
     assert wrong == []
+
+
+def test_the_apps_state_is_read_through_its_typed_view_only() -> None:
+    """create_app writes `app.state`; the routes of both faces read it through
+    `app.api.deps.app_state` (and the web UI's files through `app_assets`), typed, never as
+    untyped attributes that a typo turns into an AttributeError at run time."""
+    readers = {"app/main.py", "app/api/deps.py", "app/web/assets.py"}
+    found = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        name = str(path.relative_to(ROOT))
+        code = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(code):
+            if isinstance(node, ast.Attribute) and ast.unparse(node).endswith("app.state"):
+                found.append(name)
+    assert set(found) <= readers, set(found) - readers
+    assert {"app/api/deps.py", "app/web/assets.py"} <= set(found)

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api import API_PREFIX
 from app.api.client import client_address, device_cookie, set_device_cookie
-from app.api.deps import CacheDep, LoginGuardDep, SessionDep, SettingsDep
+from app.api.deps import CacheDep, LoginGuardDep, SessionDep, SettingsDep, app_state
 from app.api.errors import error_responses
 from app.api.routing import Route
 from app.core.security import create_access_token
@@ -71,7 +71,7 @@ async def request_password_reset(
     whether or not an account has the address; requests are throttled per client (429) and
     per address (no more e-mails)."""
     if await passwords.may_request_reset(guard, settings, data.email, client_address(request)):
-        await submit_password_reset(background, request.app.state.db, settings, data.email)
+        await submit_password_reset(background, app_state(request).db, settings, data.email)
     return Message(detail=RESET_REQUESTED)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import OperatorDep
+from app.api.deps import OperatorDep, app_state
 from app.api.routing import Route
 from app.services.errors import UNAVAILABLE_RETRY_AFTER
 from app.services.health import HealthState, run_checks
@@ -23,11 +23,12 @@ async def live() -> dict[str, str]:
 
 
 async def _report(request: Request) -> tuple[bool, dict[str, Any], HealthState]:
-    state: HealthState = request.app.state.health
+    app = app_state(request)
+    state = app.health
     healthy, checks = await run_checks(
-        request.app.state.db,
-        request.app.state.redis,
-        request.app.state.settings.ready_timeout_seconds,
+        app.db,
+        app.redis,
+        app.settings.ready_timeout_seconds,
     )
     if state.shutting_down:
         healthy = False
@@ -58,7 +59,7 @@ async def health(request: Request, operator: OperatorDep) -> JSONResponse:
     """Everything an operator wants on one page: build, uptime, each dependency's latency.
     Others (no METRICS_TOKEN, not from METRICS_ALLOWED_NETWORKS) get the status alone."""
     healthy, checks, state = await _report(request)
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     status = "ok" if healthy else "degraded"
     if not operator:
         return _answer(healthy, {"status": status})

@@ -28,6 +28,7 @@ from app.api.deps import (
     ReadSessionDep,
     SessionDep,
     SettingsDep,
+    app_state,
 )
 from app.api.errors import error_responses, validation_error
 from app.api.pages import LISTING_RESPONSES, link_header
@@ -75,8 +76,9 @@ async def queue(
 ) -> None:
     """Hand the new job on (broker or this process); without a broker reachable, the job is
     removed again and the request fails with 503. The web UI queues its jobs through this."""
+    state = app_state(request)
     try:
-        await enqueue(background, request.app.state.db, settings, request.app.state.cache, job.id)
+        await enqueue(background, state.db, settings, state.cache, job.id)
     except Unavailable:
         await service.discard_job(session, settings, job)  # no job left `queued` for ever
         raise
@@ -181,9 +183,8 @@ async def operate_job(
     _admin: CurrentSuperuser,
 ) -> JobPublic:
     """Superusers: `fail` a job now, or `retry` it from the start (queued again)."""
-    job = await operate(
-        background, request.app.state.db, settings, request.app.state.cache, job_id, action
-    )
+    state = app_state(request)
+    job = await operate(background, state.db, settings, state.cache, job_id, action)
     return JobPublic.of(job)
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from app.api.deps import OperatorDep
+from app.api.deps import OperatorDep, app_state
 from app.api.routing import Route
 from app.core import metrics
 from app.core.config import Settings
@@ -25,7 +25,7 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
             detail="metrics need the METRICS_TOKEN bearer token or an allowed network",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    report = await jobs.queue_report(request.app.state.db)
+    report = await jobs.queue_report(app_state(request).db)
     if report is not None:  # else the database did not answer: the gauges keep their values
         for state, count in report.counts.items():
             metrics.JOBS.labels(state).set(count)
@@ -33,11 +33,11 @@ async def read_metrics(request: Request, operator: OperatorDep) -> Response:
         metrics.JOBS_HEARTBEAT_AGE.set(report.heartbeat_age_seconds)
         metrics.JOBS_REDELIVERED.set(report.redelivered)
     # Bounded by retention (app/services/retention.py): a few thousand files at most.
-    used = await asyncio.to_thread(retention.storage_in_use, request.app.state.settings)
+    used = await asyncio.to_thread(retention.storage_in_use, app_state(request).settings)
     for volume, (files, size) in used.items():
         metrics.STORAGE_FILES.labels(volume).set(files)
         metrics.STORAGE_BYTES.labels(volume).set(size)
-    await _observe_operations(request.app.state.settings)
+    await _observe_operations(app_state(request).settings)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from app.api import API_PREFIX
+from app.api.deps import app_state
 from app.api.routing import Route
 
 router = APIRouter(tags=["meta"], route_class=Route)
@@ -18,7 +19,7 @@ OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 async def index(request: Request) -> dict[str, str]:
     """The service's name and version, and the paths a newcomer looks for first (`ui`: the
     web UI, for a person with a browser)."""
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     return {
         "name": settings.app_name,
         "version": settings.version,
