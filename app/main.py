@@ -22,11 +22,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.api import API_PREFIX
+from app.api import API_PREFIX, IMPORT_PATH, MULTIPART_OVERHEAD_BYTES, OPENAPI_PATH
 from app.api.errors import install_error_handlers
 from app.api.router import all_routes
-from app.api.routes.jobs import IMPORT_PATH, MULTIPART_OVERHEAD_BYTES
-from app.api.routes.root import OPENAPI_PATH
 from app.api.routing import document_security
 from app.core import metrics
 from app.core.config import Settings, get_settings

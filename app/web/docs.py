@@ -11,8 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.api import API_PREFIX
-from app.api.routes.root import OPENAPI_PATH
+from app.api import API_PREFIX, OPENAPI_PATH
 from app.api.routing import Route
 from app.web.pages import render
 

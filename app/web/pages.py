@@ -29,7 +29,7 @@ from app.api.deps import (
     SettingsDep,
     app_state,
 )
-from app.api.routes.jobs import export_download, queue
+from app.api.exports import export_download
 from app.api.routing import Route
 from app.core.config import Settings
 from app.core.security import MAX_TOKEN_LENGTH
@@ -62,7 +62,7 @@ from app.web.auth import (
     set_login_cookie,
     set_session_cookie,
 )
-from app.worker.dispatch import operate, submit_password_reset
+from app.worker.dispatch import operate, submit, submit_password_reset
 
 PAGE_SIZE = 20
 IMPORT_PATH = "/import"
@@ -505,7 +505,8 @@ async def import_items(
         )
     except ServiceError as exc:
         return _import_form(request, settings, user, exc.status_code, exc.detail, callback_url)
-    await queue(request, background, session, settings, job)
+    state = app_state(request)
+    await submit(background, state.db, session, settings, state.cache, job)
     return redirect(settings, f"/jobs/{job.id}")
 
 
@@ -517,7 +518,8 @@ async def export_items(
     user: FormUserDep,
 ) -> RedirectResponse:
     job = await jobs_service.create_job(session, user.principal, JobKind.EXPORT, None)
-    await queue(request, background, session, settings, job)
+    state = app_state(request)
+    await submit(background, state.db, session, settings, state.cache, job)
     return redirect(settings, f"/jobs/{job.id}")
 
 

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import BackgroundTasks
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.logging import describe_error, log_fields
@@ -25,6 +26,7 @@ from app.services.jobs import (
     JobAction,
     Outcome,
     attempt_webhook,
+    discard_job,
     jobs_to_send,
     run_job,
     set_job_state,
@@ -112,6 +114,24 @@ async def enqueue(
         background.add_task(run_in_process, db, settings, cache, job_id)
         return
     await _submit(settings, "shipshape.run_job", str(job_id))
+
+
+async def submit(
+    background: BackgroundTasks,
+    db: Database,
+    session: AsyncSession,
+    settings: Settings,
+    cache: ReadCache,
+    job: Job,
+) -> None:
+    """Hand a new job on (broker or this process), as both faces' forms and routes do: when
+    no broker takes it, the job is removed again and Unavailable (a 503) raised, so that
+    none is left `queued` for ever."""
+    try:
+        await enqueue(background, db, settings, cache, job.id)
+    except Unavailable:
+        await discard_job(session, settings, job)
+        raise
 
 
 async def send_password_reset(db: Database, settings: Settings, email: str) -> None:

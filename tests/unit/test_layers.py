@@ -152,3 +152,15 @@ def test_the_apps_state_is_read_through_its_typed_view_only() -> None:
                 found.append(name)
     assert set(found) <= readers, set(found) - readers
     assert {"app/api/deps.py", "app/web/assets.py"} <= set(found)
+
+
+def test_no_module_outside_the_api_imports_a_route_module() -> None:
+    """What the API's routes and the web UI's pages share (queueing a job, an export's
+    download, the upload's limits) lives beside the routes, not in one of them: a route
+    module is imported by the router alone."""
+    importers = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for line, imported in _runtime_imports(path):
+            if imported.startswith("app.api.routes") and path.parent.name != "api":
+                importers.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+    assert importers == []

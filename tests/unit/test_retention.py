@@ -162,7 +162,7 @@ def test_a_user_deletes_a_finished_job_and_its_file_at_once(
 def test_a_download_under_way_survives_its_jobs_deletion(
     client: TestClient, make_user, settings: Settings
 ) -> None:
-    from app.api.routes.jobs import export_download
+    from app.api.exports import export_download
 
     alice = make_user("alice")
     rows = [[f"row {n:04d} " + "x" * 40, ""] for n in range(3000)]  # a file of several chunks

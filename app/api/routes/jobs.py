@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Annotated, BinaryIO
+from typing import Annotated
 
 from fastapi import (
     APIRouter,
@@ -18,7 +17,6 @@ from fastapi import (
     status,
 )
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import API_PREFIX
 from app.api.deps import (
@@ -31,31 +29,26 @@ from app.api.deps import (
     app_state,
 )
 from app.api.errors import error_responses, validation_error
+from app.api.exports import export_download
 from app.api.pages import LISTING_RESPONSES, link_header
 from app.api.routing import Route, register_choice
 from app.core.config import Settings
 from app.core.states import JobKind
-from app.db.models import Job
 from app.schemas.common import CALLBACK_URL_PATTERN
 from app.schemas.jobs import ExportRequest, JobPage, JobPublic
 from app.services import jobs as service
-from app.services.errors import Unavailable
 from app.services.jobs import JobAction
 from app.services.webhooks import InvalidCallbackUrl, validate_callback_url
-from app.worker.dispatch import enqueue, operate
+from app.worker.dispatch import operate, submit
 
 # Every route needs a user: 401 without one, 403 for an inactive one.
 router = APIRouter(
     prefix=API_PREFIX, tags=["jobs"], responses=error_responses(401, 403, 503), route_class=Route
 )
 
-IMPORT_PATH = f"{API_PREFIX}/items/import"
 # `/jobs/{id}/{action}` matches the actions alone: `POST /jobs/{id}/download` is a 405.
 register_choice("job_action", [action.value for action in JobAction])
-# Room for the multipart framing and the form's other fields around the file itself.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_JOBS_PAGE_SIZE = 100
-DOWNLOAD_CHUNK_BYTES = 64 * 1024
 
 
 def _callback(url: str | None, settings: Settings) -> str | None:
@@ -65,23 +58,6 @@ def _callback(url: str | None, settings: Settings) -> str | None:
         return validate_callback_url(url, settings)
     except InvalidCallbackUrl as exc:
         raise validation_error(["body", "callback_url"], str(exc), url) from None
-
-
-async def queue(
-    request: Request,
-    background: BackgroundTasks,
-    session: AsyncSession,
-    settings: Settings,
-    job: Job,
-) -> None:
-    """Hand the new job on (broker or this process); without a broker reachable, the job is
-    removed again and the request fails with 503. The web UI queues its jobs through this."""
-    state = app_state(request)
-    try:
-        await enqueue(background, state.db, settings, state.cache, job.id)
-    except Unavailable:
-        await service.discard_job(session, settings, job)  # no job left `queued` for ever
-        raise
 
 
 @router.post(
@@ -118,7 +94,8 @@ async def import_items(
         raise validation_error(["body", "callback_url"], "must be an http(s) URL", "")
     callback = _callback(callback_url, settings)
     job = await service.create_import(session, settings, principal, file.file, callback)
-    await queue(request, background, session, settings, job)
+    state = app_state(request)
+    await submit(background, state.db, session, settings, state.cache, job)
     return JobPublic.of(job)
 
 
@@ -139,7 +116,8 @@ async def export_items(
     """Write the caller's items (all items for a superuser) to a CSV in the storage volume."""
     callback = _callback(body.callback_url if body else None, settings)
     job = await service.create_job(session, principal, JobKind.EXPORT, callback)
-    await queue(request, background, session, settings, job)
+    state = app_state(request)
+    await submit(background, state.db, session, settings, state.cache, job)
     return JobPublic.of(job)
 
 
@@ -215,25 +193,3 @@ async def download_export(
 ) -> StreamingResponse:
     """The CSV of a finished export."""
     return export_download(settings, await service.get_job(session, principal, job_id))
-
-
-def export_download(settings: Settings, job: Job) -> StreamingResponse:
-    """A finished export's file as an attachment (409 while it runs); the web UI's download
-    too. Never kept by a cache: it holds a user's data. The file is opened here: a job
-    deleted while its file is sent does not cut the download short."""
-    handle, size = service.open_export(settings, job)
-    return StreamingResponse(
-        _chunks(handle),
-        media_type="text/csv",
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="items-{job.id}.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
-
-
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
-    with handle:
-        while chunk := handle.read(DOWNLOAD_CHUNK_BYTES):
-            yield chunk

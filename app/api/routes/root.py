@@ -5,13 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
-from app.api import API_PREFIX
+from app.api import API_PREFIX, OPENAPI_PATH
 from app.api.deps import app_state
 from app.api.routing import Route
 
 router = APIRouter(tags=["meta"], route_class=Route)
-
-OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 
 
 @router.get("/")
