@@ -15,10 +15,8 @@ from app.api.deps import (
     CursorQuery,
     ReadSessionDep,
     SessionDep,
-    app_cache,
-    app_settings,
+    app_state,
     get_current_principal,
-    read_sessions,
 )
 from app.api.errors import error_responses, validation_error
 from app.api.pages import LISTING_RESPONSES, link_header
@@ -41,7 +39,8 @@ router = APIRouter(
 async def _page(
     request: Request, principal: Principal, limit: int, cursor: str | None, search: str | None
 ) -> Response:
-    settings = app_settings(request)  # not dependencies: see app_settings
+    state = app_state(request)  # not dependencies: see app_state
+    settings = state.settings
     if limit > settings.items_max_page_size:
         raise validation_error(
             ["query", "limit"],
@@ -49,8 +48,8 @@ async def _page(
             limit,
         )
     body, following, preceding = await service.page_json(
-        read_sessions(request),
-        app_cache(request),
+        state.db.read_session,
+        state.cache,
         settings,
         principal,
         limit=limit,
