@@ -123,7 +123,7 @@ class Job(Base):
     # Times a worker started this job: more than one means a worker was lost running it.
     deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Renewed by the run holding the job every JOB_HEARTBEAT_SECONDS; a stale one means the
-    # worker died, and the reaper hands the job on (app/services/jobs.py).
+    # worker died, and the reaper hands the job on (app/services/jobs/reaper.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     total: Mapped[int] = mapped_column(Integer, default=0)
     # import: the rejected rows; export: the file name and row count

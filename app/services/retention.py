@@ -3,9 +3,9 @@ here (`upload_path`, `export_path`), beside what deletes them.
 
 - A finished job (succeeded or failed) is deleted JOB_RETENTION_DAYS after it ended, with its
   files (an export's CSV, an import's upload), by `sweep`; a user may delete one sooner
-  (`delete_job`, in app/services/jobs.py).
+  (`delete_job`, in app/services/jobs/service.py).
 - An import's upload is deleted as soon as the import succeeds or is refused for its content
-  (app/services/jobs.py); one that failed otherwise stays for a retry until the job expires.
+  (app/services/jobs/runner.py); one that failed otherwise stays for a retry until the job expires.
 - A password reset link (app/services/passwords.py) is deleted once it has expired; a used
   one goes at once, with the other links of its user.
 - A file in the uploads or storage folder without a job (its job was deleted while the file

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
-from app.services import csvfiles, jobs
+from app.services import csvfiles
+from app.services.jobs import exports
 from tests.helpers import Headers
 
 TITLES = [
@@ -83,7 +84,7 @@ def _export(client: TestClient, headers: Headers) -> bytes:
     return bytes(downloaded.content)
 
 
-@pytest.mark.parametrize("chunk", [jobs.EXPORT_CHUNK_ROWS, 1, 4])
+@pytest.mark.parametrize("chunk", [exports.EXPORT_CHUNK_ROWS, 1, 4])
 def test_postgres_writes_the_file_the_python_writer_writes(
     client: TestClient,
     make_user: Callable[[str], Headers],
@@ -92,7 +93,7 @@ def test_postgres_writes_the_file_the_python_writer_writes(
     monkeypatch: pytest.MonkeyPatch,
     chunk: int,
 ) -> None:
-    monkeypatch.setattr(jobs, "EXPORT_CHUNK_ROWS", chunk)
+    monkeypatch.setattr(exports, "EXPORT_CHUNK_ROWS", chunk)
     alice = make_user("alice")
     bob = make_user("bob")
     for headers in (alice, bob):

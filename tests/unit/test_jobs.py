@@ -211,8 +211,8 @@ def test_a_run_that_lost_its_claim_commits_nothing(
 
     from app.db.models import Job
     from app.db.session import Database
-    from app.services import jobs
     from app.services.cache import ReadCache
+    from app.services.jobs import Outcome, claims, runner
 
     alice = make_user("alice")
     content = csv_bytes([[f"row {n}", ""] for n in range(30)])
@@ -231,28 +231,28 @@ def test_a_run_that_lost_its_claim_commits_nothing(
         items_before = 0
         upload_path(settings, job_id).write_bytes(content)
 
-    async def runs() -> tuple[jobs.Outcome, jobs.Outcome]:
+    async def runs() -> tuple[Outcome, Outcome]:
         db = Database(settings)
         cache = ReadCache(None, 0)
         try:
             async with db.session() as first, db.session() as second:
                 stale = await first.get(Job, job_id)
                 assert stale is not None
-                assert await jobs._claim(first, stale)  # the run whose worker stalls
+                assert await claims.claim(first, stale)  # the run whose worker stalls
                 # Its heartbeat goes stale; the reaper hands the job on, a second run claims it.
                 _set_job(settings, accepted["id"], state="queued", heartbeat_at=None)
                 current = await second.get(Job, job_id)
                 assert current is not None
-                assert await jobs._claim(second, current)
-                late = await jobs._run_claimed(db, first, settings, cache, stale)
-                owner = await jobs._run_claimed(db, second, settings, cache, current)
+                assert await claims.claim(second, current)
+                late = await runner.run_claimed(db, first, settings, cache, stale)
+                owner = await runner.run_claimed(db, second, settings, cache, current)
                 return late, owner
         finally:
             await db.dispose()
 
     before = ended(kind, "succeeded")
     late, owner = asyncio.run(runs())
-    assert (late, owner) == (jobs.Outcome.DONE, jobs.Outcome.DONE)
+    assert (late, owner) == (Outcome.DONE, Outcome.DONE)
     assert ended(kind, "succeeded") == before + 1  # the owner's, not the late run's too
     done = job(client, alice, accepted["id"])
     assert done["state"] == "succeeded", done

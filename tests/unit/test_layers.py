@@ -124,7 +124,7 @@ def test_services_take_the_principal_never_the_orm_user() -> None:
     """One name for the caller: services decide who may do what from a `Principal` (what
     the API's auth dependency gives and the cache holds), not from an ORM `User`."""
     wrong = []
-    for path in sorted((ROOT / "app" / "services").glob("*.py")):
+    for path in sorted((ROOT / "app" / "services").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 for arg in [*node.args.args, *node.args.kwonlyargs]:
@@ -164,3 +164,36 @@ def test_no_module_outside_the_api_imports_a_route_module() -> None:
             if imported.startswith("app.api.routes") and path.parent.name != "api":
                 importers.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
     assert importers == []
+
+
+# What builds or runs a statement: SQLAlchemy's constructors, and a session's execution.
+_STATEMENTS = {"select", "update", "insert", "delete", "text", "func", "and_", "or_", "tuple_"}
+_EXECUTES = {"execute", "scalar", "scalars", "stream"}
+
+
+def _statements_outside_the_repository(package: Path) -> list[str]:
+    found = []
+    for path in sorted(package.glob("*.py")):
+        if path.name == "repository.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                found += [f"{path.name}: {a.name}" for a in node.names if a.name in _STATEMENTS]
+            if isinstance(node, ast.Attribute) and node.attr in _EXECUTES:
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    return found
+
+
+def test_the_jobs_queries_live_in_their_repository_alone(tmp_path: Path) -> None:
+    """One place per feature where its queries live: the modules of the jobs package say
+    what a job does, and `repository.py` names every statement it runs."""
+    package = ROOT / "app" / "services" / "jobs"
+    assert (package / "repository.py").exists()
+    assert _statements_outside_the_repository(package) == []
+    (tmp_path / "runner.py").write_text(
+        "from sqlalchemy import update\nasync def f(s):\n    await s.execute(update(1))\n"
+    )
+    assert _statements_outside_the_repository(tmp_path) == [
+        "runner.py: update",
+        "runner.py:3 .execute",
+    ]

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.core.states import JobState
 from app.db.session import Database
-from app.services import jobs
+from app.services.jobs import exports, imports, runner
 from app.services.cache import ReadCache
 from app.services.jobs import Outcome, run_job
 from app.services.retention import export_path
@@ -33,7 +33,7 @@ CHUNK = 10  # rows per export chunk here: 4 chunks, 4 checkpoints
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "EXPORT_CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(exports, "EXPORT_CHUNK_ROWS", CHUNK)
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def _first_slice(client: TestClient, alice: Headers, settings, monkeypatch) -> s
     """An export whose first slice ran (one chunk, then queued again); its job's id."""
     job_id = str(client.post("/api/v1/items/export", headers=alice).json()["id"])
     _queue_export_without_running_it(settings, job_id)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)  # every chunk ends its slice
+    monkeypatch.setattr(runner, "EXPORT_SLICE_SHARE", 0.0)  # every chunk ends its slice
     assert _deliver(settings, job_id) is Outcome.CONTINUE
     return job_id
 
@@ -109,7 +109,7 @@ def test_an_export_runs_in_slices_each_ending_at_a_checkpoint(
     from the checkpoint. No slice counts as a lost start."""
     accepted = client.post("/api/v1/items/export", headers=alice).json()
     _queue_export_without_running_it(settings, accepted["id"])
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.0)  # every chunk ends its slice
+    monkeypatch.setattr(runner, "EXPORT_SLICE_SHARE", 0.0)  # every chunk ends its slice
     outcomes = []
     for _ in range(ITEMS // CHUNK + 2):  # bounded: a slice that went back to the start loops
         if (outcome := _deliver(settings, accepted["id"])) is not Outcome.CONTINUE:
@@ -144,7 +144,7 @@ def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
         # Rows before the checkpoint are not read again: a change to one is not exported.
         connection.execute("UPDATE items SET title = 'changed' WHERE title = 'item 00'")
     _worker_lost(settings, job_id, 1)
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.5)
+    monkeypatch.setattr(runner, "EXPORT_SLICE_SHARE", 0.5)
     assert _deliver(settings, job_id) is Outcome.DONE
     finished = job(client, alice, job_id)
     assert finished["state"] == "succeeded"
@@ -159,7 +159,7 @@ def test_a_checkpoint_whose_file_is_gone_starts_the_export_again(
 ) -> None:  # type: ignore[no-untyped-def]
     job_id = _first_slice(client, alice, settings, monkeypatch)
     export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial").unlink()
-    monkeypatch.setattr(jobs, "EXPORT_SLICE_SHARE", 0.5)
+    monkeypatch.setattr(runner, "EXPORT_SLICE_SHARE", 0.5)
     assert _deliver(settings, job_id) is Outcome.DONE
     assert _exported_titles(settings, job_id) == [f"item {n:02}" for n in range(ITEMS)]
 
@@ -169,8 +169,8 @@ def test_an_import_that_cannot_finish_in_time_fails_with_that_reason(
 ) -> None:  # type: ignore[no-untyped-def]
     """An import is all or nothing, so it cannot be cut into slices: at its deadline it is
     rolled back and fails saying so, instead of being killed and reported as a lost worker."""
-    monkeypatch.setattr(jobs, "IMPORT_TIME_MARGIN_SECONDS", float(settings.task_time_limit))
-    monkeypatch.setattr(jobs, "IMPORT_BATCH_ROWS", 10)
+    monkeypatch.setattr(runner, "IMPORT_TIME_MARGIN_SECONDS", float(settings.task_time_limit))
+    monkeypatch.setattr(imports, "IMPORT_BATCH_ROWS", 10)
     alice = make_user("alice")
     accepted = upload(client, alice, csv_bytes([[f"row {n}", ""] for n in range(50)]))
     done = job(client, alice, accepted["id"])

@@ -216,19 +216,19 @@ def test_an_import_that_fails_inside_keeps_its_upload_for_a_retry(
     client: TestClient, make_user, admin_headers: Headers, monkeypatch: pytest.MonkeyPatch,
     settings: Settings,
 ) -> None:  # fmt: skip
-    from app.services import jobs
+    from app.services.jobs.repository import JobRepository
 
     alice = make_user("alice")
-    real = jobs._insert
+    real = JobRepository.insert_items
 
     async def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("the database fell over")
 
-    monkeypatch.setattr(jobs, "_insert", broken)
+    monkeypatch.setattr(JobRepository, "insert_items", broken)
     failed = upload(client, alice, csv_bytes([["second try", ""]]))
     assert client.get(f"/api/v1/jobs/{failed['id']}", headers=alice).json()["state"] == "failed"
     assert (Path(settings.uploads_dir) / f"{failed['id']}.csv").exists()
-    monkeypatch.setattr(jobs, "_insert", real)
+    monkeypatch.setattr(JobRepository, "insert_items", real)
     client.post(f"/api/v1/jobs/{failed['id']}/retry", headers=admin_headers)
     assert client.get(f"/api/v1/jobs/{failed['id']}", headers=alice).json()["state"] == "succeeded"
     assert list(Path(settings.uploads_dir).iterdir()) == []
