@@ -1,6 +1,7 @@
 """Every error the API answers, as JSON that always encodes.
 
-- Domain errors (app/services/errors.py) map to one status each.
+- Domain errors (app/services/errors.py) map to one status each (`STATUSES`), with
+  `Retry-After` where the domain says when to try again.
 - Validation errors echo what was wrong, but the echoed input is made safe to encode
   first: JSON bodies may carry NaN, Infinity, 1e999 or lone surrogates, which the standard
   encoder refuses (a 500 where a 422 belongs), and a huge value is cut short.
@@ -27,11 +28,52 @@ from starlette.routing import Match
 from app.core.logging import describe_error, log_fields
 from app.core.middleware import CONNECTION_LOST
 from app.db.session import unavailable
-from app.services.errors import UNAVAILABLE_RETRY_AFTER, ServiceError
+from app.services.errors import (
+    UNAVAILABLE_RETRY_SECONDS,
+    Busy,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 
 logger = logging.getLogger("app.error")
 
 MAX_ECHOED_CHARS = 200
+# Each kind of domain error's status; a kind not named answers its nearest base's, and
+# ServiceError itself 400.
+STATUSES: dict[type[ServiceError], int] = {
+    ServiceError: status.HTTP_400_BAD_REQUEST,
+    Unauthorized: status.HTTP_401_UNAUTHORIZED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    TooManyRequests: status.HTTP_429_TOO_MANY_REQUESTS,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    Busy: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+# `Retry-After` of an unavailable dependency.
+UNAVAILABLE_RETRY_AFTER = str(UNAVAILABLE_RETRY_SECONDS)
+
+
+def status_of(exc: ServiceError) -> int:
+    """The HTTP status of a domain error, on both faces."""
+    for kind in type(exc).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]
+    raise AssertionError(f"no status for {type(exc).__name__}")  # ServiceError has one
+
+
+def retry_after(exc: ServiceError) -> dict[str, str]:
+    """`Retry-After`, where the domain says when to try again; no header otherwise."""
+    return {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+
+
 _ECHOED_KEYS = ("type", "loc", "msg", "input")
 
 
@@ -94,9 +136,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)  # noqa: S101 - registered for ServiceError only
-    return JSONResponse(
-        status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
-    )
+    headers = retry_after(exc)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"  # the API's one scheme (RFC 6750)
+    return JSONResponse(status_code=status_of(exc), content={"detail": exc.detail}, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

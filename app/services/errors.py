@@ -1,58 +1,60 @@
-"""Domain errors. The API layer maps each to one HTTP status (app/api/errors.py)."""
+"""Domain errors: what the domain refuses, and why, in words safe to show anyone.
+
+They carry no transport: the API (app/api/errors.py) gives each kind its HTTP status and
+headers, and the web UI (app/web/errors.py, app/web/pages.py) its page. `retry_after` is
+the domain's own "try again in N seconds", for the kinds that have one.
+"""
 
 
 class ServiceError(Exception):
-    status_code = 400
+    """The request cannot be done as asked (its input, as a whole, is not valid)."""
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.headers = headers
+        self.retry_after = retry_after
 
 
 class Unauthorized(ServiceError):
-    status_code = 401
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+    """No valid credentials came with the request."""
 
 
 class NotFound(ServiceError):
-    status_code = 404
+    """What the request names does not exist, or is not the caller's to know of."""
 
 
 class Forbidden(ServiceError):
-    status_code = 403
+    """The caller is known, and not allowed to do this."""
 
 
 class Conflict(ServiceError):
-    status_code = 409
+    """The request conflicts with the current state of what it names."""
 
 
 class TooLarge(ServiceError):
-    status_code = 413
+    """A body or file above its limit."""
 
 
 class TooManyRequests(ServiceError):
-    """Throttled: `headers` carry Retry-After."""
+    """Throttled: the caller may try again after `retry_after` seconds."""
 
-    status_code = 429
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
 
 
-# Seconds a client is asked to wait (`Retry-After`) when a dependency is down.
-UNAVAILABLE_RETRY_AFTER = "5"
+# Seconds a client is asked to wait when a dependency is down.
+UNAVAILABLE_RETRY_SECONDS = 5
 
 
 class Unavailable(ServiceError):
     """A dependency (database, job queue) cannot be reached; nothing was done."""
 
-    status_code = 503
-
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
+        super().__init__(detail, retry_after=UNAVAILABLE_RETRY_SECONDS)
 
 
 class Busy(ServiceError):
-    """A bounded resource is in use; try again shortly (`headers` carry Retry-After)."""
+    """A bounded resource is in use: try again after `retry_after` seconds."""
 
-    status_code = 503
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)

@@ -38,7 +38,7 @@ from app.db.models import PasswordReset, User
 from app.db.session import Database
 from app.services.access import Principal
 from app.services.cache import ReadCache
-from app.services.errors import NotFound, ServiceError, TooManyRequests
+from app.services.errors import Forbidden, NotFound, TooManyRequests
 from app.services.login_guard import LoginGuard, RequestLimit
 from app.services.mail import Mail
 from app.services.users import hash_new_password, hashing_busy, publish, revoke_credentials
@@ -48,16 +48,12 @@ logger = logging.getLogger("app.security")
 RESET_PATH = "/reset-password"
 
 
-class WrongPassword(ServiceError):
+class WrongPassword(Forbidden):
     """The current password given with a change is not the user's: the change is forbidden."""
 
-    status_code = 403
 
-
-class InvalidResetToken(ServiceError):
+class InvalidResetToken(NotFound):
     """No live reset has this token (never issued, used, or expired): there is none to use."""
-
-    status_code = 404
 
 
 async def _set_password(
@@ -90,9 +86,7 @@ async def change_password(
     if user is None:
         raise NotFound("user not found")
     if (wait := await guard.retry_after(user.username, client)) is not None:
-        raise TooManyRequests(
-            "too many failed attempts; try again later", headers={"Retry-After": str(wait)}
-        )
+        raise TooManyRequests("too many failed attempts; try again later", retry_after=wait)
     try:
         matches, _ = await verify_password(current, user.hashed_password)
     except HashingBusy:
@@ -119,9 +113,7 @@ async def may_request_reset(guard: LoginGuard, settings: Settings, email: str, c
     asked too often, False (answer as usual, send nothing) once the address has."""
     per_client = RequestLimit(guard, settings.password_reset_requests_per_client, "reset-client")
     if not await per_client.take(client):
-        raise TooManyRequests(
-            "too many password reset requests; try again later", headers={"Retry-After": "3600"}
-        )
+        raise TooManyRequests("too many password reset requests; try again later", retry_after=3600)
     per_address = RequestLimit(guard, settings.password_reset_requests_per_address, "reset-address")
     if not await per_address.take(email.lower()):
         logger.info(

@@ -142,9 +142,7 @@ async def log_in(
         device[1] if device is not None and user is not None and device[0] == user.id else None
     )
     if (wait := await guard.retry_after(login, client, trusted)) is not None:
-        raise TooManyRequests(
-            "too many failed logins; try again later", headers={"Retry-After": str(wait)}
-        )
+        raise TooManyRequests("too many failed logins; try again later", retry_after=wait)
     try:
         matches, rehashed = await _password_matches(
             password, user.hashed_password if user else None
@@ -175,7 +173,7 @@ _WRONG_CREDENTIALS = "incorrect username or password"
 
 def hashing_busy() -> Busy:
     """Every password-hashing slot stayed busy: 503, come back in a second."""
-    return Busy("too many logins at once; try again shortly", headers={"Retry-After": "1"})
+    return Busy("too many logins at once; try again shortly", retry_after=1)
 
 
 async def hash_new_password(password: str) -> str:

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import app_state
+from app.api.errors import retry_after, status_of
 from app.core.config import Settings
 from app.services.errors import ServiceError
 from app.web.auth import CsrfRejected, SignInRequired, login_url
@@ -37,8 +38,6 @@ TITLES = {
 
 
 def _message(exc: Exception) -> str:
-    if isinstance(exc, ServiceError):
-        return exc.detail
     if isinstance(exc, RequestValidationError):
         fields = sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")})
         return "These values are not valid: " + ", ".join(fields) if fields else "Not valid."
@@ -54,15 +53,31 @@ def _page(
     return render(request, "error.html", status_code, headers=headers, title=title, message=message)
 
 
-def _wrap(settings: Settings, api_handler: Handler) -> Handler:
-    prefix = settings.ui_path
+def _on_ui(settings: Settings, request: Request) -> bool:
+    path, prefix = request.url.path, settings.ui_path
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _service_error(settings: Settings, api_handler: Handler) -> Handler:
+    """A domain error: a page with its status and `Retry-After` on the UI's paths (not the
+    API's `WWW-Authenticate: Bearer`: a page signs in through its form)."""
 
     async def handler(request: Request, exc: Exception) -> Response:
-        path = request.url.path
+        assert isinstance(exc, ServiceError)  # noqa: S101 - registered for it only
+        if not _on_ui(settings, request):
+            answer = api_handler(request, exc)
+            return answer if isinstance(answer, Response) else await answer
+        return _page(request, status_of(exc), exc.detail, retry_after(exc))
+
+    return handler
+
+
+def _wrap(settings: Settings, api_handler: Handler) -> Handler:
+    async def handler(request: Request, exc: Exception) -> Response:
         api_response = api_handler(request, exc)
         if not isinstance(api_response, Response):
             api_response = await api_response
-        if path != prefix and not path.startswith(prefix + "/"):
+        if not _on_ui(settings, request):
             return api_response
         headers = {
             name: value
@@ -95,7 +110,9 @@ async def _csrf(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI, settings: Settings) -> None:
     """Call after the API's handlers are installed."""
     for error, api_handler in list(app.exception_handlers.items()):
-        if isinstance(error, type):
+        if error is ServiceError:
+            app.add_exception_handler(error, _service_error(settings, api_handler))
+        elif isinstance(error, type):
             app.add_exception_handler(error, _wrap(settings, api_handler))
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CsrfRejected, _csrf)

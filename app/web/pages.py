@@ -29,6 +29,7 @@ from app.api.deps import (
     SettingsDep,
     app_state,
 )
+from app.api.errors import retry_after, status_of
 from app.api.exports import export_download
 from app.api.routing import Route
 from app.core.config import Settings
@@ -137,12 +138,6 @@ def _errors(exc: ValidationError) -> dict[str, str]:
     return found
 
 
-def _retry_after(exc: ServiceError) -> dict[str, str]:
-    """The Retry-After of a throttled or busy form; not the API's other headers (such as
-    WWW-Authenticate: Bearer)."""
-    return {k: v for k, v in (exc.headers or {}).items() if k.lower() == "retry-after"}
-
-
 def _superuser(user: SignedIn) -> SignedIn:
     if not user.principal.is_superuser:
         raise Forbidden("superuser required")
@@ -199,9 +194,9 @@ async def login(
             session, guard, settings, username, password, client, device_cookie(request)
         )
     except ServiceError as exc:
-        retry = _retry_after(exc)
+        retry = retry_after(exc)
         return _login_form(
-            request, settings, next_path, exc.status_code, exc.detail, None, retry, username
+            request, settings, next_path, status_of(exc), exc.detail, None, retry, username
         )
     token = await sessions.start(session, settings, found.user.id)
     response = RedirectResponse(safe_next(settings, next_path), status_code=303)
@@ -254,10 +249,10 @@ async def change_password(
         errors = {"form": exc.detail}
         return render(request, "password.html", 400, user=user, errors=errors)
     except ServiceError as exc:
-        retry = _retry_after(exc)
+        retry = retry_after(exc)
         errors = {"form": exc.detail}
         return render(
-            request, "password.html", exc.status_code, headers=retry, user=user, errors=errors
+            request, "password.html", status_of(exc), headers=retry, user=user, errors=errors
         )
     token = await sessions.start(session, settings, user.principal.id)
     response = redirect(settings, "/items", "password-changed")
@@ -303,10 +298,10 @@ async def forgot_password(
     except ValidationError as exc:
         return render(request, "forgot.html", 400, login_token=csrf_token, errors=_errors(exc))
     except ServiceError as exc:
-        retry = _retry_after(exc)
+        retry = retry_after(exc)
         errors = {"form": exc.detail}
         return render(
-            request, "forgot.html", exc.status_code, headers=retry, login_token=csrf_token,
+            request, "forgot.html", status_of(exc), headers=retry, login_token=csrf_token,
             errors=errors,
         )  # fmt: skip
     return RedirectResponse(
@@ -347,7 +342,7 @@ async def reset_password(
         )
     except ServiceError as exc:
         return render(
-            request, "reset.html", exc.status_code, token=token, login_token=csrf_token,
+            request, "reset.html", status_of(exc), token=token, login_token=csrf_token,
             errors={"form": exc.detail},
         )  # fmt: skip
     return RedirectResponse(
@@ -504,7 +499,7 @@ async def import_items(
             session, settings, user.principal, file.file, callback
         )
     except ServiceError as exc:
-        return _import_form(request, settings, user, exc.status_code, exc.detail, callback_url)
+        return _import_form(request, settings, user, status_of(exc), exc.detail, callback_url)
     state = app_state(request)
     await submit(background, state.db, session, settings, state.cache, job)
     return redirect(settings, f"/jobs/{job.id}")
@@ -658,7 +653,7 @@ async def create_user(
     except ServiceError as exc:
         errors = {"form": exc.detail}
         return await _users(
-            request, session, user, None, exc.status_code, values=values, errors=errors
+            request, session, user, None, status_of(exc), values=values, errors=errors
         )
     return redirect(settings, "/users", "user-created")
 

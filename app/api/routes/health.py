@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import OperatorDep, app_state
+from app.api.errors import UNAVAILABLE_RETRY_AFTER
 from app.api.routing import Route
-from app.services.errors import UNAVAILABLE_RETRY_AFTER
 from app.services.health import HealthState, run_checks
 
 router = APIRouter(tags=["health"], route_class=Route)
