@@ -16,13 +16,13 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.services.users import ensure_superuser_standalone
+from tests.factories import PASSWORD, create_user
 from tests.helpers import Headers, in_ci, login, make_settings
 
 TIERS = (
@@ -181,19 +181,11 @@ def admin_headers(client: TestClient, settings: Settings) -> Headers:
 
 
 @pytest.fixture
-def make_user(client: TestClient, admin_headers: Headers) -> Callable[..., Headers]:
-    def make(username: str, password: str = "correct-horse-battery", **extra: Any) -> Headers:
-        response = client.post(
-            "/api/v1/users",
-            json={
-                "username": username,
-                "email": f"{username}@example.com",
-                "password": password,
-                **extra,
-            },
-            headers=admin_headers,
-        )
-        assert response.status_code == 201, response.text
+def make_user(client: TestClient, settings: Settings) -> Callable[..., Headers]:
+    """A user written to the database (tests/factories.py), logged in: its headers."""
+
+    def make(username: str, password: str = PASSWORD, *, is_superuser: bool = False) -> Headers:
+        create_user(settings, username, password=password, is_superuser=is_superuser)
         return login(client, username, password)
 
     return make

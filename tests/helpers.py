@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,10 +105,25 @@ def every_row(client: TestClient, path: str, headers: Headers) -> list[dict[str,
             return rows
 
 
+# Logging in through the API, for every HTTP client the tests use: `login_form` is the
+# request's body (sent with LOGIN_HEADERS to LOGIN_PATH), `bearer` reads the answer.
+LOGIN_PATH = "/api/v1/auth/token"
+LOGIN_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def login_form(username: str, password: str) -> bytes:
+    return urllib.parse.urlencode({"username": username, "password": password}).encode()
+
+
+def bearer(status: int, body: bytes | str) -> Headers:
+    """The Authorization header from a token request's answer, which must be a 200."""
+    assert status == 200, body
+    return {"Authorization": f"Bearer {json.loads(body)['access_token']}"}
+
+
 def login(client: TestClient, username: str, password: str) -> Headers:
-    response = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    answer = client.post(LOGIN_PATH, content=login_form(username, password), headers=LOGIN_HEADERS)
+    return bearer(answer.status_code, answer.content)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.config import Settings, load_settings
 from tests.docker_utils import ROOT, wait_until
+from tests.factories import create_user
+from tests.helpers import LOGIN_HEADERS, LOGIN_PATH, bearer, login_form
 from tools.docker import free_port, terminate
 
 
@@ -24,6 +27,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     admin_password: str
+    settings: Settings  # the server's database, for the factories
 
     def request(
         self,
@@ -42,23 +46,14 @@ class Server:
             return exc.code, json.loads(exc.read() or b"null")
 
     def login(self, username: str, password: str) -> dict[str, str]:
-        form = f"username={username}&password={password}".encode()
         status, body = self.request(
-            "POST",
-            "/api/v1/auth/token",
-            form,
-            {"Content-Type": "application/x-www-form-urlencoded"},
+            "POST", LOGIN_PATH, login_form(username, password), LOGIN_HEADERS
         )
-        assert status == 200, body
-        return {"Authorization": f"Bearer {body['access_token']}"}
+        return bearer(status, json.dumps(body))
 
-    def create_user(self, admin: dict[str, str], username: str, password: str) -> dict[str, str]:
-        payload = {"username": username, "email": f"{username}@example.com", "password": password}
-        status, body = self.request(
-            "POST", "/api/v1/users", json.dumps(payload).encode(),
-            {**admin, "Content-Type": "application/json"},
-        )  # fmt: skip
-        assert status == 201, body
+    def create_user(self, username: str, password: str) -> dict[str, str]:
+        """A user written to the server's database (tests/factories.py), logged in."""
+        create_user(self.settings, username, password=password)
         return self.login(username, password)
 
 
@@ -91,7 +86,11 @@ def serve(tmp_path: Path, **settings: str) -> Iterator[Server]:
             [sys.executable, "-m", "app", "serve", "--port", str(port)],
             env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", process, log, password)
+    database = load_settings(
+        environment="test", database_url=env["DATABASE_URL"], password_hash_memory_kib=64,
+        password_hash_time_cost=1,
+    )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", process, log, password, database)
     try:
         wait_until(lambda: _ready(server), 30, "the server's /ready")
         yield server

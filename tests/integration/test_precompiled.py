@@ -14,9 +14,10 @@ from sqlalchemy.exc import DBAPIError
 
 from app.core.config import Settings
 from app.db.base import utcnow
-from app.db.models import Item, User
+from app.db.models import Item
 from app.db.precompiled import Precompiled
 from app.db.session import Database
+from tests.factories import add_items, add_user
 from tests.integration.conftest import Services
 
 _items = Item.__table__.c
@@ -40,14 +41,8 @@ def _with_database(settings: Settings, scenario: Callable[[Database], Awaitable[
 
 async def _owner_with_items(db: Database, *titles: str) -> uuid.UUID:
     async with db.sessionmaker() as session:
-        name = f"u{uuid.uuid4().hex[:8]}"
-        owner = User(username=name, email=f"{name}@example.com", hashed_password="x")
-        session.add(owner)
-        await session.flush()
-        now = utcnow()
-        for title in titles:
-            session.add(Item(title=title, owner_id=owner.id, created_at=now, updated_at=now))
-        await session.commit()
+        owner = await add_user(session)
+        await add_items(session, owner.id, titles)
         return owner.id
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from tests.docker_utils import ROOT, wait_until
+from tests.factories import PASSWORD, create_user
 from tests.helpers import Headers, count_items, login, make_settings
 from tests.integration.conftest import Services, pause, unpause
 from tests.server import largest_import, memory
@@ -89,22 +90,10 @@ def alice(api: TestClient, make_user) -> Headers:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def make_user(api: TestClient, worker_settings: Settings):  # type: ignore[no-untyped-def]
-    import asyncio
-
-    from app.services.users import ensure_superuser_standalone
-
-    asyncio.run(ensure_superuser_standalone(worker_settings))
-    admin = login(api, worker_settings.admin_username, worker_settings.admin_password)
-
+def make_user(api: TestClient, worker_settings: Settings) -> Callable[[str], Headers]:
     def make(username: str) -> Headers:
-        body = {
-            "username": username,
-            "email": f"{username}@example.com",
-            "password": "correct-horse-battery",
-        }
-        assert api.post("/api/v1/users", json=body, headers=admin).status_code == 201
-        return login(api, username, "correct-horse-battery")
+        create_user(worker_settings, username)
+        return login(api, username, PASSWORD)
 
     return make
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.docker_utils import ROOT, TEST_IMAGE, wait_until
+from tests.helpers import LOGIN_HEADERS, LOGIN_PATH, bearer, login_form
 from tools.compose_env import compose_environment, prod_env_file
 from tools.docker import free_port
 
@@ -124,15 +125,9 @@ class Stack:
             connection.close()
 
     def login(self) -> dict[str, str]:
-        form = f"username=admin&password={self.admin_password}".encode()
-        reply = self.https(
-            "POST",
-            "/api/v1/auth/token",
-            form,
-            {"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        assert reply.status == 200, reply.body
-        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+        form = login_form("admin", self.admin_password)
+        reply = self.https("POST", LOGIN_PATH, form, {**LOGIN_HEADERS})
+        return bearer(reply.status, reply.body)
 
     def wait_ready(self, timeout: float = 90) -> None:
         wait_until(

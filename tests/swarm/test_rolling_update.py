@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.docker_utils import ROOT, TEST_IMAGE, DockerError, docker, wait_until
+from tests.helpers import LOGIN_HEADERS, LOGIN_PATH, bearer, login_form
 from tools.compose_env import SECRET_FILES
 
 # Leaving the swarm at the end breaks name resolution in the containers that run meanwhile
@@ -118,12 +119,8 @@ class Swarm:
         return self.request("GET", path, headers=headers)[0]
 
     def login(self) -> dict[str, str]:
-        status, body = self.request(
-            "POST", "/api/v1/auth/token", f"username=admin&password={self.admin_password}".encode(),
-            {"Content-Type": "application/x-www-form-urlencoded"},
-        )  # fmt: skip
-        assert status == 200, body
-        return {"Authorization": f"Bearer {json.loads(body)['access_token']}"}
+        form = login_form("admin", self.admin_password)
+        return bearer(*self.request("POST", LOGIN_PATH, form, LOGIN_HEADERS))
 
 
 def stack_file_without_published_ports(folder: Path) -> Path:

@@ -19,10 +19,10 @@ from app.db.base import utcnow
 from app.db.models import PasswordReset
 from app.db.session import Database
 from app.services.users import ensure_superuser_standalone
+from tests.factories import PASSWORD, create_user
 from tests.helpers import Headers, login, make_settings
 from tests.mailbox import Mailbox, smtp_server
 
-PASSWORD = "correct-horse-battery"
 NEW = "a-brand-new-password"
 UI = "/ui"
 
@@ -136,13 +136,7 @@ def mailed(
 
 
 def _make_user(client: TestClient, settings: Settings, name: str) -> Headers:
-    admin = login(client, settings.admin_username, settings.admin_password)
-    made = client.post(
-        "/api/v1/users",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-        headers=admin,
-    )
-    assert made.status_code == 201, made.text
+    create_user(settings, name, password=PASSWORD)
     return login(client, name, PASSWORD)
 
 

@@ -20,9 +20,8 @@ from fastapi.testclient import TestClient
 
 from app.core.states import JobState
 from app.db.session import Database
-from app.services.jobs import exports, imports, runner
 from app.services.cache import ReadCache
-from app.services.jobs import Outcome, run_job
+from app.services.jobs import Outcome, exports, imports, run_job, runner
 from app.services.retention import export_path
 from tests.helpers import Headers
 from tests.unit.test_jobs import csv_bytes, job, upload
