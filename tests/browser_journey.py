@@ -123,7 +123,7 @@ def browser_page(base_url: str, host_rules: str | None = None) -> Iterator[tuple
             context.add_init_script(CSP_REPORTER)
             context.set_default_timeout(15_000)
             page = context.new_page()
-            page.goto = retried_on_network_change(page.goto)
+            page.goto = retried_on_network_change(page.goto)  # type: ignore[method-assign]
             split = urlsplit(base_url)
             watch = Watch(f"{split.scheme}://{split.netloc}")
             watch.attach(page)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -157,14 +158,14 @@ def settings(db_path: Path, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings):  # type: ignore[no-untyped-def]
+def app(settings: Settings) -> FastAPI:
     from app.main import create_app
 
     return create_app(settings)
 
 
 @pytest.fixture
-def client(app) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def client(app) -> Iterator[object]:
     from fastapi.testclient import TestClient
 
     with TestClient(app) as test_client:

@@ -40,12 +40,18 @@ class Mailbox:
         if self.refused < self.refuse:
             self.refused += 1
             return "451 4.3.0 try again later"
-        parsed = email.message_from_bytes(envelope.content or b"", policy=email.policy.default)
+        content = envelope.content or b""
+        assert isinstance(content, bytes)  # the server does not decode (decode_data=False)
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         # STARTTLS shows in the session, implicit TLS in the transport.
         self.tls.append(
-            session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+            session.ssl is not None
+            or (
+                server.transport is not None
+                and server.transport.get_extra_info("ssl_object") is not None
+            )
         )
         return "250 OK"
 

@@ -9,7 +9,7 @@ from bench.report import BARE_FASTAPI, ITEMS_COLD, ITEMS_WARM, LIVE
 from tests.docker_utils import ROOT
 
 
-def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--output", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,

@@ -335,9 +335,9 @@ def test_prod_app_is_read_only_and_outlives_gunicorn_graceful_timeout() -> None:
     assert app["read_only"] is True
     assert any(t.startswith("/tmp") for t in app["tmpfs"])
     assert config["services"]["nginx"]["read_only"] is True
-    graceful = int(
-        re.search(r"^GRACEFUL_TIMEOUT=(\d+)", (ROOT / ".env.prod.example").read_text(), re.M)[1]
-    )
+    found = re.search(r"^GRACEFUL_TIMEOUT=(\d+)", (ROOT / ".env.prod.example").read_text(), re.M)
+    assert found is not None
+    graceful = int(found[1])
     grace = app["stop_grace_period"]
     assert grace.endswith("s")
     assert int(grace[:-1]) > graceful

@@ -193,7 +193,7 @@ def test_refuses_to_start_on_missing_secrets_with_one_line(prod_image: str) -> N
     )
 
 
-def test_secrets_from_files(prod_image: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_from_files(prod_image: str, tmp_path) -> None:
     """Each *_FILE is read, and what the server does uses the file's value: the superuser
     logs in with the password from its file, and the token is signed with the JWT key from
     its file. No secret is in the container's environment."""
@@ -245,7 +245,7 @@ def test_gunicorn_applies_the_settings_from_the_environment(prod_image: str) -> 
             r["gunicorn"] for r in container.json_logs() if r["message"] == "gunicorn settings"
         )
 
-        def three_workers() -> list[dict] | None:
+        def three_workers() -> list[dict[str, Any]] | None:
             booted = [r for r in container.json_logs() if r["message"].startswith("Booting worker")]
             return booted if len(booted) == 3 else None
 

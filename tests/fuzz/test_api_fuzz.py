@@ -30,6 +30,7 @@ from schemathesis.checks import (
     status_code_conformance,
     unsupported_method,
 )
+from schemathesis.core.result import Ok
 
 from tests.server import Server, serve
 
@@ -92,6 +93,7 @@ def fuzz(server: Server, headers: dict[str, str]) -> Counter[str]:
     sent: Counter[str] = Counter()
     failures: list[str] = []
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # every operation of our schema loads
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
@@ -103,7 +105,7 @@ def fuzz(server: Server, headers: dict[str, str]) -> Counter[str]:
 
 
 def _attack(
-    operation: schemathesis.APIOperation,
+    operation: schemathesis.APIOperation[Any, Any, Any, Any],
     mode: GenerationMode,
     headers: dict[str, str],
     sent: Counter[str],
@@ -122,7 +124,7 @@ def _attack(
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    def attack(case: schemathesis.Case) -> None:
+    def attack(case: schemathesis.Case[Any]) -> None:
         sent[operation.label] += 1
         try:
             case.call_and_validate(headers=headers, checks=checks, timeout=30)

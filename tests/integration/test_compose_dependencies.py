@@ -15,7 +15,7 @@ import yaml
 
 from tests.docker_utils import ROOT, docker
 
-SLEEPER = {
+SLEEPER: dict[str, object] = {
     "image": "python:3.11-slim",
     "pull_policy": "never",
     "entrypoint": ["sleep", "infinity"],

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -85,7 +86,7 @@ def api(worker_settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def alice(api: TestClient, make_user) -> Headers:  # type: ignore[no-untyped-def]
+def alice(api: TestClient, make_user) -> Headers:
     return make_user("alice")
 
 
@@ -98,19 +99,25 @@ def make_user(api: TestClient, worker_settings: Settings) -> Callable[[str], Hea
     return make
 
 
-def _job(api: TestClient, headers: Headers, job_id: str) -> dict:
+def _job(api: TestClient, headers: Headers, job_id: str) -> dict[str, Any]:
     return api.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
 
 
-def _finished(api: TestClient, headers: Headers, job_id: str, timeout: float = 90) -> dict:
+def _finished(
+    api: TestClient, headers: Headers, job_id: str, timeout: float = 90
+) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        found = _job(api, headers, job_id)
+        return found if found["state"] in ("succeeded", "failed") else None
+
     return wait_until(
-        lambda: (j := _job(api, headers, job_id))["state"] in ("succeeded", "failed") and j,
+        finished,
         timeout,
         f"job {job_id} to finish",
     )
 
 
-def test_a_job_runs_on_the_worker(api: TestClient, alice: Headers, worker) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_runs_on_the_worker(api: TestClient, alice: Headers, worker) -> None:
     accepted = api.post(
         "/api/v1/items/import",
         files={"file": ("i.csv", csv_bytes([["from the worker", ""]]), "text/csv")},
@@ -149,7 +156,7 @@ def _start_import(api: TestClient, headers: Headers, content: bytes) -> str:
 
 def test_a_job_whose_worker_is_killed_is_redelivered_and_done_once(
     api: TestClient, alice: Headers, worker, worker_settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     rows = 60_000
     content = csv_bytes([[f"row {n}", "x"] for n in range(rows)])
     job_id = _start_import(api, alice, content)
@@ -186,7 +193,7 @@ def _seed_items(settings: Settings, owner: str, rows: int) -> None:
 
 def test_an_export_whose_worker_is_killed_resumes_where_it_stopped(
     api: TestClient, alice: Headers, worker, worker_settings: Settings, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The fault: a worker killed 80,000 rows into a 256,000-row export made the next run
     start from zero; with the time limit it ended `failed` as "the worker was lost 3 times"
     and left its partial file. Now the next run goes on from the last checkpoint."""
@@ -241,7 +248,7 @@ def test_redis_down_reads_still_come_from_the_database(
 )
 def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
     api: TestClient, alice: Headers, worker, content: bytes, worker_settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The attack: a 100k-row CSV OOM-killed the worker (512 MiB); 40k rows peaked at
     304 MiB. The largest allowed file must stay far below that, with progress moving."""
     [child] = _children(worker.pid)  # the pool process that runs the job (concurrency 1)
@@ -251,7 +258,7 @@ def test_the_largest_import_runs_in_bounded_memory_on_the_worker(
     ).json()["id"]
     seen: set[int] = set()
 
-    def finished() -> dict | None:
+    def finished() -> dict[str, Any] | None:
         job = _job(api, alice, job_id)
         seen.add(job["progress"]["done"])
         return job if job["state"] in ("succeeded", "failed") else None

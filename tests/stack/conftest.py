@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ class Stack:
 
     @staticmethod
     def _send(
-        connection: http.client.HTTPConnection,
+        connection: HTTPConnection,
         method: str,
         path: str,
         body: Any,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -149,11 +150,15 @@ def test_after_a_write_no_replica_serves_the_page_it_replaced(stack: Stack) -> N
         for _ in range(8):
             listed = stack.https("GET", page, headers=auth).json()
             assert listed["items"][0]["title"] == title, round_
+
     # Served from memory, in both replicas: not a test of Redis alone. A process writes its
     # counts within a second (app/core/metrics.py, Deferred): the scrape may come first.
+    def served_from_memory(replica: int) -> bool:
+        return _local_hits(stack, replica) > hits[replica - 1]
+
     for replica in (1, 2):
         wait_until(
-            lambda r=replica: _local_hits(stack, r) > hits[r - 1],
+            partial(served_from_memory, replica),
             60,
             f"replica {replica}'s first pages served from memory",
         )
@@ -326,6 +331,7 @@ def _served_certificate(stack: Stack) -> str:
         context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
+        assert der is not None
     return ssl.DER_cert_to_PEM_cert(der).strip()
 
 
@@ -451,7 +457,7 @@ def test_restarting_each_app_replica_under_load_fails_no_request(stack: Stack) -
             began = time.monotonic()
             docker("restart", app)
             stopped = time.monotonic()
-            wait_until(lambda a=app: _healthy(a), 120, f"{app[:12]} healthy after its restart")
+            wait_until(partial(_healthy, app), 120, f"{app[:12]} healthy after its restart")
             timings.append((stopped - began, _serving_after_start(app), time.monotonic() - stopped))
         before = load.total
         wait_until(lambda: load.total > before + 50, 60, "requests after the last restart")
@@ -529,7 +535,7 @@ def test_data_survives_a_stack_restart(stack: Stack) -> None:
 
 def test_missing_required_value_stops_compose_before_any_container_starts(
     stack: Stack, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     env_file = tmp_path / "env"
     lines = stack.env_file.read_text().splitlines()
     env_file.write_text(

@@ -39,7 +39,7 @@ def _no_traffic_off_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 
     connect = httpcore.SyncBackend.connect_tcp
 
-    def local_only(self, host: str, port: int, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def local_only(self, host: str, port: int, *args, **kwargs):
         if not ipaddress.ip_address(host).is_loopback:
             raise httpcore.ConnectError(f"test: no connection to {host} off this machine")
         return connect(self, host, port, *args, **kwargs)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
@@ -40,11 +41,11 @@ def _sign_in(client: TestClient, username: str, password: str) -> None:
 
 
 def test_changing_the_password_signs_out_every_token_and_session_at_once(
-    client: TestClient, app: object, make_user: Callable[..., Headers]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Headers]
 ) -> None:
     old = make_user("alice", PASSWORD)
     other_token = login(client, "alice", PASSWORD)
-    with TestClient(app) as browser:  # type: ignore[arg-type]
+    with TestClient(app) as browser:
         _sign_in(browser, "alice", PASSWORD)
         assert browser.get(f"{UI}/items", follow_redirects=False).status_code == 200
         wrong = client.post(

@@ -54,7 +54,7 @@ def change_title_behind_the_apps_back(settings: Settings, item_id: str, title: s
 
 def test_item_read_is_cached_and_invalidated_on_write(
     client: TestClient, make_user, settings: Settings, redis
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     alice = make_user("alice")
     item = client.post("/api/v1/items", json={"title": "original"}, headers=alice).json()
     assert (
@@ -130,7 +130,7 @@ class BrokenRedis:
         return fail
 
 
-def test_a_broken_cache_degrades_to_the_database(settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_broken_cache_degrades_to_the_database(settings: Settings, make_user) -> None:
     make_user("alice")
     with TestClient(create_app(settings, redis=BrokenRedis())) as broken:  # type: ignore[arg-type]
         alice = login(broken, "alice", "correct-horse-battery")
@@ -197,7 +197,7 @@ def test_after_a_failure_reads_skip_redis_for_a_while_but_invalidations_do_not()
 
 def test_every_key_the_cache_writes_expires(
     client: TestClient, redis: FakeAsyncRedis, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Redis evicts only keys with a TTL (`volatile-lru`), so that it never evicts the job
     queue's: a cache key without one would stay for good, and fill Redis until it refuses
     writes."""

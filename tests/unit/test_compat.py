@@ -42,7 +42,7 @@ def test_skip_caller_lookup_leaves_records_without_a_caller() -> None:
     assert (records[1].pathname, records[1].funcName) == ("(unknown file)", "(unknown function)")
 
 
-def test_prometheus_values_take_the_process_id_from_the_hook(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_prometheus_values_take_the_process_id_from_the_hook(tmp_path, monkeypatch) -> None:
     from prometheus_client import values
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))

@@ -267,7 +267,7 @@ def test_an_uninstalled_source_tree_reports_its_pyprojects_version(
     def not_installed(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(module.metadata, "version", not_installed)
+    monkeypatch.setattr(metadata, "version", not_installed)
     root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
     assert module._package_version() == project

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,13 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 def test_sigterm_drops_no_request_that_reached_the_server() -> None:
     port = free_port()
     with _clients(port) as outcomes:
+
+        def served_since(answered: int) -> bool:
+            return outcomes["answered"] > answered + 200
+
         for _ in range(5):
             server = _gunicorn(port)
-            answered = outcomes["answered"]
-            wait_until(lambda a=answered: outcomes["answered"] > a + 200, 60, "gunicorn to serve")
+            wait_until(partial(served_since, outcomes["answered"]), 60, "gunicorn to serve")
             _stop(server)
     print(f"\n8 clients, 5 restarts: {dict(outcomes)}")
     assert outcomes["dropped"] <= 1, dict(outcomes)  # the kernel's window: see the docstring

@@ -13,9 +13,9 @@ import re
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpcore
@@ -144,16 +144,21 @@ class _Session:
         return self.found
 
 
+@dataclass
+class _Note:
+    owner_id: uuid.UUID
+
+
 def test_get_owned_is_404_then_403_then_the_object() -> None:
-    thing = SimpleNamespace(owner_id=OWNER)
+    thing = _Note(owner_id=OWNER)
     session = _Session(None)
     with pytest.raises(NotFound) as missing:
-        asyncio.run(access.get_owned(session, principal(OWNER), object, OTHER, "note"))  # type: ignore[arg-type]
+        asyncio.run(access.get_owned(session, principal(OWNER), _Note, OTHER, "note"))  # type: ignore[arg-type]
     assert str(missing.value) == "note not found"
-    assert session.asked == (object, OTHER)
+    assert session.asked == (_Note, OTHER)
     with pytest.raises(Forbidden, match=r"^not enough permissions for this note$"):
-        asyncio.run(access.get_owned(_Session(thing), principal(OTHER), object, OWNER, "note"))  # type: ignore[arg-type]
-    found = asyncio.run(access.get_owned(_Session(thing), principal(OWNER), object, OWNER, "note"))  # type: ignore[arg-type]
+        asyncio.run(access.get_owned(_Session(thing), principal(OTHER), _Note, OWNER, "note"))  # type: ignore[arg-type]
+    found = asyncio.run(access.get_owned(_Session(thing), principal(OWNER), _Note, OWNER, "note"))  # type: ignore[arg-type]
     assert found is thing
 
 

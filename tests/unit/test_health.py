@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import cast
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings, load_settings
@@ -53,7 +55,7 @@ def test_ready_is_503_when_migrations_are_behind(client: TestClient, settings: S
 
 
 def test_ready_is_503_while_shutting_down(client: TestClient) -> None:
-    client.app.state.health.shutting_down = True  # type: ignore[attr-defined]
+    cast(FastAPI, client.app).state.health.shutting_down = True
     response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["shutdown"]["status"] == "error"
@@ -96,7 +98,7 @@ def test_health_is_the_full_report_with_build_facts(db_path: Path) -> None:
     assert body["checks"]["database"]["latency_ms"] >= 0
 
 
-def test_version_defaults_to_the_package_version(app) -> None:  # type: ignore[no-untyped-def]
+def test_version_defaults_to_the_package_version(app) -> None:
     from importlib.metadata import version
 
     with TestClient(app, client=("127.0.0.1", 5000)) as local:  # an allowed network
@@ -172,6 +174,6 @@ def test_health_is_503_with_retry_after_while_a_dependency_is_down(db_path: Path
 
 def test_health_is_503_while_shutting_down(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
-    client.app.state.health.shutting_down = True  # type: ignore[attr-defined]
+    cast(FastAPI, client.app).state.health.shutting_down = True
     response = client.get("/health")
     assert (response.status_code, response.json()) == (503, {"status": "degraded"})

@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -145,7 +147,7 @@ def test_a_file_above_the_row_limit_fails_before_any_row_is_checked(
     with TestClient(create_app(settings)) as client:
         from tests.helpers import login
 
-        client.app.state  # noqa: B018 - started
+        cast(FastAPI, client.app).state  # noqa: B018 - started
         import asyncio
 
         from app.services.users import ensure_superuser_standalone
@@ -214,14 +216,14 @@ def test_a_streamed_body_is_cut_off_at_the_limit(client: TestClient, make_user) 
     """A body without Content-Length (chunked) stops being read once it passes the limit."""
     headers = make_user("alice")
     pulled = 0
-    sent: list[dict] = []
+    sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict:
+    async def receive() -> dict[str, Any]:
         nonlocal pulled
         pulled += 1  # 100 chunks of 64 KiB: 6.4 MB if all of it were read
         return {"type": "http.request", "body": b"x" * 65536, "more_body": pulled < 100}
 
-    async def send(message: dict) -> None:
+    async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     scope = {
@@ -231,7 +233,8 @@ def test_a_streamed_body_is_cut_off_at_the_limit(client: TestClient, make_user) 
         "headers": [(b"content-type", b"application/json"),
                     (b"authorization", headers["Authorization"].encode())],
     }  # fmt: skip
-    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr]
+    assert client.portal is not None  # inside the client's `with`
+    client.portal.call(cast(Any, client.app), scope, receive, send)
     assert sent[0]["status"] == 413
     assert b"Content Too Large" in b"".join(m.get("body", b"") for m in sent[1:])
     assert pulled <= 17  # the 1 MiB limit, and not a chunk more

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.docker_utils import wait_until
 from tests.server import largest_import, memory, multipart, serve
@@ -33,7 +34,7 @@ def test_the_largest_import_keeps_memory_bounded_and_the_service_answering(
         assert status == 202, job
         slowest, progress = 0.0, []
 
-        def finished() -> dict | None:
+        def finished() -> dict[str, Any] | None:
             nonlocal slowest
             before = time.monotonic()
             assert server.request("GET", "/live")[0] == 200

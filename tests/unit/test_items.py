@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -16,7 +17,7 @@ from app.services.pagination import CURSOR_LIFETIME, CursorCodec, Direction, Pos
 from tests.helpers import Headers
 
 
-def create(client: TestClient, headers, title: str = "a title", **extra) -> dict:
+def create(client: TestClient, headers, title: str = "a title", **extra) -> dict[str, Any]:
     response = client.post("/api/v1/items", json={"title": title, **extra}, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
@@ -306,7 +307,7 @@ def test_unknown_and_malformed_ids(client: TestClient, make_user) -> None:
     ],
 )
 def test_invalid_item_payloads_are_422(
-    client: TestClient, make_user, payload: dict, field: str
+    client: TestClient, make_user, payload: dict[str, Any], field: str
 ) -> None:
     response = client.post("/api/v1/items", json=payload, headers=make_user("alice"))
     assert response.status_code == 422, response.text

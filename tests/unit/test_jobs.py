@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,7 +39,7 @@ def csv_bytes(rows: list[list[str]], header: tuple[str, ...] = ("title", "descri
     return out.getvalue().encode()
 
 
-def upload(client: TestClient, headers, content: bytes, **form: str) -> dict:  # type: ignore[no-untyped-def]
+def upload(client: TestClient, headers, content: bytes, **form: str) -> dict[str, Any]:
     response = client.post(
         "/api/v1/items/import",
         files={"file": ("items.csv", content, "text/csv")},
@@ -49,7 +50,7 @@ def upload(client: TestClient, headers, content: bytes, **form: str) -> dict:  #
     return response.json()
 
 
-def job(client: TestClient, headers, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+def job(client: TestClient, headers, job_id: str) -> dict[str, Any]:
     response = client.get(f"/api/v1/jobs/{job_id}", headers=headers)
     assert response.status_code == 200, response.text
     return response.json()
@@ -63,7 +64,7 @@ def ended(kind: str, state: str) -> float:
     return found or 0.0
 
 
-def titles(client: TestClient, headers) -> list[str]:  # type: ignore[no-untyped-def]
+def titles(client: TestClient, headers) -> list[str]:
     return sorted(
         i["title"] for i in client.get("/api/v1/items?limit=100", headers=headers).json()["items"]
     )
@@ -114,7 +115,7 @@ def test_unusable_files_fail_with_a_reason(
     assert message in done["error"]
 
 
-def test_oversized_upload_is_413(db_path: Path, tmp_path: Path, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_upload_is_413(db_path: Path, tmp_path: Path, make_user) -> None:
     make_user("alice")
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{db_path}", import_max_bytes=1000)
     with TestClient(create_app(settings)) as small:
@@ -280,7 +281,7 @@ class Receiver:
 
     statuses: list[int]
     secret: str
-    received: list[dict] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
 
@@ -324,7 +325,7 @@ def test_webhook_is_signed_and_verifiable(
     assert delivery["event"]["job"]["id"] == accepted["id"]
 
 
-def export_with_callback(client: TestClient, headers, url: str) -> dict:  # type: ignore[no-untyped-def]
+def export_with_callback(client: TestClient, headers, url: str) -> dict[str, Any]:
     """Start an export that reports to `url`; returns the finished job."""
     accepted = client.post("/api/v1/items/export", json={"callback_url": url}, headers=headers)
     assert accepted.status_code == 202, accepted.text
@@ -378,7 +379,7 @@ def test_callback_urls_are_validated(client: TestClient, make_user, url: str, me
     assert message in response.json()["detail"][0]["msg"]
 
 
-def test_callback_allow_list(db_path: Path, tmp_path: Path, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_callback_allow_list(db_path: Path, tmp_path: Path, make_user) -> None:
     make_user("alice")
     settings = make_settings(
         tmp_path, f"sqlite+aiosqlite:///{db_path}", webhook_allowed_hosts="hooks.example.com"
@@ -415,7 +416,7 @@ def test_signature_verification_rejects_tampering_and_replays(settings: Settings
 
 def test_a_job_is_refused_and_removed_when_the_broker_cannot_be_reached(
     db_path: Path, tmp_path: Path, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     make_user("alice")
     settings = make_settings(
         tmp_path, f"sqlite+aiosqlite:///{db_path}", redis_url="redis://127.0.0.1:1/0"

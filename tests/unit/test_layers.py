@@ -86,12 +86,13 @@ def test_handlers_that_read_take_the_read_session_and_writers_the_other() -> Non
         if not isinstance(route, APIRoute):
             continue
         calls = _calls(route.dependant)
-        reads_only = route.methods <= {"GET", "HEAD"}
+        methods = route.methods or set()
+        reads_only = methods <= {"GET", "HEAD"}
         if reads_only and get_session in calls:
-            wrong.append(f"{sorted(route.methods)} {route.path} takes the read-write session")
+            wrong.append(f"{sorted(methods)} {route.path} takes the read-write session")
         direct = {sub.call for sub in route.dependant.dependencies}
         if not reads_only and get_read_session in direct:
-            wrong.append(f"{sorted(route.methods)} {route.path} writes through the read session")
+            wrong.append(f"{sorted(methods)} {route.path} writes through the read session")
     assert wrong == []
 
 

@@ -38,7 +38,7 @@ def _position(token: str) -> str:
 def _answer(client: TestClient, query: str, headers: dict[str, str]) -> tuple[Any, ...]:
     response = client.get(f"/api/v1/items{query}", headers=headers)
     kept = sorted(
-        (k, re.sub(r"cursor=([A-Za-z0-9_-]+)", lambda m: _position(m[1]), v))
+        (k, re.sub(r"cursor=([A-Za-z0-9_-]+)", lambda m: _position(str(m[1])), v))
         for k, v in response.headers.items()
         if k not in VARYING
     )

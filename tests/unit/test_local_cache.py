@@ -94,7 +94,7 @@ def test_copies_are_bounded_in_number_and_bytes_least_recently_used_first() -> N
 
 def test_copies_expire_after_their_age(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(local_cache.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     copies = LocalCopies(max_entries=10, max_bytes=1000, max_age_seconds=30)
     assert _filled(copies, "principal:a", "", "a", 1)
     now[0] += 30

@@ -8,8 +8,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core.config import load_settings
@@ -17,11 +19,11 @@ from app.core.logging import StdoutHandler
 from app.main import create_app
 
 
-def json_lines(text: str) -> list[dict]:
+def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def logged(capsys: pytest.CaptureFixture[str]) -> list[dict]:
+def logged(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     """Records written so far, including lines still waiting for their loop iteration."""
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -60,7 +62,7 @@ def test_successful_probes_are_access_logged_only_when_asked(
     with TestClient(create_app(settings)) as client:
         capsys.readouterr()
         assert client.get("/live").status_code == 200
-        client.app.state.health.shutting_down = True  # /ready now fails: 503
+        cast(FastAPI, client.app).state.health.shutting_down = True  # /ready now fails: 503
         assert client.get("/ready").status_code == 503
     paths = [r["path"] for r in logged(capsys) if r["logger"] == "app.access"]
     assert paths == (["/live", "/ready"] if log_probes else ["/ready"])
@@ -91,7 +93,7 @@ def test_startup_logs_the_redacted_config(
     assert "admin-password-value" not in json.dumps(records)
 
 
-def _app_with_failing_route(db_path: Path, debug: bool):  # type: ignore[no-untyped-def]
+def _app_with_failing_route(db_path: Path, debug: bool):
     app = create_app(
         load_settings(
             environment="test", database_url=f"sqlite+aiosqlite:///{db_path}", debug=debug

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.api.client import DEVICE_COOKIE
@@ -17,7 +18,7 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
-def settings(db_path: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def settings(db_path: Path, tmp_path: Path):
     # Every TestClient has the same address ("testclient"): one office behind one NAT.
     return make_settings(
         tmp_path,
@@ -34,11 +35,11 @@ def _token(client: TestClient, username: str, password: str) -> int:
 
 
 def test_one_clients_failures_do_not_lock_out_users_who_signed_in_before(
-    app: object, client: TestClient, make_user: Callable[..., Headers]
+    app: FastAPI, client: TestClient, make_user: Callable[..., Headers]
 ) -> None:
     make_user("alice", PASSWORD)
     make_user("bob", PASSWORD)
-    with TestClient(app) as alice, TestClient(app) as bob, TestClient(app) as sprayer:  # type: ignore[arg-type]
+    with TestClient(app) as alice, TestClient(app) as bob, TestClient(app) as sprayer:
         assert _token(alice, "alice", PASSWORD) == 200  # alice's client gets its device token
         assert DEVICE_COOKIE in alice.cookies
         for n in range(5):  # spraying from the shared address trips its limit
@@ -54,10 +55,10 @@ def test_one_clients_failures_do_not_lock_out_users_who_signed_in_before(
 
 
 def test_a_device_token_has_a_failure_limit_of_its_own(
-    app: object, client: TestClient, make_user: Callable[..., Headers]
+    app: FastAPI, client: TestClient, make_user: Callable[..., Headers]
 ) -> None:
     make_user("alice", PASSWORD)
-    with TestClient(app) as alice:  # type: ignore[arg-type]
+    with TestClient(app) as alice:
         assert _token(alice, "alice", PASSWORD) == 200
         token = alice.cookies[DEVICE_COOKIE]
         for _ in range(3):

@@ -14,6 +14,7 @@ import io
 import json
 import sqlite3
 import uuid
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,17 +37,17 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def alice(client: TestClient, make_user) -> Headers:  # type: ignore[no-untyped-def]
+def alice(client: TestClient, make_user) -> Headers:
     headers: Headers = make_user("alice")
     upload(client, headers, csv_bytes([[f"item {n:02}", ""] for n in range(ITEMS)]))
     return headers
 
 
-def _database(settings) -> str:  # type: ignore[no-untyped-def]
+def _database(settings) -> str:
     return str(settings.sqlalchemy_url.removeprefix("sqlite+aiosqlite:///"))
 
 
-def _row(settings, job_id: str, columns: str) -> tuple:  # type: ignore[no-untyped-def]
+def _row(settings, job_id: str, columns: str) -> tuple[Any, ...]:
     with sqlite3.connect(_database(settings)) as connection:
         found = connection.execute(
             f"SELECT {columns} FROM jobs WHERE id = ?", (uuid.UUID(job_id).hex,)
@@ -55,7 +56,7 @@ def _row(settings, job_id: str, columns: str) -> tuple:  # type: ignore[no-untyp
     return tuple(found)
 
 
-def _queue_export_without_running_it(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
+def _queue_export_without_running_it(settings, job_id: str) -> None:
     """As the broker holds it: `queued`, nothing run yet."""
     with sqlite3.connect(_database(settings)) as connection:
         connection.execute(
@@ -66,7 +67,7 @@ def _queue_export_without_running_it(settings, job_id: str) -> None:  # type: ig
     export_path(settings, uuid.UUID(job_id)).unlink(missing_ok=True)
 
 
-def _deliver(settings, job_id: str) -> Outcome:  # type: ignore[no-untyped-def]
+def _deliver(settings, job_id: str) -> Outcome:
     async def run() -> Outcome:
         db = Database(settings)
         try:
@@ -77,13 +78,13 @@ def _deliver(settings, job_id: str) -> Outcome:  # type: ignore[no-untyped-def]
     return asyncio.run(run())
 
 
-def _exported_titles(settings, job_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _exported_titles(settings, job_id: str) -> list[str]:
     text = export_path(settings, uuid.UUID(job_id)).read_text(encoding="utf-8")
     assert text.count("id,title,description,created_at,updated_at") == 1
     return [row["title"] for row in csv.DictReader(io.StringIO(text))]
 
 
-def _first_slice(client: TestClient, alice: Headers, settings, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+def _first_slice(client: TestClient, alice: Headers, settings, monkeypatch) -> str:
     """An export whose first slice ran (one chunk, then queued again); its job's id."""
     job_id = str(client.post("/api/v1/items/export", headers=alice).json()["id"])
     _queue_export_without_running_it(settings, job_id)
@@ -92,7 +93,7 @@ def _first_slice(client: TestClient, alice: Headers, settings, monkeypatch) -> s
     return job_id
 
 
-def _worker_lost(settings, job_id: str, deliveries: int) -> None:  # type: ignore[no-untyped-def]
+def _worker_lost(settings, job_id: str, deliveries: int) -> None:
     """As a worker that died running the job leaves it: `running`, no heartbeat."""
     with sqlite3.connect(_database(settings)) as connection:
         connection.execute(
@@ -103,7 +104,7 @@ def _worker_lost(settings, job_id: str, deliveries: int) -> None:  # type: ignor
 
 def test_an_export_runs_in_slices_each_ending_at_a_checkpoint(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Each slice stops at its deadline after a chunk and is queued again; the next goes on
     from the checkpoint. No slice counts as a lost start."""
     accepted = client.post("/api/v1/items/export", headers=alice).json()
@@ -128,7 +129,7 @@ def test_an_export_runs_in_slices_each_ending_at_a_checkpoint(
 
 def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     job_id = _first_slice(client, alice, settings, monkeypatch)
     assert _deliver(settings, job_id) is Outcome.CONTINUE  # 20 rows written, checkpointed
     checkpoint = json.loads(_row(settings, job_id, "checkpoint")[0])
@@ -155,7 +156,7 @@ def test_an_export_whose_worker_was_lost_resumes_from_its_checkpoint(
 
 def test_a_checkpoint_whose_file_is_gone_starts_the_export_again(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     job_id = _first_slice(client, alice, settings, monkeypatch)
     export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial").unlink()
     monkeypatch.setattr(runner, "EXPORT_SLICE_SHARE", 0.5)
@@ -165,7 +166,7 @@ def test_a_checkpoint_whose_file_is_gone_starts_the_export_again(
 
 def test_an_import_that_cannot_finish_in_time_fails_with_that_reason(
     client: TestClient, make_user, settings, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """An import is all or nothing, so it cannot be cut into slices: at its deadline it is
     rolled back and fails saying so, instead of being killed and reported as a lost worker."""
     monkeypatch.setattr(runner, "IMPORT_TIME_MARGIN_SECONDS", float(settings.task_time_limit))
@@ -183,7 +184,7 @@ def test_an_import_that_cannot_finish_in_time_fails_with_that_reason(
 
 def test_an_export_given_up_after_its_last_delivery_leaves_no_partial_file(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     job_id = _first_slice(client, alice, settings, monkeypatch)
     partial = export_path(settings, uuid.UUID(job_id)).with_suffix(".csv.partial")
     assert partial.exists()
@@ -196,7 +197,7 @@ def test_an_export_given_up_after_its_last_delivery_leaves_no_partial_file(
 
 def test_rows_added_during_an_export_are_not_its_own_and_progress_never_passes_total(
     client: TestClient, alice: Headers, settings, small_chunks, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The fault: progress exceeded its total when rows were added while an export ran."""
     job_id = _first_slice(client, alice, settings, monkeypatch)
     for n in range(15):

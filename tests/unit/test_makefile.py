@@ -557,3 +557,22 @@ def test_pre_commit_runs_what_make_lint_runs_and_refuses_large_files() -> None:
     assert linted == hooked - {("check-added-large-files",)}, (linted, hooked)
     [large] = [hook for hook in hooks if hook["id"] == "check-added-large-files"]
     assert large["args"] == ["--maxkb=500"]
+
+
+def test_mypy_checks_the_tests_as_strictly_as_the_code_but_fixture_parameters() -> None:
+    """`make lint`'s mypy covers every Python tree, tests included. The tests' only
+    allowances: parameters left unannotated (pytest passes fixtures by name) and returning
+    a response's JSON, which is Any; their bodies are checked all the same."""
+    import tomllib
+
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["strict"] is True
+    assert set(mypy["files"]) == {"app", "tools", "bench", "tests"}
+    [tests] = [o for o in mypy["overrides"] if "tests.*" in o["module"]]
+    assert tests == {
+        "module": ["tests.*"],
+        "disallow_untyped_defs": False,
+        "disallow_incomplete_defs": False,
+        "check_untyped_defs": True,
+        "warn_return_any": False,
+    }

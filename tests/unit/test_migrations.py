@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -31,8 +32,8 @@ def _tables(settings: Settings) -> set[str]:
     return asyncio.run(read())
 
 
-def _diff(settings: Settings) -> list:
-    async def read() -> list:
+def _diff(settings: Settings) -> list[Any]:
+    async def read() -> list[Any]:
         engine = create_engine(settings)
         try:
             async with engine.connect() as connection:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import exc
@@ -24,7 +24,7 @@ class FakeConnection:
 async def order_of_service(pool_class: type[AsyncAdaptedQueuePool]) -> list[str]:
     """B waits for the only connection; D asks after B, but is already scheduled to run
     when the connection comes back: who gets it first?"""
-    pool = pool_class(FakeConnection, pool_size=1, max_overflow=0, timeout=5)
+    pool = pool_class(cast(Any, FakeConnection), pool_size=1, max_overflow=0, timeout=5)
     holder = await greenlet_spawn(pool.connect)
     served: list[str] = []
 

@@ -66,7 +66,7 @@ def _report(settings: Settings) -> jobs.QueueReport | None:
 
 def test_the_queue_report_reads_the_unfinished_jobs(
     client: TestClient, make_user, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     alice: Headers = make_user("alice")
     assert _report(settings) == jobs.QueueReport(
         counts={JobState.QUEUED: 0, JobState.RUNNING: 0},
@@ -85,7 +85,7 @@ def test_the_queue_report_reads_the_unfinished_jobs(
 
 def test_the_queue_report_is_a_metric(
     client: TestClient, make_user, settings: Settings, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     alice: Headers = make_user("alice")
     _add_jobs(settings, client.get("/api/v1/users/me", headers=alice).json()["id"])
     operator = make_settings(tmp_path, settings.database_url, metrics_token="m" * 32)

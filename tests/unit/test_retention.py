@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -178,11 +178,13 @@ def test_a_download_under_way_survives_its_jobs_deletion(
                 job = await session.get(Job, uuid.UUID(done["id"]))
                 assert job is not None
                 response = export_download(settings, job)  # the file is open from here
-            body = response.body_iterator
+            body = aiter(response.body_iterator)
             first = await anext(body)
             deleted = client.delete(f"/api/v1/jobs/{done['id']}", headers=alice)
             assert deleted.status_code == 204
-            return first + b"".join([chunk async for chunk in body])  # type: ignore[misc]
+            rest = [chunk async for chunk in body]
+            assert all(isinstance(chunk, bytes) for chunk in [first, *rest])  # a file's chunks
+            return b"".join(cast(list[bytes], [first, *rest]))
         finally:
             await db.dispose()
 

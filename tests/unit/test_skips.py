@@ -32,7 +32,7 @@ def _skips() -> list[tuple[str, int, str | None]]:
                 and node.func.value.id == "pytest"
             ):
                 first = node.args[0] if node.args else None
-                reason = first.value if isinstance(first, ast.Constant) else None
+                reason = str(first.value) if isinstance(first, ast.Constant) else None
                 found.append((str(path.relative_to(ROOT)), node.lineno, reason))
             elif (
                 isinstance(node, ast.Attribute)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core.config import ConfigError, Settings
@@ -198,12 +199,12 @@ def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(
 
 
 def test_another_sessions_csrf_token_is_refused(
-    client: TestClient, app: object, make_user: Callable[..., Headers]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Headers]
 ) -> None:
     make_user("alice", PASSWORD)
     make_user("bob", PASSWORD)
     alice_token = sign_in(client, "alice", PASSWORD)
-    with TestClient(app) as other:  # type: ignore[arg-type]
+    with TestClient(app) as other:
         sign_in(other, "bob", PASSWORD)
         response = other.post(f"{UI}/items", data={"title": "Mixed", "csrf_token": alice_token})
         assert response.status_code == 403
@@ -259,13 +260,13 @@ def test_export_and_download(client: TestClient, user: str) -> None:
 
 
 def test_other_users_items_and_jobs_are_not_found_or_forbidden(
-    client: TestClient, app: object, user: str, make_user: Callable[..., Headers]
+    client: TestClient, app: FastAPI, user: str, make_user: Callable[..., Headers]
 ) -> None:
     client.post(f"{UI}/items", data={"title": "Alice's", "csrf_token": user})
     item_path = re.search(r'href="(/ui/items/[0-9a-f-]{36})"', client.get(f"{UI}/items").text)
     assert item_path
     make_user("bob", PASSWORD)
-    with TestClient(app) as bob:  # type: ignore[arg-type]
+    with TestClient(app) as bob:
         token = sign_in(bob, "bob", PASSWORD)
         assert bob.get(item_path.group(1)).status_code == 403
         response = bob.post(item_path.group(1), data={"title": "Mine", "csrf_token": token})
@@ -276,7 +277,7 @@ def test_other_users_items_and_jobs_are_not_found_or_forbidden(
 
 
 def test_superuser_creates_and_deactivates_users(
-    client: TestClient, admin: str, app: object
+    client: TestClient, admin: str, app: FastAPI
 ) -> None:
     bad = client.post(
         f"{UI}/users",
@@ -290,7 +291,7 @@ def test_superuser_creates_and_deactivates_users(
     assert "User created." in made.text
     again = client.post(f"{UI}/users", data={**carol, "csrf_token": admin})
     assert again.status_code == 409
-    with TestClient(app) as carol:  # type: ignore[arg-type]
+    with TestClient(app) as carol:
         sign_in(carol, "carol", PASSWORD)
         assert carol.get(f"{UI}/items", follow_redirects=False).status_code == 200
         form = re.search(

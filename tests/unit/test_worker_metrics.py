@@ -162,7 +162,7 @@ def test_a_celery_task_run_is_counted_through_the_signals(tmp_path: Path) -> Non
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     app = make_celery(settings)
 
-    @app.task(name="shipshape.test_signals")
+    @app.task(name="shipshape.test_signals")  # type: ignore[untyped-decorator]  # Celery: untyped
     def sample(fail: bool) -> None:
         if fail:
             raise ValueError("no")
