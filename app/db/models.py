@@ -58,7 +58,7 @@ class User(Base):
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
     # Raised by every change that must sign the user out everywhere (new password,
     # deactivation): an access token carries the version it was issued under and is refused
-    # once it differs (app/services/accounts.py).
+    # once it differs (`revoke_credentials`, app/services/users.py).
     credential_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
