@@ -29,11 +29,12 @@ def link_header(request: Request, following: str | None, preceding: str | None) 
     if not following and not preceding:
         return {}
     # The request's own query with its cursor replaced, as URL.include_query_params makes it
-    # (that parsed the URL and its query again for each link: 20 µs a page).
+    # (that parsed the URL and its query again for each link: 20 µs a page). The rest of the
+    # query is encoded once; a cursor is URL-safe base64, which urlencode leaves as it is.
     kept = [(key, value) for key, value in request.query_params.multi_items() if key != "cursor"]
-    path = request.url.path
+    start = f"{request.url.path}?{urlencode(kept)}&" if kept else f"{request.url.path}?"
     links = [
-        f'<{path}?{urlencode([*kept, ("cursor", cursor)])}>; rel="{rel}"'
+        f'<{start}cursor={cursor}>; rel="{rel}"'
         for rel, cursor in (("next", following), ("prev", preceding))
         if cursor
     ]
