@@ -79,11 +79,13 @@ def create_user(
     return _in_database(settings, write)
 
 
-def create_items(settings: Settings, owner: uuid.UUID, titles: Iterable[str]) -> list[uuid.UUID]:
+def create_items(
+    settings: Settings, owner: uuid.UUID, titles: Iterable[str], *, at: datetime | None = None
+) -> list[uuid.UUID]:
     """`add_items` in the database of `settings`; their ids."""
 
     async def write(session: AsyncSession) -> list[uuid.UUID]:
-        return [item.id for item in await add_items(session, owner, titles)]
+        return [item.id for item in await add_items(session, owner, titles, at=at)]
 
     return _in_database(settings, write)
 

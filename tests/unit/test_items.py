@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.db.base import utcnow
 from app.services.pagination import CURSOR_LIFETIME, CursorCodec, Direction, Position
+from tests.factories import create_items
 from tests.helpers import Headers
 
 
@@ -183,17 +184,32 @@ def test_a_cursor_from_elsewhere_is_refused(
     )
 
 
-def test_the_page_is_exactly_what_its_schema_serializes(client: TestClient, make_user) -> None:
+def test_the_page_is_exactly_what_its_schema_serializes(
+    client: TestClient, make_user, settings: Settings
+) -> None:
     """The listing writes its rows to JSON without a validation pass (they come from the
-    database): the bytes must be those ItemPage itself would write for them."""
+    database): the bytes must be those ItemPage itself would write for them, for whatever
+    text the table holds and times with and without microseconds."""
     from app.schemas.items import ItemPage
 
     alice = make_user("alice")
     for payload in ({"title": "plain"}, {"title": "ünïcødé ✓", "description": 'a "quote"\n'}):
         assert client.post("/api/v1/items", json=payload, headers=alice).status_code == 201
-    body = client.get("/api/v1/items", headers=alice).content
-    assert body == ItemPage.model_validate_json(body).model_dump_json().encode()
-    assert b'"description":null' in body
+    owner = uuid.UUID(client.get("/api/v1/users/me", headers=alice).json()["id"])
+    odd = ["back\\slash", "tab\tand\x01control", "line\u2028separator", "emoji 😀", "</script>"]
+    create_items(settings, owner, odd, at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    for path in ("/api/v1/items", "/api/v1/items?limit=3"):
+        page = client.get(path, headers=alice)
+        while True:
+            body = page.content
+            assert body == ItemPage.model_validate_json(body).model_dump_json().encode()
+            following = page.json()["next"]
+            if following is None:
+                break
+            page = client.get(f"/api/v1/items?limit=3&cursor={following}", headers=alice)
+    whole = client.get("/api/v1/items", headers=alice).content
+    assert b'"description":null' in whole
+    assert b'"created_at":"2026-01-02T03:04:05Z"' in whole
 
 
 @pytest.mark.parametrize(
