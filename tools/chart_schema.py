@@ -5,7 +5,8 @@
 
 `config` lists every plain setting of the service with its type and bounds (from the
 Settings class), so a wrong value is refused before anything renders; `secrets.files` lists
-the secrets, which reach the pods only as files. A test fails when the file is out of step.
+the secrets, which reach the pods only as files; and `extraEnv` refuses the settings' names.
+A test fails when the file is out of step.
 """
 
 from __future__ import annotations
@@ -64,10 +65,20 @@ def secret_files() -> list[str]:
     return [name for name, field in Settings.model_fields.items() if is_secret(field)]
 
 
+def setting_variables() -> list[str]:
+    """Every variable the service reads: each setting, and each one's <NAME>_FILE."""
+    names = [name.upper() for name in Settings.model_fields]
+    return sorted([*names, *(f"{name}_FILE" for name in names)])
+
+
 def render(current: dict[str, Any]) -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(json.dumps(current))
     schema["properties"]["config"]["properties"] = config_properties()
     schema["properties"]["secrets"]["properties"]["files"]["items"]["enum"] = secret_files()
+    # A setting given as extraEnv would pass around `config`'s checks, and a secret would
+    # become an environment variable: extraEnv takes other names only.
+    name = schema["definitions"]["envVar"]["items"]["properties"]["name"]
+    name["not"] = {"enum": setting_variables()}
     return schema
 
 

@@ -27,6 +27,22 @@ _TRIAL_SECRETS = {
     )
 }
 
+# A container as hardened as the chart's own: what an init container or a sidecar needs to
+# pass the chart's checks (checkov) beside them.
+HARDENED: dict[str, Any] = {
+    "image": "busybox@sha256:" + "cd" * 32,
+    "imagePullPolicy": "Always",
+    "securityContext": {
+        "runAsNonRoot": True, "runAsUser": 10001, "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                  "limits": {"cpu": "100m", "memory": "32Mi"}},
+    "livenessProbe": {"exec": {"command": ["true"]}},
+    "readinessProbe": {"exec": {"command": ["true"]}},
+}  # fmt: skip
+
 # The default values and the shapes the chart's options give it.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -42,6 +58,39 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "ingress": {"enabled": False},
         "baseUrl": "https://api.internal.example.com",
         "networkPolicy": {"enabled": False},
+    },
+    "every-pod-option": {
+        "app": {
+            "podAntiAffinityPreset": "hard",
+            "topologySpread": {"nodes": True, "zones": False},
+            "priorityClassName": "shipshape-critical",
+            "podLabels": {"team": "payments"},
+            "extraEnv": [{"name": "TZ", "value": "UTC"}],
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "company-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/company-ca", "readOnly": True}],
+            "initContainers": [HARDENED | {"name": "wait", "command": ["true"]}],
+            "sidecars": [HARDENED | {"name": "proxy", "command": ["sleep", "infinity"]}],
+            "probes": {
+                "startup": {"periodSeconds": 3, "timeoutSeconds": 2, "failureThreshold": 40},
+                "liveness": {"periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 4},
+                "readiness": {"periodSeconds": 7, "timeoutSeconds": 4, "failureThreshold": 3},
+            },
+        },
+        "worker": {
+            "podAntiAffinityPreset": "",
+            "topologySpread": {"nodes": False, "zones": True},
+            "podLabels": {"team": "payments"},
+            "autoscaling": {"enabled": True, "queue": {"enabled": True, "jobsPerReplica": 25}},
+            "podDisruptionBudget": {"enabled": False},
+            "probes": {
+                "liveness": {"periodSeconds": 60, "timeoutSeconds": 25, "failureThreshold": 2},
+                "readiness": {"periodSeconds": 45, "timeoutSeconds": 25, "failureThreshold": 2},
+            },
+        },
+        "service": {
+            "type": "LoadBalancer",
+            "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"},
+        },
     },
     "pinned-and-external": {
         "image": {"digest": "sha256:" + "ab" * 32},

@@ -234,6 +234,7 @@ def test_the_default_render_is_what_docs_promise() -> None:
     assert kinds == sorted(
         ["ConfigMap", "Deployment", "Deployment", "Ingress", "Job", "NetworkPolicy",
          "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget",
+         "PodDisruptionBudget",
          "Service", "ServiceAccount"]
     )  # fmt: skip
     rendered = yaml.safe_dump_all(objects("default"))

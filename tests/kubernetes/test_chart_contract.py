@@ -100,8 +100,8 @@ def test_updates_keep_capacity_and_stops_outlast_the_drain() -> None:
     assert worker["terminationGracePeriodSeconds"] >= int(
         STACK["worker"]["stop_grace_period"].rstrip("s")
     )
-    (pdb,) = by_kind("default", "PodDisruptionBudget")
-    assert pdb["spec"]["selector"] == app["spec"]["selector"]
+    budgets = {b["metadata"]["name"]: b for b in by_kind("default", "PodDisruptionBudget")}
+    assert budgets["shipshape"]["spec"]["selector"] == app["spec"]["selector"]
 
 
 def test_every_setting_is_settable_once_and_nothing_else() -> None:
@@ -132,16 +132,19 @@ def test_secrets_reach_the_pods_only_as_files(value_set: str) -> None:
         mounted = {
             f"{m['mountPath']}/{item['path']}"
             for c in spec["containers"]
-            for m in c["volumeMounts"]
+            for m in c.get("volumeMounts", [])
             if "secret" in volumes[m["name"]]
             for item in volumes[m["name"]]["secret"]["items"]
         }
-        for container in spec["containers"]:
-            secret_mounts = [m for m in container["volumeMounts"] if "secret" in volumes[m["name"]]]
-            # Read-only, at the path the *_FILE settings name, and only readable by the pod.
-            assert [(m["mountPath"], m.get("readOnly")) for m in secret_mounts] == [
-                ("/run/secrets", True)
-            ], component
+        for container in [*spec["containers"], *spec.get("initContainers", [])]:
+            mounts = container.get("volumeMounts", [])
+            secret_mounts = [m for m in mounts if "secret" in volumes[m["name"]]]
+            # The chart's container: read-only, at the path the *_FILE settings name, and
+            # only readable by the pod. A user's sidecar mounts what it was given.
+            if container["name"] == component:
+                assert [(m["mountPath"], m.get("readOnly")) for m in secret_mounts] == [
+                    ("/run/secrets", True)
+                ], component
             for m in secret_mounts:
                 assert volumes[m["name"]]["secret"].get("defaultMode", 0o644) & 0o007 == 0
             assert all("secretRef" not in source for source in container.get("envFrom", []))
@@ -150,8 +153,11 @@ def test_secrets_reach_the_pods_only_as_files(value_set: str) -> None:
                 assert env["name"] not in SECRETS, f"{component}: {env['name']} as a variable"
                 if env["name"].endswith("_FILE"):
                     assert env["value"] in mounted, f"{component}: {env['name']} names no file"
-            file_vars = {e["name"][: -len("_FILE")].lower() for e in container.get("env", [])}
-            assert {Path(p).name for p in mounted} == file_vars & {Path(p).name for p in mounted}
+            if container["name"] == component:  # every file it mounts, a *_FILE names
+                env = container.get("env", [])
+                file_vars = {e["name"][: -len("_FILE")].lower() for e in env}
+                names = {Path(p).name for p in mounted}
+                assert names == file_vars & names
 
 
 def test_each_role_gets_the_secrets_it_gets_in_the_swarm_stack() -> None:

@@ -188,3 +188,90 @@ checksum/config: {{ include "shipshape.settings" . | sha256sum }}
 checksum/secret: {{ toJson .Values.secrets.values | sha256sum }}
 {{- end }}
 {{- end }}
+
+{{/*
+What users of well-kept charts set on a pod, the same way for the app and the worker:
+`component` is "app" or "worker", `root` the chart's context. Each reads the component's
+values (podLabels, priorityClassName, extraEnv, extraVolumes, extraVolumeMounts,
+initContainers, sidecars, podAntiAffinityPreset, topologySpread).
+*/}}
+{{- define "shipshape.componentLabels" -}}
+{{ include "shipshape.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "shipshape.podLabels" -}}
+{{ include "shipshape.componentLabels" . }}
+{{- with (index .root.Values .component).podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Replicas spread over nodes, and over zones where the nodes carry one. */}}
+{{- define "shipshape.topologySpread" -}}
+{{- $values := index .root.Values .component }}
+{{- $keys := list }}
+{{- if $values.topologySpread.nodes }}{{ $keys = append $keys "kubernetes.io/hostname" }}{{ end }}
+{{- if $values.topologySpread.zones }}{{ $keys = append $keys "topology.kubernetes.io/zone" }}{{ end }}
+{{- range $keys }}
+- maxSkew: 1
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "shipshape.componentLabels" $ | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* `affinity` as given, or the anti-affinity preset: soft prefers, hard requires, one
+replica per node. */}}
+{{- define "shipshape.affinity" -}}
+{{- $values := index .root.Values .component }}
+{{- if $values.affinity }}
+{{- toYaml $values.affinity }}
+{{- else if eq $values.podAntiAffinityPreset "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "shipshape.componentLabels" . | nindent 10 }}
+{{- else if eq $values.podAntiAffinityPreset "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "shipshape.componentLabels" . | nindent 12 }}
+{{- end }}
+{{- end }}
+
+{{/* The pod spec's scheduling and extras, after `containers`. */}}
+{{- define "shipshape.podExtras" -}}
+{{- $values := index .root.Values .component }}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (include "shipshape.topologySpread" . | trim) }}
+topologySpreadConstraints:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (include "shipshape.affinity" . | trim) }}
+affinity:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- with $values.initContainers }}
+initContainers:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

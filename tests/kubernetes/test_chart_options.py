@@ -1,0 +1,168 @@
+"""What users of well-kept charts set on the pods (labels, scheduling, extra containers,
+volumes and environment, probe timings, the Service, the worker's PDB and autoscaler):
+each value lands where it belongs, exactly, and the defaults spread the replicas."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.kubernetes.chart import CHART, HARDENED, VALUE_SETS, by_kind, pod_specs, render_raw
+from tests.kubernetes.test_chart import _refusal
+
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+SELECTOR = {"app.kubernetes.io/name": "shipshape", "app.kubernetes.io/instance": "shipshape"}
+
+
+def _templates(value_set: str) -> dict[str, dict[str, Any]]:
+    """Component -> pod template (metadata and spec) of the Deployments."""
+    return {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"][
+            "template"
+        ]
+        for d in by_kind(value_set, "Deployment")
+    }
+
+
+def _labels(component: str) -> dict[str, str]:
+    return {**SELECTOR, "app.kubernetes.io/component": component}
+
+
+def test_by_default_replicas_spread_over_nodes_and_zones_preferring_a_node_each() -> None:
+    specs = pod_specs("default")
+    for component in ("app", "worker"):
+        spec = specs[component]
+        assert spec["topologySpreadConstraints"] == [
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": _labels(component)}}
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ]  # fmt: skip
+        assert spec["affinity"] == {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": _labels(component)}}}
+                ]
+            }
+        }  # fmt: skip
+        assert "priorityClassName" not in spec
+        assert "initContainers" not in spec
+        assert [c["name"] for c in spec["containers"]] == [component]
+    budgets = {b["metadata"]["name"]: b["spec"] for b in by_kind("default", "PodDisruptionBudget")}
+    assert budgets == {
+        "shipshape": {"maxUnavailable": 1, "selector": {"matchLabels": _labels("app")}},
+        "shipshape-worker": {"maxUnavailable": 1, "selector": {"matchLabels": _labels("worker")}},
+    }
+    [service] = by_kind("default", "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert "annotations" not in service["metadata"]
+
+
+def test_every_pod_option_lands_where_it_belongs() -> None:
+    options = VALUE_SETS["every-pod-option"]
+    templates = _templates("every-pod-option")
+    app, worker = templates["app"], templates["worker"]
+    assert app["metadata"]["labels"] == {**_labels("app"), "team": "payments"}
+    assert worker["metadata"]["labels"] == {**_labels("worker"), "team": "payments"}
+    spec = app["spec"]
+    assert spec["priorityClassName"] == "shipshape-critical"
+    assert spec["affinity"] == {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname",
+             "labelSelector": {"matchLabels": _labels("app")}}]}
+    }  # fmt: skip
+    assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == [
+        "kubernetes.io/hostname"
+    ]
+    assert spec["initContainers"] == options["app"]["initContainers"]
+    main, sidecar = spec["containers"]
+    assert main["name"] == "app"
+    assert sidecar == HARDENED | {
+        "name": "proxy",
+        "command": ["sleep", "infinity"],
+    }
+    assert main["env"][-1] == {"name": "TZ", "value": "UTC"}
+    assert all(e["name"].endswith("_FILE") for e in main["env"][:-1])  # the secrets first
+    assert main["volumeMounts"][-1] == options["app"]["extraVolumeMounts"][0]
+    assert spec["volumes"][-1] == options["app"]["extraVolumes"][0]
+    for probe in ("startup", "liveness", "readiness"):
+        given = DEFAULTS["app"]["probes"][probe] | options["app"]["probes"][probe]
+        found = main[f"{probe}Probe"]
+        assert {k: v for k, v in found.items() if k != "httpGet"} == given
+        assert found["httpGet"]["path"] == ("/ready" if probe == "readiness" else "/live")
+    # The worker: no preset, zones only, its probes' timings, no budget, scaled on the queue.
+    wspec = worker["spec"]
+    assert "affinity" not in wspec
+    assert [c["topologyKey"] for c in wspec["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone"
+    ]
+    [wmain] = wspec["containers"]
+    for probe in ("liveness", "readiness"):
+        found = wmain[f"{probe}Probe"]
+        merged = DEFAULTS["worker"]["probes"][probe] | options["worker"]["probes"][probe]
+        assert {k: v for k, v in found.items() if k != "exec"} == merged
+    [deployment] = [d for d in by_kind("every-pod-option", "Deployment")
+                    if d["metadata"]["name"] == "shipshape-worker"]  # fmt: skip
+    assert "replicas" not in deployment["spec"]  # the autoscaler's
+    [budget] = by_kind("every-pod-option", "PodDisruptionBudget")
+    assert budget["metadata"]["name"] == "shipshape"
+    [scaler] = by_kind("every-pod-option", "HorizontalPodAutoscaler")
+    assert scaler["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shipshape-worker"},
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "metrics": [{"type": "External", "external": {
+            "metric": {"name": "shipshape_jobs_queued",
+                       "selector": {"matchLabels": {"state": "queued"}}},
+            "target": {"type": "AverageValue", "averageValue": "25"}}}],
+    }  # fmt: skip
+    [service] = by_kind("every-pod-option", "Service")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["metadata"]["annotations"] == options["service"]["annotations"]
+
+
+def test_the_worker_scales_on_cpu_unless_told_the_queue_metric() -> None:
+    rendered = render_raw({"worker": {"autoscaling": {"enabled": True}}})
+    [text] = [t for name, t in rendered.items() if name.endswith("hpa.yaml")]
+    assert "name: shipshape-worker" in text
+    assert "averageUtilization: 80" in text
+    assert "External" not in text
+
+
+def test_a_given_affinity_replaces_the_preset() -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "pool", "operator": "In", "values": ["web"]}]}]}}}  # fmt: skip
+    rendered = render_raw({"app": {"affinity": affinity, "podAntiAffinityPreset": "hard"}})
+    [text] = [t for name, t in rendered.items() if name.endswith("deployment-app.yaml")]
+    assert "nodeAffinity" in text
+    assert "podAntiAffinity" not in text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"app": {"podAntiAffinityPreset": "sometimes"}}, r"podAntiAffinityPreset"),
+        ({"worker": {"extraEnv": [{"value": "x"}]}}, r"extraEnv.*name"),
+        ({"app": {"extraEnv": [{"name": "1BAD", "value": "x"}]}}, r"extraEnv.*name"),
+        ({"app": {"extraEnv": [{"name": "DB_PASSWORD", "value": "x"}]}}, r"extraEnv.*name"),
+        ({"worker": {"extraEnv": [{"name": "SECRET_KEY_FILE", "value": "/x"}]}}, r"extraEnv"),
+        ({"app": {"extraEnv": [{"name": "LOG_LEVEL", "value": "debug"}]}}, r"extraEnv"),
+        ({"service": {"type": "ExternalName"}}, r"service.*type"),
+        ({"app": {"probes": {"liveness": {"periodSeconds": 0}}}}, r"periodSeconds"),
+        ({"worker": {"probes": {"liveness": {"exec": {"command": ["true"]}}}}}, r"exec"),
+        ({"worker": {"topologySpread": {"zones": "yes"}}}, r"zones"),
+        ({"app": {"sidecars": {"name": "x"}}}, r"sidecars"),
+    ],
+    ids=["preset", "env-without-name", "env-name", "env-secret", "env-secret-file",
+         "env-setting", "service-type", "probe-period",
+         "probe-handler", "spread", "sidecars-not-a-list"],
+)  # fmt: skip
+def test_the_schema_refuses_a_wrong_pod_option_naming_it(
+    values: dict[str, Any], message: str
+) -> None:
+    assert re.search(message, _refusal(values), re.S), _refusal(values)
