@@ -148,8 +148,8 @@ seccompProfile:
 
 {{/* checkov skips that hold for every workload of the chart, with the reason. */}}
 {{- define "shipshape.checkovSkips" -}}
-checkov.io/skip1: CKV_K8S_43=Images are pinned by an immutable release tag; image.digest pins a digest when set
-checkov.io/skip2: CKV_K8S_15=Release tags are immutable, so IfNotPresent pulls the same image as Always
+checkov.io/skip1: CKV_K8S_43=image.digest pins the image by digest, as docs/kubernetes.md recommends; a tag is the user's choice
+checkov.io/skip2: CKV_K8S_15=IfNotPresent is right for a digest or a version tag; a moving tag needs image.digest or pullPolicy Always
 {{- end }}
 
 {{/* Writable paths: a small /tmp in memory, and the shared files volume. */}}
