@@ -31,6 +31,8 @@ CHART_SETTINGS = {
     "REDIS_HOST": "redis.host",
     "REDIS_PORT": "redis.port",
     "PORT": "app.port",
+    "FORWARDED_ALLOW_IPS": "trustedProxies (auto: * while the NetworkPolicies admit only the "
+    "ingress controller)",
     "UPLOADS_DIR": "the files volume, mounted at /app/uploads",
     "STORAGE_DIR": "the files volume, mounted at /app/storage",
     "RUN_MIGRATIONS": "migrations.enabled (the Job migrates, so the app does not)",

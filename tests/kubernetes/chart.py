@@ -58,6 +58,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "ingress": {"enabled": False},
         "baseUrl": "https://api.internal.example.com",
         "networkPolicy": {"enabled": False},
+        "trustedProxies": "10.42.0.0/16",
     },
     "every-pod-option": {
         "app": {

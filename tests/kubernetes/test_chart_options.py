@@ -166,3 +166,24 @@ def test_the_schema_refuses_a_wrong_pod_option_naming_it(
     values: dict[str, Any], message: str
 ) -> None:
     assert re.search(message, _refusal(values), re.S), _refusal(values)
+
+
+def _configmap(values: dict[str, Any]) -> dict[str, str]:
+    rendered = render_raw(values)
+    [text] = [t for name, t in rendered.items() if name.endswith("configmap.yaml")]
+    data: dict[str, str] = yaml.safe_load(text)["data"]
+    return data
+
+
+def test_forwarded_headers_are_believed_from_any_peer_only_behind_the_network_policy() -> None:
+    """FORWARDED_ALLOW_IPS decides the client address logins are throttled by: `*` is safe
+    only while the NetworkPolicy admits the ingress controller alone."""
+    assert _configmap({})["FORWARDED_ALLOW_IPS"] == "*"
+    off = {"networkPolicy": {"enabled": False}}
+    message = _refusal(off)
+    assert "trustedProxies" in message
+    assert "networkPolicy.enabled false" in message
+    given = _configmap({**off, "trustedProxies": "10.42.0.0/16"})
+    assert given["FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
+    assert _configmap({**off, "trustedProxies": ""})["FORWARDED_ALLOW_IPS"] == ""
+    assert "FORWARDED_ALLOW_IPS" in _refusal({"config": {"FORWARDED_ALLOW_IPS": "*"}})

@@ -71,10 +71,21 @@ DB_USER: {{ .Values.database.user | quote }}
 REDIS_HOST: {{ .Values.redis.host | quote }}
 REDIS_PORT: {{ .Values.redis.port | quote }}
 PORT: {{ .Values.app.port | quote }}
+FORWARDED_ALLOW_IPS: {{ include "shipshape.trustedProxies" . | quote }}
 UPLOADS_DIR: "/app/uploads"
 STORAGE_DIR: "/app/storage"
 {{- /* The migrations Job migrates; the app's start does not (RUN_MIGRATIONS). */}}
 RUN_MIGRATIONS: {{ (not .Values.migrations.enabled) | quote }}
+{{- end }}
+
+{{- define "shipshape.trustedProxies" -}}
+{{- if ne .Values.trustedProxies "auto" }}
+{{- .Values.trustedProxies }}
+{{- else if .Values.networkPolicy.enabled }}
+{{- "*" }}
+{{- else }}
+{{- fail "trustedProxies: with networkPolicy.enabled false any pod could claim any client address; give the ingress controller pods' addresses (a CIDR), or \"\" to believe no proxy" }}
+{{- end }}
 {{- end }}
 
 {{/* All plain settings, as ConfigMap data. */}}
