@@ -232,7 +232,7 @@ def test_ingress_off_needs_a_base_url() -> None:
 def test_the_default_render_is_what_docs_promise() -> None:
     kinds = sorted(o["kind"] for o in objects("default"))
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "Deployment", "Ingress", "Job", "NetworkPolicy",
+        ["ConfigMap", "Deployment", "Deployment", "Ingress", "Ingress", "Job", "NetworkPolicy",
          "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget",
          "PodDisruptionBudget",
          "Service", "ServiceAccount"]

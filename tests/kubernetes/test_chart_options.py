@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubernetes.chart import CHART, HARDENED, VALUE_SETS, by_kind, pod_specs, render_raw
+from tests.kubernetes.chart import CHART, HARDENED, ROOT, VALUE_SETS, by_kind, pod_specs, render_raw
 from tests.kubernetes.test_chart import _refusal
 
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -187,3 +187,33 @@ def test_forwarded_headers_are_believed_from_any_peer_only_behind_the_network_po
     assert given["FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
     assert _configmap({**off, "trustedProxies": ""})["FORWARDED_ALLOW_IPS"] == ""
     assert "FORWARDED_ALLOW_IPS" in _refusal({"config": {"FORWARDED_ALLOW_IPS": "*"}})
+
+
+def test_sign_in_paths_are_limited_at_the_ingress_as_the_compose_nginx_limits_them() -> None:
+    """ingress-nginx's limit annotations on an Ingress of the sign-in paths alone, at the
+    compose stack's nginx rate and burst (AUTH_RATE_LIMIT, `burst=10`)."""
+    ingresses = {i["metadata"]["name"]: i for i in by_kind("default", "Ingress")}
+    login = ingresses["shipshape-login"]
+    notes = login["metadata"]["annotations"]
+    rps = int(notes["nginx.ingress.kubernetes.io/limit-rps"])
+    burst = rps * int(notes["nginx.ingress.kubernetes.io/limit-burst-multiplier"])
+    compose = (ROOT / "docker-compose.prod.yml").read_text()
+    nginx = (ROOT / "docker" / "nginx" / "templates" / "default.conf.template").read_text()
+    rate = re.search(r"AUTH_RATE_LIMIT=\$\{AUTH_RATE_LIMIT:-(\d+)r/s\}", compose)
+    assert rate is not None
+    assert rps == int(rate[1])
+    assert re.findall(r"limit_req zone=auth burst=(\d+)", nginx) == [str(burst)] * 2
+    [rule] = login["spec"]["rules"]
+    assert rule["host"] == ingresses["shipshape"]["spec"]["rules"][0]["host"]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {("/api/v1/auth/", "Prefix"), ("/ui/login", "Exact")}
+    assert {p["backend"]["service"]["name"] for p in rule["http"]["paths"]} == {"shipshape"}
+    assert login["spec"]["tls"] == ingresses["shipshape"]["spec"]["tls"]
+    assert "cert-manager.io/cluster-issuer" not in notes  # one certificate, the main Ingress's
+    for values in (
+        {"ingress": {"loginRateLimit": {"enabled": False}}},
+        {"ingress": {"className": "traefik"}},  # the annotations are ingress-nginx's
+    ):
+        rendered = render_raw(values)
+        [text] = [t for name, t in rendered.items() if name.endswith("ingress.yaml")]
+        assert "shipshape-login" not in text
