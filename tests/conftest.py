@@ -37,8 +37,9 @@ TIERS = (
     "stack",
     "swarm",
     "bench",
+    "pods",
 )
-ENGINE_TIERS = ("integration", "container", "stack", "swarm", "bench")
+ENGINE_TIERS = ("integration", "container", "stack", "swarm", "bench", "pods")
 CLI_TIERS = ("compose",)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +80,7 @@ def _tier(item: pytest.Item) -> str | None:
 
 # The Docker tiers whose files take longest, first: `make test` spreads those tiers' files over
 # processes in collection order, so the longest start first and the short ones fill in.
-SLOWEST_FIRST = ("stack", "bench", "integration", "container", "compose")
+SLOWEST_FIRST = ("stack", "bench", "pods", "integration", "container", "compose")
 
 
 def _start_order(item: pytest.Item) -> int:

@@ -12,8 +12,9 @@ BUILD_VERSION = "9.9.9-test"
 GIT_COMMIT = "c0ffee1"
 
 
-@pytest.fixture(scope="session")
-def prod_image() -> str:
+def build_prod_image() -> str:
+    """The production image of this checkout, stamped with a test version (cached by
+    BuildKit: the tiers that need it build it once per engine)."""
     docker(
         "build",
         "--file", str(ROOT / "docker/Dockerfile.prod"),
@@ -24,6 +25,11 @@ def prod_image() -> str:
         str(ROOT),
     )  # fmt: skip
     return PROD_IMAGE
+
+
+@pytest.fixture(scope="session")
+def prod_image() -> str:
+    return build_prod_image()
 
 
 @pytest.fixture(scope="session")
