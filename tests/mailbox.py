@@ -96,6 +96,8 @@ def smtp_server(
 class Certificates:
     ca_file: Path  # what a client trusts
     server: ssl.SSLContext  # what the server presents: a certificate for 127.0.0.1
+    cert_file: Path  # the same certificate, and its key, as files for a server in a container
+    key_file: Path
 
 
 def certificates(folder: Path) -> Certificates:
@@ -163,4 +165,14 @@ def certificates(folder: Path) -> Certificates:
     )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(chain)
-    return Certificates(ca_file=ca_file, server=server)
+    cert_file = folder / "server.crt"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file = folder / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Certificates(ca_file=ca_file, server=server, cert_file=cert_file, key_file=key_file)

@@ -14,13 +14,14 @@ import ipaddress
 import os
 import re
 import secrets
+import ssl
 import tomllib
 from enum import StrEnum
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -63,6 +64,16 @@ class SmtpSecurity(StrEnum):
     STARTTLS = "starttls"  # plain connection upgraded with STARTTLS, refused without it
     TLS = "tls"  # TLS from the first byte (implicit TLS, usually port 465)
     NONE = "none"  # no encryption: a relay on the same host or private network only
+
+
+class DbSslMode(StrEnum):
+    """How the connection to Postgres is protected, as libpq's `sslmode` names it."""
+
+    DISABLE = "disable"  # never TLS
+    PREFER = "prefer"  # TLS when the server offers it, unverified (the driver's default)
+    REQUIRE = "require"  # always TLS, the certificate not verified
+    VERIFY_CA = "verify-ca"  # always TLS, the certificate signed by DB_SSL_ROOT_CERT's CA
+    VERIFY_FULL = "verify-full"  # verify-ca, and the certificate names the host
 
 
 class Environment(StrEnum):
@@ -210,6 +221,16 @@ class Settings(BaseSettings):
         description="Extra connections under load, closed again on return; 0 makes requests "
         "wait for a pooled one instead of paying a new connection each.",
     )
+    db_sslmode: DbSslMode = Field(
+        DbSslMode.PREFER,
+        description="TLS to Postgres, as libpq's sslmode: disable, prefer, require, verify-ca "
+        "or verify-full (a managed database: verify-full with its CA in DB_SSL_ROOT_CERT).",
+    )
+    db_ssl_root_cert: str = Field(
+        "",
+        description="CA bundle (PEM) Postgres's certificate is verified against under "
+        "verify-ca and verify-full; empty: the system's.",
+    )
     db_echo: bool = Field(False, description="Log every SQL statement (development only).")
     db_connect_timeout_seconds: float = Field(
         3.0,
@@ -243,6 +264,16 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, ge=1, le=65535, description="Redis port.")
     redis_password: str = _secret("Redis password.", default="")
     redis_db: int = Field(0, ge=0, le=15, description="Redis database number for the cache.")
+    redis_tls: bool = Field(
+        False,
+        description="TLS to the REDIS_* server (rediss://), its certificate and host name "
+        "verified. A full REDIS_URL says rediss:// itself.",
+    )
+    redis_ca_file: str = Field(
+        "",
+        description="CA bundle (PEM) Redis's certificate is verified against with "
+        "REDIS_TLS; empty: the system's.",
+    )
 
     # --- Background jobs (Celery) and cache ---------------------------------------------
     celery_broker_url: str = _secret(
@@ -658,6 +689,7 @@ class Settings(BaseSettings):
                 f"WEBUI_BASE_URL's path {self.ui_path} is one the service already answers: "
                 "use another, e.g. /ui"
             )
+        self._check_ca_files()
         if self.is_strict:
             self._refuse_weak_secrets()
         else:
@@ -669,6 +701,20 @@ class Settings(BaseSettings):
             self.jwt_secret_key = self.jwt_secret_key or self.secret_key
             self.admin_password = self.admin_password or DEV_ADMIN_PASSWORD
         return self
+
+    def _check_ca_files(self) -> None:
+        """A CA bundle that is named is readable PEM: refused at start, not at the first
+        connection (where it would read as the database or Redis being down)."""
+        named = {"DB_SSL_ROOT_CERT": self.db_ssl_root_cert, "REDIS_CA_FILE": self.redis_ca_file}
+        for var, path in named.items():
+            if not path:
+                continue
+            try:
+                ssl.create_default_context(cafile=path)
+            except ssl.SSLError:  # an OSError too: before it
+                raise ConfigError(f"{var}={path} holds no PEM certificate") from None
+            except OSError as exc:
+                raise ConfigError(f"{var}={path} cannot be read: {exc.strerror or exc}") from None
 
     def _refuse_weak_secrets(self) -> None:
         if self.debug:
@@ -742,7 +788,14 @@ class Settings(BaseSettings):
             return self.redis_url
         if self.redis_host:
             auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
-            return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+            where = f"{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+            if not self.redis_tls:
+                return f"redis://{where}"
+            # Understood alike by redis-py, Celery's broker and result backend and `limits`.
+            verify = {"ssl_cert_reqs": "required", "ssl_check_hostname": "true"}
+            if self.redis_ca_file:
+                verify["ssl_ca_certs"] = self.redis_ca_file
+            return f"rediss://{where}?{urlencode(verify)}"
         return None
 
     def _redis_db_url(self, db: int) -> str | None:

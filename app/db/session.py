@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 from sqlalchemy.util import await_only
 
 from app.core import metrics
-from app.core.config import ConfigError, Settings
+from app.core.config import ConfigError, DbSslMode, Settings
 from app.core.logging import describe_error
 
 
@@ -98,8 +99,29 @@ def create_engine(settings: Settings, workload: Workload = Workload.REQUESTS) ->
     return engine
 
 
+def postgres_ssl(settings: Settings) -> ssl.SSLContext | str | bool:
+    """asyncpg's `ssl` for DB_SSLMODE, as libpq reads sslmode (DB_SSL_ROOT_CERT: the CA,
+    empty for the system's)."""
+    mode = settings.db_sslmode
+    if mode is DbSslMode.DISABLE:
+        return False
+    if mode is DbSslMode.PREFER:
+        return "prefer"
+    if mode is DbSslMode.REQUIRE:
+        encrypted = ssl.create_default_context()
+        encrypted.check_hostname = False
+        encrypted.verify_mode = ssl.CERT_NONE
+        return encrypted
+    verified = ssl.create_default_context(cafile=settings.db_ssl_root_cert or None)
+    verified.check_hostname = mode is DbSslMode.VERIFY_FULL
+    return verified
+
+
 def postgres_connect_args(settings: Settings, workload: Workload) -> dict[str, Any]:
-    args: dict[str, Any] = {"timeout": settings.db_connect_timeout_seconds}
+    args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        "ssl": postgres_ssl(settings),
+    }
     bound = statement_timeout(settings, workload)
     if bound is not None:
         args["command_timeout"] = bound + CLIENT_TIMEOUT_MARGIN_SECONDS

@@ -276,3 +276,64 @@ def test_an_uninstalled_source_tree_reports_its_pyprojects_version(
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     assert module._source_version(tmp_path) is None
     assert module._source_version(tmp_path / "nowhere") is None
+
+
+def test_redis_tls_makes_a_verifying_rediss_url_for_every_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.mailbox import certificates
+
+    ca = certificates(tmp_path).ca_file
+    monkeypatch.setenv("REDIS_HOST", "cache.example.com")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss")
+    assert load_settings().resolved_redis_url == "redis://:p%40ss@cache.example.com:6379/0"
+    monkeypatch.setenv("REDIS_TLS", "true")
+    assert load_settings().resolved_redis_url == (
+        "rediss://:p%40ss@cache.example.com:6379/0?ssl_cert_reqs=required&ssl_check_hostname=true"
+    )
+    monkeypatch.setenv("REDIS_CA_FILE", str(ca))
+    settings = load_settings()
+    query = (
+        f"ssl_cert_reqs=required&ssl_check_hostname=true&ssl_ca_certs={str(ca).replace('/', '%2F')}"
+    )
+    assert settings.resolved_redis_url == f"rediss://:p%40ss@cache.example.com:6379/0?{query}"
+    # The broker and the result backend: the same server and checks, their own database.
+    assert settings.resolved_broker_url == f"rediss://:p%40ss@cache.example.com:6379/1?{query}"
+    assert settings.resolved_result_backend == f"rediss://:p%40ss@cache.example.com:6379/2?{query}"
+
+
+@pytest.mark.parametrize("var", ["DB_SSL_ROOT_CERT", "REDIS_CA_FILE"])
+def test_a_ca_file_that_cannot_serve_is_refused_at_start_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str
+) -> None:
+    monkeypatch.setenv(var, str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=rf"^{var}=.*missing.pem cannot be read: No such file"):
+        load_settings()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    monkeypatch.setenv(var, str(garbage))
+    with pytest.raises(ConfigError, match=rf"^{var}=.*garbage.pem holds no PEM certificate$"):
+        load_settings()
+
+
+def test_db_sslmode_takes_libpqs_names_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from app.db.session import postgres_ssl
+
+    monkeypatch.setenv("DB_HOST", "db")
+    assert postgres_ssl(load_settings()) == "prefer"
+    monkeypatch.setenv("DB_SSLMODE", "disable")
+    assert postgres_ssl(load_settings()) is False
+    monkeypatch.setenv("DB_SSLMODE", "require")
+    required = postgres_ssl(load_settings())
+    assert isinstance(required, ssl.SSLContext)
+    assert (required.verify_mode, required.check_hostname) == (ssl.CERT_NONE, False)
+    for mode, hostname in (("verify-ca", False), ("verify-full", True)):
+        monkeypatch.setenv("DB_SSLMODE", mode)
+        verified = postgres_ssl(load_settings())
+        assert isinstance(verified, ssl.SSLContext)
+        assert (verified.verify_mode, verified.check_hostname) == (ssl.CERT_REQUIRED, hostname)
+    monkeypatch.setenv("DB_SSLMODE", "verify_full")
+    with pytest.raises(ConfigError, match="DB_SSLMODE"):
+        load_settings()

@@ -114,6 +114,7 @@ def test_each_workload_bounds_its_statements_on_the_server_and_in_the_driver(
     assert statement_timeout(settings, Workload.MIGRATIONS) is None
     assert postgres_connect_args(settings, Workload.REQUESTS) == {
         "timeout": 2.0,
+        "ssl": "prefer",  # DB_SSLMODE's default, the driver's own
         "command_timeout": 5.0,  # for a server that does not answer at all
         "server_settings": {"statement_timeout": "4000"},
     }
@@ -122,6 +123,7 @@ def test_each_workload_bounds_its_statements_on_the_server_and_in_the_driver(
     }
     assert postgres_connect_args(settings, Workload.MIGRATIONS) == {
         "timeout": 2.0,
+        "ssl": "prefer",
         "server_settings": {"default_transaction_read_only": "off"},
     }
 
