@@ -30,6 +30,10 @@ CHART_SETTINGS = {
     "DB_USER": "database.user",
     "REDIS_HOST": "redis.host",
     "REDIS_PORT": "redis.port",
+    "DB_SSLMODE": "database.sslmode",
+    "DB_SSL_ROOT_CERT": "database.caSecret (mounted at /etc/shipshape/tls)",
+    "REDIS_TLS": "redis.tls",
+    "REDIS_CA_FILE": "redis.caSecret (mounted at /etc/shipshape/tls)",
     "PORT": "app.port",
     "FORWARDED_ALLOW_IPS": "trustedProxies (auto: * while the NetworkPolicies admit only the "
     "ingress controller)",

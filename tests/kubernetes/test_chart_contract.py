@@ -151,7 +151,8 @@ def test_secrets_reach_the_pods_only_as_files(value_set: str) -> None:
             for env in container.get("env", []):
                 assert "valueFrom" not in env, f"{component}: {env['name']} from a secret ref"
                 assert env["name"] not in SECRETS, f"{component}: {env['name']} as a variable"
-                if env["name"].endswith("_FILE"):
+                # A secret's file form (not a setting that names a file, as REDIS_CA_FILE).
+                if env["name"].removesuffix("_FILE") in SECRETS:
                     assert env["value"] in mounted, f"{component}: {env['name']} names no file"
             if container["name"] == component:  # every file it mounts, a *_FILE names
                 env = container.get("env", [])
@@ -189,7 +190,8 @@ def test_the_migrations_job_has_its_settings_inline() -> None:
     (job,) = by_kind("default", "Job")
     (configmap,) = by_kind("default", "ConfigMap")
     container = job["spec"]["template"]["spec"]["containers"][0]
-    inline = {e["name"]: e["value"] for e in container["env"] if not e["name"].endswith("_FILE")}
+    files = {f"{secret}_FILE" for secret in SECRETS}
+    inline = {e["name"]: e["value"] for e in container["env"] if e["name"] not in files}
     assert inline == configmap["data"]
     assert "envFrom" not in container
     assert "serviceAccountName" not in job["spec"]["template"]["spec"]

@@ -217,3 +217,65 @@ def test_sign_in_paths_are_limited_at_the_ingress_as_the_compose_nginx_limits_th
         rendered = render_raw(values)
         [text] = [t for name, t in rendered.items() if name.endswith("ingress.yaml")]
         assert "shipshape-login" not in text
+
+
+def test_a_managed_database_and_redis_are_reached_over_verified_tls_from_every_pod() -> None:
+    """database.sslmode and redis.tls set the service's settings; each store's CA comes from
+    its Secret into every pod that connects, the migrations Job's included."""
+    values = {
+        "database": {"sslmode": "verify-full", "caSecret": {"name": "rds-ca", "key": "bundle.pem"}},
+        "redis": {"tls": True, "caSecret": {"name": "cache-ca", "key": "ca.crt"}},
+    }
+    data = _configmap(values)
+    assert {
+        k: data[k] for k in ("DB_SSLMODE", "DB_SSL_ROOT_CERT", "REDIS_TLS", "REDIS_CA_FILE")
+    } == {
+        "DB_SSLMODE": "verify-full",
+        "DB_SSL_ROOT_CERT": "/etc/shipshape/tls/database-ca.pem",
+        "REDIS_TLS": "true",
+        "REDIS_CA_FILE": "/etc/shipshape/tls/redis-ca.pem",
+    }
+    objects = [
+        doc
+        for name, text in render_raw(values).items()
+        if not name.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    pods = {
+        o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: o["spec"][
+            "template"
+        ]["spec"]
+        for o in objects
+        if o["kind"] in ("Deployment", "Job")
+    }
+    assert set(pods) == {"app", "worker", "migrate"}
+    for component, spec in pods.items():
+        [volume] = [v for v in spec["volumes"] if v["name"] == "tls-ca"]
+        assert volume["projected"] == {
+            "defaultMode": 0o444,
+            "sources": [
+                {
+                    "secret": {
+                        "name": "rds-ca",
+                        "items": [{"key": "bundle.pem", "path": "database-ca.pem"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": "cache-ca",
+                        "items": [{"key": "ca.crt", "path": "redis-ca.pem"}],
+                    }
+                },
+            ],
+        }, component
+        [main] = [c for c in spec["containers"] if c["name"] == component]
+        mounts = [m for m in main["volumeMounts"] if m["name"] == "tls-ca"]
+        assert mounts == [{"name": "tls-ca", "mountPath": "/etc/shipshape/tls", "readOnly": True}]
+    # The defaults: the driver's own (prefer), plain Redis, and no CA volume.
+    default = _configmap({})
+    assert (default["DB_SSLMODE"], default["DB_SSL_ROOT_CERT"]) == ("prefer", "")
+    assert (default["REDIS_TLS"], default["REDIS_CA_FILE"]) == ("false", "")
+    assert all(v["name"] != "tls-ca" for s in pod_specs("default").values() for v in s["volumes"])
+    assert re.search(r"sslmode", _refusal({"database": {"sslmode": "verify_full"}}))
+    assert "DB_SSLMODE" in _refusal({"config": {"DB_SSLMODE": "require"}})

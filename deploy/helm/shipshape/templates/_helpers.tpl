@@ -70,6 +70,10 @@ DB_NAME: {{ .Values.database.name | quote }}
 DB_USER: {{ .Values.database.user | quote }}
 REDIS_HOST: {{ .Values.redis.host | quote }}
 REDIS_PORT: {{ .Values.redis.port | quote }}
+DB_SSLMODE: {{ .Values.database.sslmode | quote }}
+DB_SSL_ROOT_CERT: {{ ternary "/etc/shipshape/tls/database-ca.pem" "" (ne .Values.database.caSecret.name "") | quote }}
+REDIS_TLS: {{ .Values.redis.tls | quote }}
+REDIS_CA_FILE: {{ ternary "/etc/shipshape/tls/redis-ca.pem" "" (ne .Values.redis.caSecret.name "") | quote }}
 PORT: {{ .Values.app.port | quote }}
 FORWARDED_ALLOW_IPS: {{ include "shipshape.trustedProxies" . | quote }}
 UPLOADS_DIR: "/app/uploads"
@@ -163,6 +167,35 @@ checkov.io/skip1: CKV_K8S_43=image.digest pins the image by digest, as docs/kube
 checkov.io/skip2: CKV_K8S_15=IfNotPresent is right for a digest or a version tag; a moving tag needs image.digest or pullPolicy Always
 {{- end }}
 
+{{/* The CA bundles of the database's and Redis's certificates, from their Secrets. */}}
+{{- define "shipshape.tlsVolume" -}}
+{{- if or .Values.database.caSecret.name .Values.redis.caSecret.name }}
+- name: tls-ca
+  projected:
+    defaultMode: 0444
+    sources:
+      {{- range $store, $file := dict "database" "database-ca.pem" "redis" "redis-ca.pem" }}
+      {{- with (index $.Values $store).caSecret }}
+      {{- if .name }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: {{ $file }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.tlsMount" -}}
+{{- if or .Values.database.caSecret.name .Values.redis.caSecret.name }}
+- name: tls-ca
+  mountPath: /etc/shipshape/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* Writable paths: a small /tmp in memory, and the shared files volume. */}}
 {{- define "shipshape.dataVolumes" -}}
 - name: tmp
@@ -176,6 +209,7 @@ checkov.io/skip2: CKV_K8S_15=IfNotPresent is right for a digest or a version tag
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- include "shipshape.tlsVolume" . }}
 {{- end }}
 
 {{- define "shipshape.dataMounts" -}}
@@ -190,6 +224,7 @@ checkov.io/skip2: CKV_K8S_15=IfNotPresent is right for a digest or a version tag
 - name: secrets
   mountPath: /run/secrets
   readOnly: true
+{{- include "shipshape.tlsMount" . }}
 {{- end }}
 
 {{/* Pod template annotations: a changed setting or trial secret rolls the pods. */}}
