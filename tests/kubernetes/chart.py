@@ -60,7 +60,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": False},
         "trustedProxies": "10.42.0.0/16",
     },
+    "shared-volume": {"persistence": {"accessModes": ["ReadWriteMany"]}},
     "every-pod-option": {
+        "persistence": {"accessModes": ["ReadWriteMany"]},
         "app": {
             "podAntiAffinityPreset": "hard",
             "topologySpread": {"nodes": True, "zones": False},

@@ -95,7 +95,8 @@ def test_updates_keep_capacity_and_stops_outlast_the_drain() -> None:
     pre_stop = int(spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
     drain = Settings.model_fields["graceful_timeout"].default
     assert spec["terminationGracePeriodSeconds"] > pre_stop + drain
-    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    shared = pod_specs("shared-volume")["app"]  # a ReadWriteMany volume: replicas spread
+    assert shared["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
     worker = pod_specs("default")["worker"]
     assert worker["terminationGracePeriodSeconds"] >= int(
         STACK["worker"]["stop_grace_period"].rstrip("s")

@@ -31,8 +31,8 @@ def _labels(component: str) -> dict[str, str]:
     return {**SELECTOR, "app.kubernetes.io/component": component}
 
 
-def test_by_default_replicas_spread_over_nodes_and_zones_preferring_a_node_each() -> None:
-    specs = pod_specs("default")
+def test_on_a_shared_volume_replicas_spread_over_nodes_and_zones_preferring_a_node_each() -> None:
+    specs = pod_specs("shared-volume")
     for component in ("app", "worker"):
         spec = specs[component]
         assert spec["topologySpreadConstraints"] == [
@@ -52,6 +52,8 @@ def test_by_default_replicas_spread_over_nodes_and_zones_preferring_a_node_each(
         assert "priorityClassName" not in spec
         assert "initContainers" not in spec
         assert [c["name"] for c in spec["containers"]] == [component]
+    [claim] = by_kind("shared-volume", "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     budgets = {b["metadata"]["name"]: b["spec"] for b in by_kind("default", "PodDisruptionBudget")}
     assert budgets == {
         "shipshape": {"maxUnavailable": 1, "selector": {"matchLabels": _labels("app")}},
@@ -279,3 +281,40 @@ def test_a_managed_database_and_redis_are_reached_over_verified_tls_from_every_p
     assert all(v["name"] != "tls-ca" for s in pod_specs("default").values() for v in s["volumes"])
     assert re.search(r"sslmode", _refusal({"database": {"sslmode": "verify_full"}}))
     assert "DB_SSLMODE" in _refusal({"config": {"DB_SSLMODE": "require"}})
+
+
+def test_by_default_every_pod_goes_to_the_node_of_the_read_write_once_volume() -> None:
+    """No pod stays Pending on a cluster without ReadWriteMany: the files volume is
+    ReadWriteOnce, and the app's and the worker's pods all go to the node that mounts it."""
+    [claim] = by_kind("default", "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    together = {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {
+                        "matchLabels": SELECTOR,
+                        "matchExpressions": [
+                            {"key": "app.kubernetes.io/component", "operator": "In",
+                             "values": ["app", "worker"]}
+                        ],
+                    },
+                }
+            ]
+        }
+    }  # fmt: skip
+    specs = pod_specs("default")
+    for component in ("app", "worker"):
+        assert specs[component]["affinity"] == together, component
+        assert "topologySpreadConstraints" not in specs[component], component
+        mounts = {m["name"] for m in specs[component]["containers"][0]["volumeMounts"]}
+        assert "files" in mounts
+    # The migrations Job mounts no files: it may run anywhere.
+    assert "affinity" not in specs["migrate"]
+    assert "ReadWriteMany" in _refusal({"app": {"podAntiAffinityPreset": "hard"}})
+    # Without persistence each pod has its own emptyDir: nothing to share a node for.
+    rendered = render_raw({"persistence": {"enabled": False}})
+    [text] = [t for name, t in rendered.items() if name.endswith("deployment-worker.yaml")]
+    assert "podAffinity:" not in text
+    assert "podAntiAffinity:" in text

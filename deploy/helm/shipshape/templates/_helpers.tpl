@@ -253,12 +253,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Replicas spread over nodes, and over zones where the nodes carry one. */}}
+{{/* The files volume can be mounted on one node only (ReadWriteOnce): every pod that
+mounts it goes to that node. */}}
+{{- define "shipshape.coScheduled" -}}
+{{- if and .Values.persistence.enabled (not (has "ReadWriteMany" .Values.persistence.accessModes)) }}true{{ end }}
+{{- end }}
+
+{{/* Replicas spread over nodes, and over zones where the nodes carry one (not while they
+share a ReadWriteOnce volume: they are on its node). */}}
 {{- define "shipshape.topologySpread" -}}
 {{- $values := index .root.Values .component }}
 {{- $keys := list }}
+{{- if not (include "shipshape.coScheduled" .root) }}
 {{- if $values.topologySpread.nodes }}{{ $keys = append $keys "kubernetes.io/hostname" }}{{ end }}
 {{- if $values.topologySpread.zones }}{{ $keys = append $keys "topology.kubernetes.io/zone" }}{{ end }}
+{{- end }}
 {{- range $keys }}
 - maxSkew: 1
   topologyKey: {{ . }}
@@ -269,12 +278,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* `affinity` as given, or the anti-affinity preset: soft prefers, hard requires, one
+{{/* `affinity` as given; or with a ReadWriteOnce files volume, every pod on the node of
+the release's other pods; or the anti-affinity preset: soft prefers, hard requires, one
 replica per node. */}}
 {{- define "shipshape.affinity" -}}
 {{- $values := index .root.Values .component }}
 {{- if $values.affinity }}
 {{- toYaml $values.affinity }}
+{{- else if include "shipshape.coScheduled" .root }}
+{{- if eq $values.podAntiAffinityPreset "hard" }}
+{{- fail (printf "%s.podAntiAffinityPreset hard needs persistence.accessModes [ReadWriteMany]: with ReadWriteOnce every pod shares the volume's node" .component) }}
+{{- end }}
+podAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "shipshape.selectorLabels" .root | nindent 10 }}
+        matchExpressions:
+          - {key: app.kubernetes.io/component, operator: In, values: [app, worker]}
 {{- else if eq $values.podAntiAffinityPreset "hard" }}
 podAntiAffinity:
   requiredDuringSchedulingIgnoredDuringExecution:
