@@ -318,3 +318,35 @@ def test_by_default_every_pod_goes_to_the_node_of_the_read_write_once_volume() -
     [text] = [t for name, t in rendered.items() if name.endswith("deployment-worker.yaml")]
     assert "podAffinity:" not in text
     assert "podAntiAffinity:" in text
+
+
+def test_the_security_headers_preset_gives_ingress_nginx_the_compose_nginx_headers() -> None:
+    """The headers docker/nginx/snippets/security-headers.conf adds on compose, on both
+    Ingresses by ingress-nginx's custom-headers annotation; the CSP is the app's own."""
+    snippet = (ROOT / "docker" / "nginx" / "snippets" / "security-headers.conf").read_text()
+    compose = dict(re.findall(r'^add_header ([\w-]+) "([^"]*)" always;$', snippet, re.M))
+    assert "Content-Security-Policy" in snippet  # from a variable: not in `compose`
+    assert len(compose) == 7
+    on = {"ingress": {"securityHeaders": {"enabled": True}}}
+    objects = [
+        doc
+        for name, text in render_raw(on).items()
+        if name.endswith("ingress.yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    [headers] = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert headers["data"] == compose
+    name = f"{headers['metadata']['namespace']}/{headers['metadata']['name']}"
+    ingresses = [o for o in objects if o["kind"] == "Ingress"]
+    assert len(ingresses) == 2
+    for ingress in ingresses:
+        assert (
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/custom-headers"] == name
+        )
+    # Off by default (a controller that does not allow the headers answers 503), and only
+    # for ingress-nginx.
+    for values in ({}, {"ingress": {"securityHeaders": {"enabled": True}, "className": "traefik"}}):
+        text = "".join(t for n, t in render_raw(values).items() if n.endswith("ingress.yaml"))
+        assert "custom-headers" not in text
+        assert "security-headers" not in text

@@ -167,6 +167,13 @@ checkov.io/skip1: CKV_K8S_43=image.digest pins the image by digest, as docs/kube
 checkov.io/skip2: CKV_K8S_15=IfNotPresent is right for a digest or a version tag; a moving tag needs image.digest or pullPolicy Always
 {{- end }}
 
+{{/* ingress-nginx's annotation naming the security headers' ConfigMap, when they are on. */}}
+{{- define "shipshape.securityHeadersAnnotation" -}}
+{{- if and .Values.ingress.securityHeaders.enabled (eq .Values.ingress.className "nginx") }}
+nginx.ingress.kubernetes.io/custom-headers: {{ printf "%s/%s-security-headers" .Release.Namespace (include "shipshape.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* The CA bundles of the database's and Redis's certificates, from their Secrets. */}}
 {{- define "shipshape.tlsVolume" -}}
 {{- if or .Values.database.caSecret.name .Values.redis.caSecret.name }}
