@@ -182,12 +182,13 @@ lock-export: | $(UV) ## Export requirements.lock.txt from uv.lock as it is (no r
 	@echo "requirements.lock.txt: $$(grep -c '==' requirements.lock.txt) pinned packages"
 
 .PHONY: docs
-docs: venv ## Regenerate the settings table, the chart's values schema and alert rules, and the conventions index
+docs: venv ## Regenerate the settings table, the chart's values schema, alert rules and backup script, and the conventions index
 	$(RUN) python -m tools.config_docs --write
 	$(RUN) python -m tools.conventions_index --write
 	$(RUN) python -m tools.chart_schema --write
 	$(RUN) python -m tools.prove --write-status
 	cp monitoring/prometheus/rules/shipshape.yml deploy/helm/shipshape/files/alert-rules.yml
+	cp scripts/backup.sh deploy/helm/shipshape/files/backup.sh
 
 .PHONY: check-config
 check-config: venv ## Validate the environment and print the resolved (redacted) configuration

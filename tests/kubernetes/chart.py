@@ -61,6 +61,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "trustedProxies": "10.42.0.0/16",
     },
     "shared-volume": {"persistence": {"accessModes": ["ReadWriteMany"]}},
+    "in-cluster-backups": {"backup": {"enabled": True}},
     "every-pod-option": {
         "persistence": {"accessModes": ["ReadWriteMany"]},
         "app": {

@@ -350,3 +350,38 @@ def test_the_security_headers_preset_gives_ingress_nginx_the_compose_nginx_heade
         text = "".join(t for n, t in render_raw(values).items() if n.endswith("ingress.yaml"))
         assert "custom-headers" not in text
         assert "security-headers" not in text
+
+
+def test_in_cluster_backups_run_the_compose_backup_script_nightly() -> None:
+    """The CronJob runs the compose stack's own script (the chart's copy, kept identical by
+    `make docs`), one dump per run, into a claim that outlives the release."""
+    script = ROOT / "scripts" / "backup.sh"
+    assert (CHART / "files" / "backup.sh").read_bytes() == script.read_bytes()
+    [cronjob] = by_kind("in-cluster-backups", "CronJob")
+    assert by_kind("default", "CronJob") == []
+    spec = cronjob["spec"]
+    assert (spec["schedule"], spec["timeZone"], spec["concurrencyPolicy"]) == (
+        "30 2 * * *", "Etc/UTC", "Forbid",
+    )  # fmt: skip
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "postgres:15-alpine"
+    assert container["command"] == ["/bin/sh", "/opt/shipshape/backup.sh", "--once"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "PGHOST": "postgres", "PGPORT": "5432", "PGUSER": "shipshape", "PGDATABASE": "shipshape",
+        "PGSSLMODE": "prefer", "DB_PASSWORD_FILE": "/run/secrets/db_password",
+        "BACKUP_KEEP_DAILY": "7", "BACKUP_KEEP_WEEKLY": "4",
+    }  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["secret"]["items"] == [{"key": "db_password", "path": "db_password"}]
+    assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == "shipshape-backups"
+    [claim] = [c for c in by_kind("in-cluster-backups", "PersistentVolumeClaim")
+               if c["metadata"]["name"] == "shipshape-backups"]  # fmt: skip
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    [configmap] = [c for c in by_kind("in-cluster-backups", "ConfigMap")
+                   if c["metadata"]["name"] == "shipshape-backup"]  # fmt: skip
+    assert configmap["data"]["backup.sh"].rstrip("\n") == script.read_text().rstrip("\n")
+    [quiet] = [p for p in by_kind("in-cluster-backups", "NetworkPolicy")
+               if p["metadata"]["name"] == "shipshape-no-ingress"]  # fmt: skip
+    assert "backup" in quiet["spec"]["podSelector"]["matchExpressions"][0]["values"]

@@ -146,13 +146,22 @@ class Pod:
 class Kubelet:
     """Runs pods of one rendered release on `network`, where the Services they use (the
     database, Redis) answer by the names the values give them. Files of the volumes live
-    under `root`; `image` stands for the image the chart names."""
+    under `root`; `image` stands for the service's image (`chart_image`, the repository the
+    chart names); other images run as they are named."""
 
-    def __init__(self, objects: list[dict[str, Any]], network: str, root: Path, image: str):
+    def __init__(
+        self,
+        objects: list[dict[str, Any]],
+        network: str,
+        root: Path,
+        image: str,
+        chart_image: str = "ghcr.io/example/shipshape",
+    ):
         self.objects = objects
         self.network = network
         self.root = root
         self.image = image
+        self.chart_image = chart_image
         self.pods: list[Pod] = []
         self._threads: list[threading.Thread] = []
 
@@ -164,7 +173,8 @@ class Kubelet:
 
     def pod_template(self, kind: str, component: str) -> dict[str, Any]:
         for found in self.objects:
-            template = found.get("spec", {}).get("template")
+            spec = found.get("spec", {})
+            template = spec.get("jobTemplate", {}).get("spec", spec).get("template")
             labels = (template or {}).get("metadata", {}).get("labels", {})
             if found["kind"] == kind and labels.get("app.kubernetes.io/component") == component:
                 return dict(template["spec"])
@@ -200,6 +210,14 @@ class Kubelet:
             folder = self.root / "claims" / volume["persistentVolumeClaim"]["claimName"]
             folder.mkdir(parents=True, exist_ok=True)
             self._own(folder, fs_group)
+            return folder
+        if "configMap" in volume:
+            data = self._find("ConfigMap", volume["configMap"]["name"]).get("data", {})
+            folder = self.root / "configmaps" / pod / volume["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            for key, value in data.items():
+                (folder / key).write_text(value)
+                (folder / key).chmod(volume["configMap"].get("defaultMode", 0o644))
             return folder
         if "secret" in volume:
             secret = self._find("Secret", volume["secret"]["secretName"])
@@ -284,9 +302,15 @@ class Kubelet:
             for port in container.get("ports", []):
                 args += ["--publish", f"127.0.0.1::{port['containerPort']}"]
             args += self._security(spec, container) + self._mounts(name, spec, container)
+            # The chart's own image is the one under test; any other (pg_dump's) as named.
+            image = (
+                self.image
+                if container["image"].startswith(self.chart_image)
+                else container["image"]
+            )
             if command := container.get("command"):
                 args += ["--entrypoint", command[0]]
-            args += [self.image, *command[1:]] if command else [self.image]
+            args += [image, *command[1:]] if command else [image]
             args += container.get("args", [])
             running = RunningContainer(
                 docker(*args).stdout.strip(), container["name"], container, pod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import re
 import secrets
@@ -42,6 +43,7 @@ SECRETS = {
 VALUES = {
     "secrets": {"create": True, "values": SECRETS},
     "config": {"CREATE_SUPERUSER": True},
+    "backup": {"enabled": True},
 }
 ROWS = 60_000  # 2.3 MB: the upload is spooled through /tmp (above 1 MB)
 
@@ -63,7 +65,9 @@ def release(values: dict[str, Any] = VALUES) -> list[dict[str, Any]]:
 def cluster(objects: list[dict[str, Any]], image: str, root: Path) -> Iterator[Kubelet]:
     """A network where Postgres and Redis answer as `database.host` and `redis.host`, and
     a kubelet for the release's pods on it."""
-    configmap = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    configmap = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shipshape"
+    )["data"]
     network = f"shipshape-pods-{secrets.token_hex(4)}"
     docker("network", "create", "--label", "shipshape-test=1", network)
     started: list[str] = []
@@ -141,6 +145,8 @@ def run_release(cluster: Kubelet, *, until: str = "drained") -> dict[str, float]
     # 30 s after its start.
     probes = [p for c in (web, ping) for p in c.probes.values()]
     cluster.wait("every probe to have passed", lambda: all(p.successes for p in probes), 120)
+    # A night's backup, as the CronJob's Job runs it, with the imported rows in it.
+    cluster.run_to_completion("backup", cluster.pod_template("CronJob", "backup"), timeout=300)
     return {"app": cluster.stop(app), "worker": cluster.stop(worker)}
 
 
@@ -154,6 +160,13 @@ def test_the_release_runs_as_a_kubelet_runs_it(image: str, tmp_path: Path) -> No
     assert pre_stop <= stopped["app"] < app["terminationGracePeriodSeconds"]
     worker = found.pod_template("Deployment", "worker")
     assert stopped["worker"] < worker["terminationGracePeriodSeconds"]
+    # The backup: a dump and its checksum in the backups claim, written by uid 10001.
+    daily = tmp_path / "claims" / "shipshape-backups" / "daily"
+    [dump] = daily.glob("*.dump")
+    digest = hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert (daily / f"{dump.name}.sha256").read_text().split() == [digest, dump.name]
+    assert dump.stat().st_uid == 10001
+    assert dump.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
 
 
 def _broken(change: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
