@@ -188,7 +188,14 @@ def problems(settings: Settings, sql: str, args: tuple[Any, ...], bound: int) ->
 def seeded(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, Headers]]]:
     from app.services.users import ensure_superuser_standalone
 
-    scaled = make_settings(tmp_path, settings.database_url, metrics_token=METRICS_TOKEN)
+    # The seeded unfinished jobs are rows to count, not runs: this process's reaper (every
+    # half heartbeat, without a broker) must not hand them on or fail them because the
+    # seed's transaction, which stamps their heartbeat, took longer than 1.5 heartbeats to
+    # commit (it took 25 s on a busy machine).
+    scaled = make_settings(
+        tmp_path, settings.database_url, metrics_token=METRICS_TOKEN,
+        job_heartbeat_seconds=3600, job_resend_after_seconds=86400,
+    )  # fmt: skip
     asyncio.run(ensure_superuser_standalone(scaled))
     with TestClient(create_app(scaled)) as client:
         admin = login(client, scaled.admin_username, scaled.admin_password)
