@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,18 @@ def manifests(name: str) -> dict[str, str]:
     return {k: v for k, v in _render_set(name) if not k.endswith("NOTES.txt")}
 
 
+def _parsed(texts: Iterable[str]) -> list[dict[str, Any]]:
+    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
+
+
 def objects(name: str) -> list[dict[str, Any]]:
     """Every Kubernetes object one value set renders."""
-    found: list[dict[str, Any]] = []
-    for text in manifests(name).values():
-        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return found
+    return _parsed(manifests(name).values())
+
+
+def render_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every Kubernetes object `values` render (not cached: for values of one test)."""
+    return _parsed(t for name, t in render_raw(values).items() if not name.endswith("NOTES.txt"))
 
 
 def by_kind(name: str, kind: str) -> list[dict[str, Any]]:

@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubernetes.chart import CHART, HARDENED, ROOT, VALUE_SETS, by_kind, pod_specs, render_raw
+from tests.kubernetes.chart import (
+    CHART,
+    HARDENED,
+    ROOT,
+    VALUE_SETS,
+    by_kind,
+    pod_specs,
+    render_objects,
+    render_raw,
+)
 from tests.kubernetes.test_chart import _refusal
 
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -237,13 +246,7 @@ def test_a_managed_database_and_redis_are_reached_over_verified_tls_from_every_p
         "REDIS_TLS": "true",
         "REDIS_CA_FILE": "/etc/shipshape/tls/redis-ca.pem",
     }
-    objects = [
-        doc
-        for name, text in render_raw(values).items()
-        if not name.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    objects = render_objects(values)
     pods = {
         o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: o["spec"][
             "template"

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.container.conftest import build_prod_image
 from tests.docker_utils import docker, wait_until
-from tests.kubernetes.chart import render_raw
+from tests.kubernetes.chart import render_objects
 from tests.pods.kubelet import Kubelet, kubelet
 from tests.server import multipart
 
@@ -54,11 +53,7 @@ def image() -> str:
 
 
 def release(values: dict[str, Any] = VALUES) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for name, text in render_raw(values).items():
-        if not name.endswith("NOTES.txt"):
-            found.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return found
+    return render_objects(values)
 
 
 @contextlib.contextmanager
