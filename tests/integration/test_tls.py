@@ -81,7 +81,7 @@ def _db_settings(
     return make_settings(
         Path("/nonexistent"), "", db_host=host, db_port=servers.postgres.port(5432),
         db_user="postgres", db_password=PASSWORD, db_name="postgres", db_sslmode=mode,
-        db_ssl_root_cert=str(ca or ""), db_connect_timeout_seconds=5,
+        db_ssl_root_cert=str(ca or ""), db_connect_timeout_seconds=30,
     )  # fmt: skip
 
 
@@ -140,14 +140,14 @@ def test_redis_is_reached_over_tls_by_every_client_and_refuses_another_ca(
     assert url is not None
     assert url.startswith("rediss://")
     # The cache's client, the broker and the result backend (Celery), all one URL's.
-    assert Redis.from_url(url, socket_timeout=5).ping()
+    assert Redis.from_url(url, socket_timeout=30).ping()
     for broker in (good.resolved_broker_url, good.resolved_result_backend):
-        with Connection(broker, connect_timeout=5) as connection:
+        with Connection(broker, connect_timeout=30) as connection:
             connection.ensure_connection(max_retries=1)
     with pytest.raises(Exception, match=r"(?i)certificate"):
-        Redis.from_url(bad.resolved_redis_url or "", socket_timeout=5).ping()
+        Redis.from_url(bad.resolved_redis_url or "", socket_timeout=30).ping()
     with (
-        Connection(bad.resolved_broker_url, connect_timeout=5) as connection,
+        Connection(bad.resolved_broker_url, connect_timeout=30) as connection,
         pytest.raises(Exception, match=r"(?i)certificate"),
     ):
         connection.ensure_connection(max_retries=1)
